@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    legate_control_plane::cli::main()
+}

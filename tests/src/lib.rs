@@ -1,0 +1,30 @@
+//! Support code for Legate's end-to-end tests.
+//!
+//! The tests spawn real processes — `legate-cp`, Envoy (from `ENVOY_BIN`) and
+//! later `legate-proxy` — next to in-process [`Upstream`]s. Everything here has
+//! a deadline, never uses fixed ports, and kills (and reaps) child processes on
+//! drop. Each child's stdout/stderr goes to files in its own temp dir; failed
+//! waits panic with the tail of those logs, and the temp dir is kept when the
+//! test panics.
+//!
+//! [`Upstream`]: legate_test_upstream::Upstream
+
+mod bins;
+mod control_plane;
+mod envoy;
+mod http;
+mod process;
+mod wait;
+
+pub use bins::{cargo_bin, envoy_bin, workspace_root};
+pub use control_plane::ControlPlane;
+pub use envoy::Envoy;
+pub use http::{HttpResponse, http_get, http_get_with_headers, http_send};
+pub use legate_test_upstream as upstream;
+pub use process::{Process, run_with_deadline};
+pub use wait::{free_port, wait_until};
+
+use std::time::Duration;
+
+/// How long a spawned process gets to become ready.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
