@@ -1,0 +1,1 @@
+//! Envoy-compatible command-line flags.

@@ -1,0 +1,10 @@
+//! `legate-proxy`: an outbound (ambassador) proxy that takes Envoy's bootstrap and flags,
+//! subscribes over ADS, and behaves like Envoy where anyone can observe it.
+//! See ARCHITECTURE.md for the codemap.
+
+pub mod bootstrap;
+pub mod cli;
+pub mod config;
+pub mod lb;
+pub mod stats;
+pub mod xds;

@@ -1,0 +1,1 @@
+//! Envoy-named stats: counters, gauges, histograms, and their admin renderings.

@@ -1,0 +1,1 @@
+//! The ADS client (SotW and delta).
