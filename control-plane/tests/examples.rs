@@ -12,7 +12,11 @@ fn example_is_valid() {
     let c = config::load(&example()).unwrap_or_else(|errors| {
         panic!(
             "{}",
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     });
     assert_eq!(c.ambassadors["checkout"].routes.len(), 3);

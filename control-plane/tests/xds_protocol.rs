@@ -540,3 +540,33 @@ async fn delta_nack_is_not_resent() {
     let clients = f.registry.snapshot();
     assert_eq!(clients[0].types[CLUSTER].last_nack.as_deref(), Some("nope"));
 }
+
+/// Envoy ACKs a cluster update only after the new clusters warmed, which needs their
+/// endpoints: EDS must not wait for that ACK (or both sides wait for Envoy's 15 s timeout).
+#[tokio::test]
+async fn endpoints_are_not_held_behind_an_unacked_cluster_update() {
+    let mut f = Fixture::start(BASE).await;
+    let mut s = f.sotw().await;
+    s.converge().await;
+    f.publish(&BASE.replace(
+        "  inventory:",
+        "  orders:\n    endpoints: [127.0.0.1:9003]\n  inventory:",
+    ));
+    let cds = s.recv().await;
+    assert_eq!(cds.type_url, CLUSTER);
+    assert_eq!(names(&cds), ["inventory", "orders", "payments"]);
+    // Like Envoy: ask for the new cluster's endpoints before ACKing the clusters.
+    s.request(ENDPOINT, &["inventory", "orders", "payments"], None)
+        .await;
+    let eds = s.recv().await;
+    assert_eq!(eds.type_url, ENDPOINT);
+    assert_eq!(names(&eds), ["inventory", "orders", "payments"]);
+    // Routes that point at `orders` still wait for the cluster ACK.
+    s.expect_quiet().await;
+    s.request(ENDPOINT, &["inventory", "orders", "payments"], Some(&eds))
+        .await;
+    s.expect_quiet().await;
+    s.request(CLUSTER, &[], Some(&cds)).await;
+    let rds = s.recv().await;
+    assert_eq!(rds.type_url, ROUTE);
+}

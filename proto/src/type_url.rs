@@ -15,6 +15,19 @@ pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets
 /// to warm (endpoints, secrets), then listeners, then the routes that listeners need.
 pub const ADS_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE];
 
+/// The types whose in-flight (un-ACKed) responses hold back a push of `type_url` on ADS.
+///
+/// Listeners and routes wait for clusters and endpoints, so a route never points at a cluster
+/// the client does not have yet. Nothing waits for listeners, and endpoints and secrets never
+/// wait: Envoy ACKs a cluster update only once its new clusters have warmed, which needs their
+/// endpoints (and secrets), and ACKs a listener update only once its routes arrived.
+pub fn held_back_by(type_url: &str) -> &'static [&'static str] {
+    match type_url {
+        LISTENER | ROUTE => &[CLUSTER, ENDPOINT],
+        _ => &[],
+    }
+}
+
 /// True for the types whose SotW subscription may be a wildcard (LDS and CDS).
 pub fn is_wildcard_capable(type_url: &str) -> bool {
     type_url == CLUSTER || type_url == LISTENER

@@ -194,12 +194,11 @@ impl DeltaStream {
                 continue;
             }
             if self.core.kind.is_ads()
-                && type_url::ADS_ORDER
+                && type_url::held_back_by(t)
                     .iter()
-                    .take_while(|e| **e != t)
-                    .any(|e| self.types.get(*e).is_some_and(|s| s.pending))
+                    .any(|blocker| self.types.get(*blocker).is_some_and(|s| s.pending))
             {
-                break;
+                continue;
             }
             if let Some(resp) = self.prepare(t) {
                 self.out

@@ -139,14 +139,14 @@ impl SotwStream {
     }
 
     /// Pushes every type whose content changed (or that must be resent), in make-before-break
-    /// order on ADS: a type waits while an earlier type has a response in flight.
+    /// order on ADS: listeners and routes wait while clusters or endpoints are in flight.
     async fn push_all(&mut self) -> Result<(), Status> {
         for t in self.core.push_order() {
             if !self.types.contains_key(t) {
                 continue;
             }
-            if self.earlier_in_flight(t) {
-                break;
+            if self.held_back(t) {
+                continue;
             }
             if let Some(resp) = self.prepare(t) {
                 self.out
@@ -158,14 +158,11 @@ impl SotwStream {
         Ok(())
     }
 
-    fn earlier_in_flight(&self, t: &str) -> bool {
-        if !self.core.kind.is_ads() {
-            return false;
-        }
-        type_url::ADS_ORDER
-            .iter()
-            .take_while(|earlier| **earlier != t)
-            .any(|earlier| self.types.get(*earlier).is_some_and(|s| s.pending))
+    fn held_back(&self, t: &str) -> bool {
+        self.core.kind.is_ads()
+            && type_url::held_back_by(t)
+                .iter()
+                .any(|blocker| self.types.get(*blocker).is_some_and(|s| s.pending))
     }
 
     /// Builds the response for type `t` if one is due, and records it as sent.
