@@ -2,9 +2,13 @@
 //! subscribes over ADS, and behaves like Envoy where anyone can observe it.
 //! See ARCHITECTURE.md for the codemap.
 
+pub mod admin;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod lb;
+pub mod proxy;
+pub mod runtime;
+pub mod server;
 pub mod stats;
 pub mod xds;

@@ -8,7 +8,37 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::process::Process;
-use crate::{STARTUP_DEADLINE, envoy_bin, http_get};
+use crate::{STARTUP_DEADLINE, cargo_bin, envoy_bin, http_get};
+
+/// Which data plane binary runs a bootstrap. Both take the same file and flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// Stock Envoy, from [`envoy_bin`].
+    Envoy,
+    /// `legate-proxy`, built from this workspace.
+    Legate,
+}
+
+impl Flavor {
+    /// Both flavours, for tests that run the same scenario against each.
+    pub const ALL: [Flavor; 2] = [Flavor::Envoy, Flavor::Legate];
+
+    /// The binary to run.
+    pub fn bin(self) -> std::path::PathBuf {
+        match self {
+            Flavor::Envoy => envoy_bin(),
+            Flavor::Legate => cargo_bin("legate-proxy", "legate-proxy"),
+        }
+    }
+
+    /// A short name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Envoy => "envoy",
+            Flavor::Legate => "legate-proxy",
+        }
+    }
+}
 
 /// A running Envoy (from [`envoy_bin`]), killed on drop.
 ///
@@ -32,7 +62,18 @@ impl Envoy {
 
     /// Like [`Envoy::start`], with extra command-line arguments.
     pub async fn start_with_args(bootstrap_yaml: &str, extra_args: &[&str]) -> Envoy {
-        let bin = envoy_bin();
+        Self::start_flavor(Flavor::Envoy, bootstrap_yaml, extra_args).await
+    }
+
+    /// Starts the data plane `flavor` with the same flags Envoy gets, and waits until its
+    /// admin `/ready` answers 200 `LIVE`.
+    pub async fn start_flavor(flavor: Flavor, bootstrap_yaml: &str, extra_args: &[&str]) -> Envoy {
+        let bin = match flavor {
+            Flavor::Envoy => flavor.bin(),
+            Flavor::Legate => tokio::task::spawn_blocking(move || flavor.bin())
+                .await
+                .expect("building legate-proxy"),
+        };
         let dir = TempDir::with_prefix("legate-envoy-").expect("creating temp dir");
         let bootstrap = dir.path().join("bootstrap.yaml");
         let admin_file = dir.path().join("admin.txt");
@@ -45,14 +86,14 @@ impl Envoy {
             .arg(&admin_file)
             .args(["-l", "info", "--concurrency", "1"])
             .args(extra_args);
-        let process = Process::spawn("envoy", cmd, dir);
+        let process = Process::spawn(flavor.name(), cmd, dir);
 
         let admin = process
             .wait_for_file(&admin_file, STARTUP_DEADLINE, |s| s.trim().parse().ok())
             .await;
         process
             .wait_until(
-                "Envoy GET /ready to return 200 LIVE",
+                "the data plane's GET /ready to return 200 LIVE",
                 STARTUP_DEADLINE,
                 || async move {
                     match http_get(admin, "/ready", None).await {

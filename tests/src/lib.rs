@@ -18,7 +18,7 @@ mod wait;
 
 pub use bins::{cargo_bin, envoy_bin, workspace_root};
 pub use control_plane::ControlPlane;
-pub use envoy::Envoy;
+pub use envoy::{Envoy, Flavor};
 pub use http::{HttpResponse, http_get, http_get_with_headers, http_send};
 pub use legate_test_upstream as upstream;
 pub use process::{Process, run_with_deadline};

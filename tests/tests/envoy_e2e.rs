@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use legate_e2e::upstream::Upstream;
 use legate_e2e::{
-    ControlPlane, Envoy, HttpResponse, cargo_bin, free_port, http_get, run_with_deadline,
+    ControlPlane, Envoy, Flavor, HttpResponse, cargo_bin, free_port, http_get, run_with_deadline,
 };
 use prost::Message;
 use serde_json::Value;
@@ -50,10 +50,11 @@ const TYPES: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
 // ---------------------------------------------------------------------------
 
 /// A data plane that takes its configuration from legate-cp through a
-/// `legate-cp bootstrap envoy` bootstrap. (legate-proxy joins later.)
+/// `legate-cp bootstrap envoy` bootstrap: stock Envoy or legate-proxy, same file and flags.
 #[derive(Clone, Copy, Debug)]
 enum DataPlane {
     Envoy,
+    Legate,
 }
 
 /// A running data plane; killed on drop (its logs are printed if the test
@@ -81,6 +82,9 @@ impl RunningDataPlane {
 async fn start_data_plane(kind: DataPlane, bootstrap_yaml: String) -> RunningDataPlane {
     match kind {
         DataPlane::Envoy => RunningDataPlane::Envoy(Envoy::start(&bootstrap_yaml).await),
+        DataPlane::Legate => {
+            RunningDataPlane::Envoy(Envoy::start_flavor(Flavor::Legate, &bootstrap_yaml, &[]).await)
+        }
     }
 }
 
@@ -385,6 +389,16 @@ async fn sotw() {
 #[tokio::test]
 async fn delta() {
     scenario(DataPlane::Envoy, true).await;
+}
+
+#[tokio::test]
+async fn legate_proxy_sotw() {
+    scenario(DataPlane::Legate, false).await;
+}
+
+#[tokio::test]
+async fn legate_proxy_delta() {
+    scenario(DataPlane::Legate, true).await;
 }
 
 async fn scenario(kind: DataPlane, delta: bool) {

@@ -1,0 +1,216 @@
+//! The Envoy-compatible admin API on the bootstrap's `admin.address`.
+//!
+//! Read endpoints answer GET (and POST, as Envoy does); mutating ones (`/quitquitquit`) are
+//! POST only.
+
+mod clusters;
+mod config_dump;
+pub mod time;
+
+use crate::runtime::manager::Manager;
+use crate::stats::Store;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What the admin API reads.
+pub struct AdminCtx {
+    /// Stats.
+    pub store: Store,
+    /// Runtime configuration.
+    pub manager: Arc<Manager>,
+    /// The bootstrap as Envoy JSON (for `/config_dump`).
+    pub bootstrap: serde_json::Value,
+    /// `command_line_options` for `/server_info`.
+    pub options: serde_json::Value,
+    /// `node` for `/server_info`.
+    pub node: serde_json::Value,
+    /// Process start.
+    pub started: Instant,
+    /// Set to true by `POST /quitquitquit`.
+    pub quit: watch::Sender<bool>,
+}
+
+type Body = Full<Bytes>;
+
+const PATHS: &str = "admin commands are:\n  /: Admin home page\n  /clusters: upstream cluster status\n  /config_dump: dump current Envoy configs\n  /quitquitquit: exit the server\n  /ready: print server state, return 200 if LIVE, otherwise return 503\n  /server_info: print server version/status information\n  /stats: print server stats\n  /stats/prometheus: print server stats in prometheus format\n";
+
+/// Serves the admin API on `listener` until the process exits.
+pub async fn serve(ctx: Arc<AdminCtx>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&ctx, &req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache, max-age=0"),
+    );
+    h.insert(
+        "x-content-type-options",
+        header::HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    respond(status, "text/plain; charset=UTF-8", body)
+}
+
+fn json(value: &serde_json::Value) -> Response<Body> {
+    let body = serde_json::to_string_pretty(value).unwrap_or_default() + "\n";
+    respond(StatusCode::OK, "application/json", body)
+}
+
+/// Parses a query string into (key, value) pairs (values percent-decoded).
+fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn handle(ctx: &AdminCtx, req: &Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let post = req.method() == Method::POST;
+    if req.method() != Method::GET && !post && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed.\n".into(),
+        );
+    }
+    let q = query(req);
+    let has = |k: &str| q.iter().any(|(key, _)| key == k);
+    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    match path {
+        "/ready" => {
+            if ctx.manager.is_live() {
+                text(StatusCode::OK, "LIVE\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "INITIALIZING\n".into())
+            }
+        }
+        "/server_info" => json(&server_info(ctx)),
+        "/stats" => {
+            let filter = match get("filter")
+                .filter(|f| !f.is_empty())
+                .map(regex::Regex::new)
+            {
+                Some(Ok(r)) => Some(r),
+                Some(Err(e)) => {
+                    return text(StatusCode::BAD_REQUEST, format!("Invalid regex: {e}\n"));
+                }
+                None => None,
+            };
+            let used_only = has("usedonly");
+            match get("format") {
+                Some("json") => json(&ctx.store.render_json(filter.as_ref(), used_only)),
+                Some("prometheus") => text(StatusCode::OK, ctx.store.render_prometheus()),
+                _ => text(
+                    StatusCode::OK,
+                    ctx.store.render_text(filter.as_ref(), used_only),
+                ),
+            }
+        }
+        "/stats/prometheus" => text(StatusCode::OK, ctx.store.render_prometheus()),
+        "/clusters" => {
+            let clusters = ctx.manager.clusters();
+            if get("format") == Some("json") {
+                json(&clusters::json(&clusters))
+            } else {
+                text(StatusCode::OK, clusters::text(&clusters))
+            }
+        }
+        "/config_dump" => json(&config_dump::dump(ctx, has("include_eds"))),
+        "/quitquitquit" => {
+            if !post {
+                return text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Method GET not allowed, POST required.\n".into(),
+                );
+            }
+            let _ = ctx.quit.send(true);
+            text(StatusCode::OK, "OK\n".into())
+        }
+        "/" => text(StatusCode::OK, PATHS.into()),
+        _ => text(StatusCode::NOT_FOUND, format!("invalid path. {PATHS}")),
+    }
+}
+
+fn server_info(ctx: &AdminCtx) -> serde_json::Value {
+    let uptime = format!("{}s", ctx.started.elapsed().as_secs());
+    serde_json::json!({
+        "version": format!("legate-proxy/{}", env!("CARGO_PKG_VERSION")),
+        "state": if ctx.manager.is_live() { "LIVE" } else { "INITIALIZING" },
+        "uptime_current_epoch": uptime,
+        "uptime_all_epochs": uptime,
+        "hot_restart_version": "disabled",
+        "command_line_options": ctx.options,
+        "node": ctx.node,
+    })
+}

@@ -1,0 +1,690 @@
+//! `Listener` → [`ListenerConfig`]: one plaintext filter chain whose only network filter is the
+//! HTTP connection manager, whose only (enabled) HTTP filter is the router.
+
+use super::cluster::raw_buffer_only;
+use super::endpoint::ip_socket_address;
+use super::error::{
+    ConfigError, FieldError, Result, Under, ads_source, reject, timeout_or, unsupported,
+};
+use super::route::convert_table;
+use super::types::{Codec, ListenerConfig, RouteSource};
+use legate_proto::any::unpack;
+use legate_proto::pb::envoy::config::core::v3::Http1ProtocolOptions;
+use legate_proto::pb::envoy::config::listener::v3::{
+    FilterChain, FilterChainMatch, Listener, filter,
+};
+use legate_proto::pb::envoy::extensions::filters::http::router::v3::Router;
+use legate_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, http_connection_manager as hcm_pb, http_filter,
+};
+use prost::Name;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Envoy's default HCM `stream_idle_timeout`.
+const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Envoy's default `server_name`.
+const DEFAULT_SERVER_NAME: &str = "envoy";
+
+/// Converts an LDS `Listener`.
+pub fn listener(l: &Listener) -> std::result::Result<ListenerConfig, ConfigError> {
+    convert(l).map_err(|e| e.into_config("listener", &l.name))
+}
+
+fn convert(l: &Listener) -> Result<ListenerConfig> {
+    if l.name.is_empty() {
+        return Err(FieldError::new("name", "must not be empty"));
+    }
+    if l.api_listener.is_some() {
+        return Err(FieldError::new(
+            "api_listener",
+            "not supported (api_listener is for gRPC clients)",
+        ));
+    }
+    let address = ip_socket_address(l.address.as_ref()).under("address")?;
+    unimplemented_fields(l)?;
+    let (field, chain) = match (l.filter_chains.as_slice(), &l.default_filter_chain) {
+        ([chain], None) => ("filter_chains[0]", chain),
+        ([], Some(chain)) => ("default_filter_chain", chain),
+        ([], None) => {
+            return Err(FieldError::new(
+                "filter_chains",
+                "exactly one filter chain is required",
+            ));
+        }
+        ([_], Some(_)) => {
+            return Err(FieldError::new(
+                "default_filter_chain",
+                "not supported together with filter_chains (one filter chain only)",
+            ));
+        }
+        (chains, _) => {
+            return Err(FieldError::new(
+                "filter_chains",
+                format!(
+                    "exactly one filter chain is supported, got {}",
+                    chains.len()
+                ),
+            ));
+        }
+    };
+    let hcm = filter_chain(chain).under(field)?;
+    Ok(ListenerConfig {
+        name: l.name.clone(),
+        address,
+        stat_prefix: hcm.stat_prefix,
+        routes: hcm.routes,
+        codec: hcm.codec,
+        stream_idle_timeout: hcm.stream_idle_timeout,
+        request_timeout: hcm.request_timeout,
+        server_name: hcm.server_name,
+    })
+}
+
+/// Behaviour-changing listener fields we do not implement.
+fn unimplemented_fields(l: &Listener) -> Result<()> {
+    if !l.listener_filters.is_empty() {
+        let names: Vec<&str> = l.listener_filters.iter().map(|f| f.name.as_str()).collect();
+        return Err(FieldError::new(
+            "listener_filters",
+            format!("not supported ({})", names.join(", ")),
+        ));
+    }
+    reject(!l.additional_addresses.is_empty(), "additional_addresses")?;
+    reject(l.fcds_config.is_some(), "fcds_config")?;
+    reject(l.filter_chain_matcher.is_some(), "filter_chain_matcher")?;
+    reject(
+        l.use_original_dst.is_some_and(|b| b.value),
+        "use_original_dst",
+    )?;
+    reject(
+        l.per_connection_buffer_high_watermark_timeout
+            .as_ref()
+            .is_some_and(|d| d.seconds != 0 || d.nanos != 0),
+        "per_connection_buffer_high_watermark_timeout",
+    )?;
+    reject(l.transparent.is_some_and(|b| b.value), "transparent")?;
+    reject(l.freebind.is_some_and(|b| b.value), "freebind")?;
+    reject(!l.socket_options.is_empty(), "socket_options")?;
+    reject(l.udp_listener_config.is_some(), "udp_listener_config")?;
+    reject(l.bind_to_port.is_some_and(|b| !b.value), "bind_to_port")?;
+    reject(l.enable_mptcp, "enable_mptcp")?;
+    reject(l.tcp_keepalive.is_some(), "tcp_keepalive")?;
+    reject(l.listener_specifier.is_some(), "internal_listener")?;
+    reject(!l.access_log.is_empty(), "access_log")?;
+    Ok(())
+}
+
+/// What the HTTP connection manager contributes to the listener.
+struct Hcm {
+    stat_prefix: String,
+    routes: RouteSource,
+    codec: Codec,
+    stream_idle_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    server_name: String,
+}
+
+fn filter_chain(chain: &FilterChain) -> Result<Hcm> {
+    reject(
+        chain
+            .filter_chain_match
+            .as_ref()
+            .is_some_and(|m| *m != FilterChainMatch::default()),
+        "filter_chain_match",
+    )?;
+    #[allow(deprecated)]
+    let proxy_proto = chain.use_proxy_proto.is_some_and(|b| b.value);
+    reject(proxy_proto, "use_proxy_proto")?;
+    if let Some(ts) = &chain.transport_socket {
+        raw_buffer_only("transport_socket", ts)?;
+    }
+    if chain.filters.is_empty() {
+        return Err(FieldError::new(
+            "filters",
+            "an http_connection_manager filter is required",
+        ));
+    }
+    let mut hcm = None;
+    for (i, f) in chain.filters.iter().enumerate() {
+        let field = format!("filters[{i}]");
+        let any = match &f.config_type {
+            Some(filter::ConfigType::TypedConfig(any)) => any,
+            Some(filter::ConfigType::ConfigDiscovery(_)) => {
+                return Err(unsupported(&format!("{field}.config_discovery")));
+            }
+            None => {
+                return Err(FieldError::new(
+                    format!("{field}.typed_config"),
+                    "required (HttpConnectionManager)",
+                ));
+            }
+        };
+        if any.type_url != HttpConnectionManager::type_url() {
+            return Err(FieldError::new(
+                format!("{field}.typed_config"),
+                format!("expected HttpConnectionManager, got {}", any.type_url),
+            ));
+        }
+        if hcm.is_none() {
+            let config: HttpConnectionManager = unpack(any)
+                .map_err(|e| FieldError::new(format!("{field}.typed_config"), e.to_string()))?;
+            hcm = Some((field, config));
+        }
+    }
+    if chain.filters.len() > 1 {
+        return Err(FieldError::new(
+            "filters",
+            "exactly one network filter (http_connection_manager) is supported",
+        ));
+    }
+    match hcm {
+        Some((field, config)) => {
+            http_connection_manager(&config).under(&format!("{field}.typed_config"))
+        }
+        None => Err(FieldError::new(
+            "filters",
+            "an http_connection_manager filter is required",
+        )),
+    }
+}
+
+fn http_connection_manager(h: &HttpConnectionManager) -> Result<Hcm> {
+    if h.stat_prefix.is_empty() {
+        return Err(FieldError::new("stat_prefix", "must not be empty"));
+    }
+    let codec = match hcm_pb::CodecType::try_from(h.codec_type) {
+        Ok(hcm_pb::CodecType::Auto) => Codec::Auto,
+        Ok(hcm_pb::CodecType::Http1) => Codec::Http1,
+        Ok(hcm_pb::CodecType::Http2) => Codec::Http2,
+        Ok(hcm_pb::CodecType::Http3) => {
+            return Err(FieldError::new("codec_type", "HTTP3 is not supported"));
+        }
+        Err(_) => {
+            return Err(FieldError::new(
+                "codec_type",
+                format!("unknown codec type {}", h.codec_type),
+            ));
+        }
+    };
+    let routes = match &h.route_specifier {
+        Some(hcm_pb::RouteSpecifier::Rds(rds)) => {
+            ads_source("rds.config_source", rds.config_source.as_ref(), false)?;
+            if rds.route_config_name.is_empty() {
+                return Err(FieldError::new(
+                    "rds.route_config_name",
+                    "must not be empty",
+                ));
+            }
+            RouteSource::Rds(rds.route_config_name.clone())
+        }
+        Some(hcm_pb::RouteSpecifier::RouteConfig(rc)) => {
+            RouteSource::Inline(Arc::new(convert_table(rc).under("route_config")?))
+        }
+        Some(hcm_pb::RouteSpecifier::ScopedRoutes(_)) => {
+            return Err(unsupported("scoped_routes"));
+        }
+        None => {
+            return Err(FieldError::new(
+                "route_specifier",
+                "rds or route_config is required",
+            ));
+        }
+    };
+    http_filters(&h.http_filters)?;
+    unimplemented_hcm_fields(h)?;
+    Ok(Hcm {
+        stat_prefix: h.stat_prefix.clone(),
+        routes,
+        codec,
+        stream_idle_timeout: timeout_or(
+            "stream_idle_timeout",
+            h.stream_idle_timeout.as_ref(),
+            Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        )?,
+        request_timeout: timeout_or("request_timeout", h.request_timeout.as_ref(), None)?,
+        server_name: if h.server_name.is_empty() {
+            DEFAULT_SERVER_NAME.to_string()
+        } else {
+            h.server_name.clone()
+        },
+    })
+}
+
+/// The chain must end with the router; any other enabled filter is an error naming it.
+/// Filters with `disabled: true` are skipped: only per-route config could enable them, and that
+/// is rejected (`typed_per_filter_config`).
+fn http_filters(filters: &[HttpFilter]) -> Result<()> {
+    let Some(last) = filters.len().checked_sub(1) else {
+        return Err(FieldError::new(
+            "http_filters",
+            "the router filter (envoy.filters.http.router) is required",
+        ));
+    };
+    for (k, f) in filters.iter().enumerate() {
+        let field = format!("http_filters[{k}]");
+        let any = match &f.config_type {
+            Some(http_filter::ConfigType::TypedConfig(any)) => Some(any),
+            Some(http_filter::ConfigType::ConfigDiscovery(_)) => {
+                return Err(unsupported(&format!("{field}.config_discovery")));
+            }
+            None => None,
+        };
+        let is_router = any.is_some_and(|a| a.type_url == Router::type_url());
+        if k == last {
+            let Some(any) = any.filter(|_| is_router) else {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "the last HTTP filter must be the router ({}), got `{}`",
+                        Router::full_name(),
+                        describe(f)
+                    ),
+                ));
+            };
+            reject(f.disabled, &format!("{field}.disabled"))?;
+            let router: Router = unpack(any)
+                .map_err(|e| FieldError::new(format!("{field}.typed_config"), e.to_string()))?;
+            router_options(&router).under(&format!("{field}.typed_config"))?;
+        } else if is_router {
+            return Err(FieldError::new(
+                field,
+                "the router must be the last HTTP filter",
+            ));
+        } else if !f.disabled {
+            return Err(FieldError::new(
+                field,
+                format!("HTTP filter `{}` is not supported", describe(f)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A filter's name and type for messages.
+fn describe(f: &HttpFilter) -> String {
+    match &f.config_type {
+        Some(http_filter::ConfigType::TypedConfig(any)) if !f.name.is_empty() => {
+            format!("{}` (`{}", f.name, any.type_url)
+        }
+        Some(http_filter::ConfigType::TypedConfig(any)) => any.type_url.clone(),
+        _ => f.name.clone(),
+    }
+}
+
+fn router_options(r: &Router) -> Result<()> {
+    reject(!r.upstream_log.is_empty(), "upstream_log")?;
+    reject(r.suppress_envoy_headers, "suppress_envoy_headers")?;
+    reject(!r.strict_check_headers.is_empty(), "strict_check_headers")?;
+    reject(r.respect_expected_rq_timeout, "respect_expected_rq_timeout")?;
+    reject(!r.upstream_http_filters.is_empty(), "upstream_http_filters")
+}
+
+/// Behaviour-changing HCM fields we do not implement.
+fn unimplemented_hcm_fields(h: &HttpConnectionManager) -> Result<()> {
+    let bool_set =
+        |b: Option<legate_proto::pb::google::protobuf::BoolValue>| b.is_some_and(|b| b.value);
+    reject(bool_set(h.add_user_agent), "add_user_agent")?;
+    reject(h.tracing.is_some(), "tracing")?;
+    reject(
+        h.common_http_protocol_options.is_some(),
+        "common_http_protocol_options",
+    )?;
+    reject(
+        h.http_protocol_options
+            .as_ref()
+            .is_some_and(|o| *o != Http1ProtocolOptions::default()),
+        "http_protocol_options",
+    )?;
+    reject(h.http3_protocol_options.is_some(), "http3_protocol_options")?;
+    reject(
+        h.server_header_transformation != hcm_pb::ServerHeaderTransformation::Overwrite as i32,
+        "server_header_transformation",
+    )?;
+    reject(
+        h.scheme_header_transformation
+            .as_ref()
+            .is_some_and(|s| *s != Default::default()),
+        "scheme_header_transformation",
+    )?;
+    reject(
+        h.request_headers_timeout
+            .as_ref()
+            .is_some_and(|d| d.seconds != 0 || d.nanos != 0),
+        "request_headers_timeout",
+    )?;
+    reject(!h.access_log.is_empty(), "access_log")?;
+    reject(bool_set(h.use_remote_address), "use_remote_address")?;
+    reject(h.xff_num_trusted_hops != 0, "xff_num_trusted_hops")?;
+    reject(
+        !h.original_ip_detection_extensions.is_empty(),
+        "original_ip_detection_extensions",
+    )?;
+    reject(
+        !h.early_header_mutation_extensions.is_empty(),
+        "early_header_mutation_extensions",
+    )?;
+    reject(!h.via.is_empty(), "via")?;
+    reject(
+        h.generate_request_id.is_some_and(|b| !b.value),
+        "generate_request_id",
+    )?;
+    reject(
+        h.preserve_external_request_id,
+        "preserve_external_request_id",
+    )?;
+    reject(
+        h.always_set_request_id_in_response,
+        "always_set_request_id_in_response",
+    )?;
+    reject(
+        h.forward_client_cert_details != hcm_pb::ForwardClientCertDetails::Sanitize as i32,
+        "forward_client_cert_details",
+    )?;
+    reject(
+        h.forward_client_cert_matcher.is_some(),
+        "forward_client_cert_matcher",
+    )?;
+    reject(h.proxy_100_continue, "proxy_100_continue")?;
+    reject(!h.upgrade_configs.is_empty(), "upgrade_configs")?;
+    reject(bool_set(h.normalize_path), "normalize_path")?;
+    reject(h.merge_slashes, "merge_slashes")?;
+    reject(
+        !matches!(
+            hcm_pb::PathWithEscapedSlashesAction::try_from(h.path_with_escaped_slashes_action),
+            Ok(
+                hcm_pb::PathWithEscapedSlashesAction::ImplementationSpecificDefault
+                    | hcm_pb::PathWithEscapedSlashesAction::KeepUnchanged
+            )
+        ),
+        "path_with_escaped_slashes_action",
+    )?;
+    reject(h.request_id_extension.is_some(), "request_id_extension")?;
+    reject(h.local_reply_config.is_some(), "local_reply_config")?;
+    reject(h.strip_matching_host_port, "strip_matching_host_port")?;
+    reject(
+        h.path_normalization_options.is_some(),
+        "path_normalization_options",
+    )?;
+    reject(h.strip_trailing_host_dot, "strip_trailing_host_dot")?;
+    reject(h.proxy_status_config.is_some(), "proxy_status_config")?;
+    reject(
+        h.typed_header_validation_config.is_some(),
+        "typed_header_validation_config",
+    )?;
+    reject(h.append_x_forwarded_port, "append_x_forwarded_port")?;
+    reject(h.forward_proto_config.is_some(), "forward_proto_config")?;
+    reject(
+        matches!(
+            h.strip_port_mode,
+            Some(hcm_pb::StripPortMode::StripAnyHostPort(true))
+        ),
+        "strip_any_host_port",
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use legate_proto::any::pack;
+    use legate_proto::json::from_json;
+    use legate_proto::pb::envoy::config::core::v3::{
+        AggregatedConfigSource, ConfigSource, SocketAddress, address, config_source, socket_address,
+    };
+    use legate_proto::pb::envoy::config::listener::v3::Filter;
+    use legate_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::Rds;
+    use serde_json::{Value, json};
+
+    const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+
+    fn router() -> Value {
+        json!({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}})
+    }
+
+    /// A listener as stock Envoy configs write it, with `hcm` merged into the HCM config.
+    fn with_hcm(hcm: Value) -> Value {
+        let mut config = json!({
+            "@type": HCM_TYPE,
+            "stat_prefix": "checkout",
+            "rds": {"config_source": {"ads": {}, "resource_api_version": "V3"}, "route_config_name": "checkout"},
+            "http_filters": [router()]
+        });
+        if let (Some(c), Some(extra)) = (config.as_object_mut(), hcm.as_object()) {
+            for (k, v) in extra {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        json!({
+            "name": "checkout",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 10000}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": config}]}]
+        })
+    }
+
+    fn parse(v: Value) -> Listener {
+        from_json(&v).expect("valid Listener JSON")
+    }
+
+    fn ok(v: Value) -> ListenerConfig {
+        listener(&parse(v)).expect("valid listener")
+    }
+
+    fn err(v: Value) -> ConfigError {
+        listener(&parse(v)).expect_err("invalid listener")
+    }
+
+    const HCM_FIELD: &str = "filter_chains[0].filters[0].typed_config";
+
+    #[test]
+    fn defaults_resolved() {
+        let l = ok(with_hcm(json!({})));
+        assert_eq!(l.name, "checkout");
+        assert_eq!(l.address, "127.0.0.1:10000".parse().unwrap());
+        assert_eq!(l.stat_prefix, "checkout");
+        assert!(matches!(&l.routes, RouteSource::Rds(n) if n == "checkout"));
+        assert_eq!(l.codec, Codec::Auto);
+        assert_eq!(l.stream_idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(l.request_timeout, None);
+        assert_eq!(l.server_name, "envoy");
+
+        let l = ok(with_hcm(json!({
+            "codec_type": "HTTP2", "stream_idle_timeout": "0s", "request_timeout": "10s",
+            "server_name": "legate", "http2_protocol_options": {"max_concurrent_streams": 10}
+        })));
+        assert_eq!(l.codec, Codec::Http2);
+        assert_eq!(l.stream_idle_timeout, None, "0 disables");
+        assert_eq!(l.request_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(l.server_name, "legate");
+        assert_eq!(
+            ok(with_hcm(json!({"codec_type": "HTTP1"}))).codec,
+            Codec::Http1
+        );
+    }
+
+    #[test]
+    fn as_legate_cp_builds_it() {
+        // control-plane/src/translate/listener.rs, built in Rust.
+        let ads = ConfigSource {
+            config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+                AggregatedConfigSource {},
+            )),
+            ..Default::default()
+        };
+        let hcm = HttpConnectionManager {
+            stat_prefix: "amb".into(),
+            codec_type: hcm_pb::CodecType::Auto as i32,
+            route_specifier: Some(hcm_pb::RouteSpecifier::Rds(Rds {
+                config_source: Some(ads),
+                route_config_name: "amb".into(),
+            })),
+            http_filters: vec![HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack(
+                    &Router::default(),
+                ))),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let l = Listener {
+            name: "amb".into(),
+            address: Some(legate_proto::pb::envoy::config::core::v3::Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: "::".into(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(8080)),
+                    ..Default::default()
+                })),
+            }),
+            filter_chains: vec![FilterChain {
+                filters: vec![Filter {
+                    name: "envoy.filters.network.http_connection_manager".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(pack(&hcm))),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let c = listener(&l).expect("valid");
+        assert_eq!(c.address, "[::]:8080".parse().unwrap());
+        assert!(matches!(&c.routes, RouteSource::Rds(n) if n == "amb"));
+    }
+
+    #[test]
+    fn inline_route_config() {
+        let l = ok(with_hcm(json!({
+            "rds": null,
+            "route_config": {"name": "local", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"}, "route": {"cluster": "payments"}}
+            ]}]}
+        })));
+        let RouteSource::Inline(t) = &l.routes else {
+            panic!("inline expected")
+        };
+        assert_eq!(t.name, "local");
+        assert_eq!(t.virtual_hosts[0].routes.len(), 1);
+        let e = err(with_hcm(json!({
+            "rds": null,
+            "route_config": {"name": "local", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"}, "redirect": {"path_redirect": "/"}}
+            ]}]}
+        })));
+        assert_eq!(
+            e.field,
+            format!("{HCM_FIELD}.route_config.virtual_hosts[0].routes[0].redirect")
+        );
+        assert_eq!(e.kind, "listener");
+    }
+
+    #[test]
+    fn wrong_network_filter_is_named() {
+        let e = err(json!({
+            "name": "checkout",
+            "address": {"socket_address": {"address": "0.0.0.0", "port_value": 80}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": "tcp", "cluster": "c"
+            }}]}]
+        }));
+        assert_eq!(
+            e.to_string(),
+            "listener `checkout`: filter_chains[0].filters[0].typed_config: expected HttpConnectionManager, got type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+        );
+    }
+
+    #[test]
+    fn http_filters_must_be_the_router() {
+        let e = err(with_hcm(json!({"http_filters": [
+            {"name": "envoy.filters.http.cors", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
+            router()
+        ]})));
+        assert_eq!(e.field, format!("{HCM_FIELD}.http_filters[0]"));
+        assert!(e.message.contains("envoy.filters.http.cors"), "{e}");
+        // A disabled filter is skipped.
+        assert!(listener(&parse(with_hcm(json!({"http_filters": [
+            {"name": "envoy.filters.http.cors", "disabled": true, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
+            router()
+        ]})))).is_ok());
+        let e = err(with_hcm(json!({"http_filters": []})));
+        assert_eq!(e.field, format!("{HCM_FIELD}.http_filters"));
+        let e = err(with_hcm(json!({"http_filters": [router(), router()]})));
+        assert_eq!(e.field, format!("{HCM_FIELD}.http_filters[0]"));
+        let e = err(with_hcm(json!({"http_filters": [
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE, "suppress_envoy_headers": true}}
+        ]})));
+        assert_eq!(
+            e.field,
+            format!("{HCM_FIELD}.http_filters[0].typed_config.suppress_envoy_headers")
+        );
+    }
+
+    #[test]
+    fn errors_name_fields() {
+        let base = || with_hcm(json!({}));
+        let mut v = base();
+        v["listener_filters"] = json!([{"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}]);
+        assert_eq!(err(v).field, "listener_filters");
+        let mut v = base();
+        v["filter_chains"][0]["transport_socket"] = json!({"name": "envoy.transport_sockets.tls", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"}});
+        let e = err(v);
+        assert_eq!(
+            e.to_string(),
+            "listener `checkout`: filter_chains[0].transport_socket: TLS is not supported yet"
+        );
+        let mut v = base();
+        v["api_listener"] = json!({});
+        assert!(err(v).message.contains("gRPC clients"));
+        let mut v = base();
+        v["address"] = json!({"socket_address": {"address": "localhost", "port_value": 80}});
+        assert_eq!(err(v).field, "address");
+        let mut v = base();
+        v["filter_chains"][0]["filter_chain_match"] = json!({"server_names": ["a"]});
+        assert_eq!(err(v).field, "filter_chains[0].filter_chain_match");
+        // An empty match is fine.
+        let mut v = base();
+        v["filter_chains"][0]["filter_chain_match"] = json!({});
+        assert!(listener(&parse(v)).is_ok());
+        let mut v = base();
+        let chain = v["filter_chains"][0].clone();
+        v["filter_chains"] = json!([chain.clone(), chain]);
+        assert_eq!(err(v).field, "filter_chains");
+        // default_filter_chain alone is accepted.
+        let mut v = base();
+        v["default_filter_chain"] = v["filter_chains"][0].clone();
+        v["filter_chains"] = json!([]);
+        assert!(listener(&parse(v)).is_ok());
+
+        let hcm_err = |extra: Value| err(with_hcm(extra)).field;
+        assert_eq!(
+            hcm_err(json!({"codec_type": "HTTP3"})),
+            format!("{HCM_FIELD}.codec_type")
+        );
+        assert_eq!(
+            hcm_err(json!({"stat_prefix": ""})),
+            format!("{HCM_FIELD}.stat_prefix")
+        );
+        assert_eq!(
+            hcm_err(
+                json!({"rds": {"config_source": {"path_config_source": {"path": "/x"}}, "route_config_name": "r"}})
+            ),
+            format!("{HCM_FIELD}.rds.config_source")
+        );
+        assert_eq!(
+            hcm_err(json!({"use_remote_address": true})),
+            format!("{HCM_FIELD}.use_remote_address")
+        );
+        assert_eq!(
+            hcm_err(json!({"upgrade_configs": [{"upgrade_type": "websocket"}]})),
+            format!("{HCM_FIELD}.upgrade_configs")
+        );
+        assert_eq!(
+            hcm_err(json!({"tracing": {}})),
+            format!("{HCM_FIELD}.tracing")
+        );
+        assert_eq!(
+            hcm_err(json!({"rds": null, "scoped_routes": {"name": "s"}})),
+            format!("{HCM_FIELD}.scoped_routes")
+        );
+    }
+}

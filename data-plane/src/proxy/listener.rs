@@ -1,0 +1,287 @@
+//! Listeners: binding (so a bad address is a NACK), activation once warm, accept loops that
+//! speak HTTP/1.1 and h2c, and graceful removal.
+
+use super::router;
+use crate::config::{Codec, ListenerConfig};
+use crate::runtime::Runtime;
+use crate::stats::{Counter, Gauge, Histogram, Store};
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+
+/// `http.<stat_prefix>.*` handles.
+#[derive(Debug)]
+pub struct HttpStats {
+    /// `downstream_rq_total`.
+    pub rq_total: Counter,
+    /// `downstream_rq_active`.
+    pub rq_active: Gauge,
+    /// `downstream_rq_completed`.
+    pub rq_completed: Counter,
+    /// `downstream_rq_http1_total`.
+    pub rq_http1_total: Counter,
+    /// `downstream_rq_http2_total`.
+    pub rq_http2_total: Counter,
+    /// `downstream_rq_time`.
+    pub rq_time: Histogram,
+    /// `no_route`.
+    pub no_route: Counter,
+    /// `no_cluster`.
+    pub no_cluster: Counter,
+    /// `downstream_cx_total`.
+    pub cx_total: Counter,
+    /// `downstream_cx_active`.
+    pub cx_active: Gauge,
+    classes: [Counter; 5],
+}
+
+impl HttpStats {
+    fn new(store: &Store, prefix: &str) -> Self {
+        let c = |s: &str| store.counter(&format!("http.{prefix}.{s}"));
+        let g = |s: &str| store.gauge(&format!("http.{prefix}.{s}"));
+        HttpStats {
+            rq_total: c("downstream_rq_total"),
+            rq_active: g("downstream_rq_active"),
+            rq_completed: c("downstream_rq_completed"),
+            rq_http1_total: c("downstream_rq_http1_total"),
+            rq_http2_total: c("downstream_rq_http2_total"),
+            rq_time: store.histogram(&format!("http.{prefix}.downstream_rq_time")),
+            no_route: c("no_route"),
+            no_cluster: c("no_cluster"),
+            cx_total: c("downstream_cx_total"),
+            cx_active: g("downstream_cx_active"),
+            classes: [
+                c("downstream_rq_1xx"),
+                c("downstream_rq_2xx"),
+                c("downstream_rq_3xx"),
+                c("downstream_rq_4xx"),
+                c("downstream_rq_5xx"),
+            ],
+        }
+    }
+
+    /// Counts a downstream response status class.
+    pub fn count_status(&self, status: u16) {
+        let class = usize::from(status / 100);
+        if (1..=5).contains(&class) {
+            self.classes[class - 1].inc();
+        }
+    }
+}
+
+/// A listener's configuration and the stats that go with it, swapped together.
+#[derive(Debug)]
+pub struct ListenerState {
+    /// The validated config.
+    pub config: ListenerConfig,
+    /// Its `http.<prefix>.*` stats.
+    pub stats: HttpStats,
+    /// The `server` response header value.
+    pub server_header: HeaderValue,
+}
+
+/// What every connection of a listener shares.
+#[derive(Debug)]
+pub struct ListenerCtx {
+    /// Current config and stats.
+    pub state: ArcSwap<ListenerState>,
+    /// The proxy-wide runtime snapshot.
+    pub runtime: Arc<ArcSwap<Runtime>>,
+}
+
+struct Running {
+    address: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    /// Bound but not yet accepting (warming).
+    socket: Option<TcpListener>,
+    shutdown: watch::Sender<bool>,
+    active: bool,
+}
+
+/// Owns every dynamic and static listener.
+pub struct ListenerManager {
+    store: Store,
+    runtime: Arc<ArcSwap<Runtime>>,
+    listeners: Mutex<HashMap<String, Running>>,
+}
+
+impl ListenerManager {
+    /// A manager serving requests against `runtime`.
+    pub fn new(store: Store, runtime: Arc<ArcSwap<Runtime>>) -> Self {
+        ListenerManager {
+            store,
+            runtime,
+            listeners: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn state(&self, config: ListenerConfig) -> ListenerState {
+        let stats = HttpStats::new(&self.store, &config.stat_prefix);
+        let server_header =
+            HeaderValue::from_str(&config.server_name).unwrap_or(HeaderValue::from_static("envoy"));
+        ListenerState {
+            config,
+            stats,
+            server_header,
+        }
+    }
+
+    /// Makes the set of listeners equal to `configs`: binds new addresses (any failure leaves
+    /// everything as it was and names the listener), updates changed configs in place, and
+    /// closes removed listeners. New listeners stay inactive until [`Self::activate`].
+    pub fn reconcile(&self, configs: &[ListenerConfig]) -> Result<(), String> {
+        let mut map = self
+            .listeners
+            .lock()
+            .map_err(|_| "listener lock poisoned".to_string())?;
+        // Bind everything new first, so a failure changes nothing.
+        let mut bound: HashMap<String, TcpListener> = HashMap::new();
+        for cfg in configs {
+            let rebinding = map.get(&cfg.name).is_none_or(|r| r.address != cfg.address);
+            if rebinding {
+                let listener = bind(cfg.address).map_err(|e| {
+                    format!(
+                        "listener `{}`: address: cannot bind {}: {e}",
+                        cfg.name, cfg.address
+                    )
+                })?;
+                bound.insert(cfg.name.clone(), listener);
+            }
+        }
+        let wanted: std::collections::HashSet<&str> =
+            configs.iter().map(|c| c.name.as_str()).collect();
+        map.retain(|name, running| {
+            let keep = wanted.contains(name.as_str());
+            if !keep {
+                let _ = running.shutdown.send(true);
+            }
+            keep
+        });
+        for cfg in configs {
+            if let Some(socket) = bound.remove(&cfg.name) {
+                if let Some(old) = map.remove(&cfg.name) {
+                    let _ = old.shutdown.send(true);
+                }
+                let (tx, _) = watch::channel(false);
+                let ctx = Arc::new(ListenerCtx {
+                    state: ArcSwap::from_pointee(self.state(cfg.clone())),
+                    runtime: self.runtime.clone(),
+                });
+                map.insert(
+                    cfg.name.clone(),
+                    Running {
+                        address: cfg.address,
+                        ctx,
+                        socket: Some(socket),
+                        shutdown: tx,
+                        active: false,
+                    },
+                );
+            } else if let Some(running) = map.get_mut(&cfg.name) {
+                running.ctx.state.store(Arc::new(self.state(cfg.clone())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts accepting on a bound listener (idempotent).
+    pub fn activate(&self, name: &str) {
+        let Ok(mut map) = self.listeners.lock() else {
+            return;
+        };
+        let Some(running) = map.get_mut(name) else {
+            return;
+        };
+        if running.active {
+            return;
+        }
+        let Some(socket) = running.socket.take() else {
+            return;
+        };
+        running.active = true;
+        let ctx = running.ctx.clone();
+        let shutdown = running.shutdown.subscribe();
+        let store = self.store.clone();
+        tokio::spawn(accept_loop(socket, ctx, shutdown, store));
+    }
+
+    /// Names and states (`active`) of every listener.
+    pub fn list(&self) -> Vec<(String, SocketAddr, bool)> {
+        self.listeners
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(n, r)| (n.clone(), r.address, r.active))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ListenerCtx>,
+    mut shutdown: watch::Receiver<bool>,
+    store: Store,
+) {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let cx_total = store.counter(&format!("listener.{addr}.downstream_cx_total"));
+    let cx_active = store.gauge(&format!("listener.{addr}.downstream_cx_active"));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _peer)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                cx_total.inc();
+                cx_active.inc();
+                let ctx = ctx.clone();
+                let cx_active = cx_active.clone();
+                tokio::spawn(async move {
+                    serve_connection(stream, ctx).await;
+                    cx_active.dec();
+                });
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ListenerCtx>) {
+    let state = ctx.state.load_full();
+    state.stats.cx_total.inc();
+    state.stats.cx_active.inc();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    match state.config.codec {
+        Codec::Auto => {}
+        Codec::Http1 => builder = builder.http1_only(),
+        Codec::Http2 => builder = builder.http2_only(),
+    }
+    let svc_ctx = ctx.clone();
+    let svc = service_fn(move |req| router::handle(svc_ctx.clone(), req));
+    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+        tracing::debug!(error = %e, "downstream connection ended with an error");
+    }
+    state.stats.cx_active.dec();
+}

@@ -1,0 +1,8 @@
+//! The request path: listener → route → cluster → load balancer → pool → upstream.
+
+pub mod body;
+pub mod headers;
+pub mod listener;
+pub mod local_reply;
+pub mod pool;
+pub mod router;

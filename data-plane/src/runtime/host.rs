@@ -1,0 +1,119 @@
+//! One upstream host: its address, weight, health, live counters and connection pool.
+
+use crate::config::{EndpointConfig, EndpointHealth, UpstreamProtocol};
+use crate::proxy::pool::HostPool;
+use crate::stats::{Counter, Gauge};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Per-host request counters, as `/clusters` prints them (`rq_total`, `rq_success`, …);
+/// connection counters live in the host's pool.
+#[derive(Debug, Default)]
+pub struct HostStats {
+    /// Requests sent.
+    pub rq_total: AtomicU64,
+    /// Requests in flight.
+    pub rq_active: AtomicU64,
+    /// Requests answered without a 5xx.
+    pub rq_success: AtomicU64,
+    /// Requests that failed (5xx or reset).
+    pub rq_error: AtomicU64,
+    /// Requests that timed out.
+    pub rq_timeout: AtomicU64,
+}
+
+impl HostStats {
+    /// Adds one to a counter.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subtracts one from a gauge-like counter.
+    pub fn dec(counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Cluster-level connection stats a pool updates.
+#[derive(Clone, Debug)]
+pub struct PoolStats {
+    /// `upstream_cx_total`.
+    pub cx_total: Counter,
+    /// `upstream_cx_active`.
+    pub cx_active: Gauge,
+    /// `upstream_cx_connect_fail`.
+    pub cx_connect_fail: Counter,
+    /// `upstream_cx_connect_timeout`.
+    pub cx_connect_timeout: Counter,
+    /// `upstream_cx_http1_total`.
+    pub cx_http1_total: Counter,
+    /// `upstream_cx_http2_total`.
+    pub cx_http2_total: Counter,
+    /// `upstream_cx_destroy`.
+    pub cx_destroy: Counter,
+}
+
+/// An upstream host.
+#[derive(Debug)]
+pub struct Host {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// The address as `/clusters` prints it.
+    pub address_text: String,
+    /// Load-balancing weight.
+    pub weight: u32,
+    /// Priority from EDS.
+    pub priority: u32,
+    /// Health from EDS.
+    pub health: EndpointHealth,
+    /// The DNS name it was resolved from (STRICT_DNS), for `auto_host_rewrite`.
+    pub hostname: Option<String>,
+    /// Counters.
+    pub stats: HostStats,
+    /// Connection pool.
+    pub pool: HostPool,
+}
+
+impl Host {
+    /// A host with a fresh pool.
+    pub fn new(
+        ep: &EndpointConfig,
+        hostname: Option<String>,
+        protocol: UpstreamProtocol,
+        connect_timeout: Duration,
+        idle_timeout: Option<Duration>,
+        pool_stats: PoolStats,
+    ) -> Arc<Host> {
+        Arc::new(Host {
+            address: ep.address,
+            address_text: ep.address.to_string(),
+            weight: ep.weight.max(1),
+            priority: ep.priority,
+            health: ep.health,
+            hostname,
+            stats: HostStats::default(),
+            pool: HostPool::new(
+                ep.address,
+                protocol,
+                connect_timeout,
+                idle_timeout,
+                pool_stats,
+            ),
+        })
+    }
+
+    /// True when EDS says the host may receive traffic.
+    pub fn eligible(&self) -> bool {
+        self.health == EndpointHealth::Healthy
+    }
+
+    /// True when this host can be reused for `ep` (same address, weight, health, priority).
+    pub fn same_endpoint(&self, ep: &EndpointConfig) -> bool {
+        self.address == ep.address
+            && self.weight == ep.weight.max(1)
+            && self.health == ep.health
+            && self.priority == ep.priority
+    }
+}
