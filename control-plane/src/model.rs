@@ -62,6 +62,8 @@ pub struct Service {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// Outlier detection; `None` means off, as in Envoy.
     pub outlier_detection: Option<OutlierDetection>,
+    /// `common_lb_config.healthy_panic_threshold` in percent, 0–100; Envoy's default is 50.
+    pub healthy_panic_threshold: Option<f64>,
     /// Outbound (m)TLS towards the upstream.
     pub tls: Option<Tls>,
     /// Where the service is defined.
@@ -157,10 +159,30 @@ pub struct RetryPolicy {
     /// `per_try_timeout`.
     #[serde(with = "opt_duration")]
     pub per_try_timeout: Option<Duration>,
+    /// `per_try_idle_timeout`.
+    #[serde(with = "opt_duration")]
+    pub per_try_idle_timeout: Option<Duration>,
+    /// `retry_host_predicate: [envoy.retry_host_predicates.previous_hosts]`: a retry avoids the
+    /// hosts already tried.
+    pub previous_hosts: bool,
+    /// `host_selection_retry_max_attempts`; Envoy's default is 1. Only with `previous_hosts`.
+    pub host_selection_attempts: Option<u32>,
+    /// `retriable_headers`; non-empty implies `retriable-headers` in `retry_on`.
+    pub retriable_headers: Vec<RetriableHeader>,
     /// `retry_back_off`.
     pub backoff: Option<Backoff>,
     /// Retry budget, set on the cluster's circuit breakers.
     pub budget: Option<RetryBudget>,
+}
+
+/// A response header that makes a response retriable (Envoy's `HeaderMatcher`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RetriableHeader {
+    /// The header name, lower-case.
+    pub name: String,
+    /// `None`: the header is present (`present_match`); `Some`: its value is exactly this
+    /// (`string_match.exact`).
+    pub value: Option<String>,
 }
 
 /// Exponential backoff between retries (Envoy's `RetryBackOff`).
@@ -194,6 +216,9 @@ pub struct CircuitBreaker {
     pub max_requests: Option<u32>,
     /// `max_retries` (default 3).
     pub max_retries: Option<u32>,
+    /// `per_host_thresholds[].max_connections` (default unlimited); Envoy honours only this
+    /// field per host.
+    pub max_connections_per_host: Option<u32>,
 }
 
 /// Outlier detection (Envoy's `OutlierDetection`). Unset fields keep Envoy's defaults.
@@ -202,7 +227,8 @@ pub struct OutlierDetection {
     /// `consecutive_5xx` (default 5).
     pub consecutive_5xx: Option<u32>,
     /// `consecutive_gateway_failure` (default 5). When written, it is also enforced
-    /// (`enforcing_consecutive_gateway_failure: 100`); Envoy's default enforcement is 0.
+    /// (`enforcing_consecutive_gateway_failure: 100`) unless `enforcing` says otherwise; Envoy's
+    /// default enforcement is 0.
     pub consecutive_gateway_failure: Option<u32>,
     /// `interval` (default 10 s).
     #[serde(with = "opt_duration")]
@@ -218,8 +244,33 @@ pub struct OutlierDetection {
     /// Success-rate ejection.
     pub success_rate: Option<SuccessRate>,
     /// Failure-percentage ejection. When written, it is also enforced
-    /// (`enforcing_failure_percentage: 100`); Envoy's default enforcement is 0.
+    /// (`enforcing_failure_percentage: 100`) unless `enforcing` says otherwise; Envoy's default
+    /// enforcement is 0.
     pub failure_percentage: Option<FailurePercentage>,
+    /// `split_external_local_origin_errors` (default false): count local-origin failures
+    /// (connect failures, timeouts, resets) apart from the upstream's own errors.
+    pub split_local_origin_errors: bool,
+    /// `consecutive_local_origin_failure` (default 5); only with `split_local_origin_errors`.
+    pub consecutive_local_origin_failure: Option<u32>,
+    /// The `enforcing_*` percentages, where the file sets them.
+    pub enforcing: Enforcing,
+}
+
+/// Outlier-detection enforcement percentages (0–100): the chance that a detected outlier is
+/// actually ejected. `None` keeps the default (Envoy's, or 100 where Legate enforces a written
+/// detector; see [`OutlierDetection`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Enforcing {
+    /// `enforcing_consecutive_5xx` (Envoy default 100).
+    pub consecutive_5xx: Option<u32>,
+    /// `enforcing_consecutive_gateway_failure` (Envoy default 0).
+    pub consecutive_gateway_failure: Option<u32>,
+    /// `enforcing_consecutive_local_origin_failure` (Envoy default 100).
+    pub consecutive_local_origin_failure: Option<u32>,
+    /// `enforcing_success_rate` (Envoy default 100).
+    pub success_rate: Option<u32>,
+    /// `enforcing_failure_percentage` (Envoy default 0).
+    pub failure_percentage: Option<u32>,
 }
 
 /// Success-rate outlier detection settings.
@@ -270,6 +321,9 @@ pub struct Ambassador {
     pub services: Vec<String>,
     /// Explicit routes, tried before the default ones.
     pub routes: Vec<Route>,
+    /// `include_request_attempt_count` on every virtual host: send `x-envoy-attempt-count`
+    /// upstream (Envoy's default is off).
+    pub attempt_count_header: bool,
     /// Where the ambassador is defined.
     #[serde(skip)]
     pub location: Location,

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod lb;
 pub mod proxy;
+pub mod resilience;
 pub mod runtime;
 pub mod server;
 pub mod stats;

@@ -4,6 +4,14 @@ use std::collections::BTreeMap;
 
 use http::request::Parts;
 
+/// Request header naming the id attempts are counted by; preferred over
+/// [`REQUEST_ID_HEADER`].
+pub const TEST_ID_HEADER: &str = "x-test-id";
+
+/// Request header set by Envoy and legate-proxy and kept across retries; the
+/// attempt id when [`TEST_ID_HEADER`] is absent.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// The parts of a received request that behaviours look at and that the echo
 /// body reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +28,16 @@ pub struct RequestInfo {
     pub headers: BTreeMap<String, String>,
     /// 1-based sequence number of this request on this upstream.
     pub seq: u64,
+    /// The id attempts are counted by: the `x-test-id` header if present and
+    /// non-empty, else `x-request-id` (which Envoy and legate-proxy set and
+    /// keep across retries), else `None`.
+    pub request_id: Option<String>,
+    /// 1-based attempt number of this request id in the upstream's
+    /// [`AttemptLog`](crate::AttemptLog) (per instance by default, across
+    /// instances when they share a log). Always `1` for requests without an
+    /// id. [`RequestInfo::from_parts`] sets `1`; the server fills in the real
+    /// number before calling [`Behaviour::decide`](crate::Behaviour::decide).
+    pub attempt: u32,
 }
 
 impl RequestInfo {
@@ -45,6 +63,11 @@ impl RequestInfo {
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+        let request_id = [TEST_ID_HEADER, REQUEST_ID_HEADER]
+            .iter()
+            .filter_map(|name| headers.get(*name))
+            .find(|v| !v.is_empty())
+            .cloned();
         RequestInfo {
             method: parts.method.as_str().to_owned(),
             path,
@@ -52,6 +75,8 @@ impl RequestInfo {
             version: format!("{:?}", parts.version),
             headers,
             seq,
+            request_id,
+            attempt: 1,
         }
     }
 
@@ -69,6 +94,7 @@ impl RequestInfo {
             "host": self.host,
             "version": self.version,
             "headers": self.headers,
+            "attempt": self.attempt,
         })
     }
 }
@@ -95,6 +121,30 @@ mod tests {
         let json = info.echo_json("i");
         assert_eq!(json["instance"], "i");
         assert_eq!(json["headers"]["x-multi"], "1, 2");
+        assert_eq!(json["attempt"], 1);
+        assert_eq!(info.request_id, None);
+    }
+
+    #[test]
+    fn prefers_test_id_over_request_id() {
+        let parts = |headers: &[(&str, &str)]| {
+            let mut b = http::Request::builder().uri("/");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).expect("request").into_parts().0
+        };
+        let id = |h: &[(&str, &str)]| RequestInfo::from_parts(&parts(h), 1).request_id;
+        assert_eq!(id(&[("x-request-id", "r")]).as_deref(), Some("r"));
+        assert_eq!(
+            id(&[("x-request-id", "r"), ("x-test-id", "t")]).as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            id(&[("x-request-id", "r"), ("x-test-id", "")]).as_deref(),
+            Some("r")
+        );
+        assert_eq!(id(&[]), None);
     }
 
     #[test]

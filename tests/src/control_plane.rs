@@ -39,13 +39,30 @@ impl ControlPlane {
 
     /// Like [`ControlPlane::start`] with an already built `legate-cp` binary.
     pub async fn start_with_bin(bin: &Path, config: &Path) -> ControlPlane {
+        Self::spawn(bin, config, "127.0.0.1:0").await
+    }
+
+    /// Like [`ControlPlane::start`], with the xDS server on the fixed address `xds`
+    /// (e.g. from [`crate::free_port`]), so that a data plane's bootstrap stays valid
+    /// across a restart of the control plane. The admin port is still chosen by the OS.
+    pub async fn start_on(config: &Path, xds: SocketAddr) -> ControlPlane {
+        let bin = tokio::task::spawn_blocking(|| cargo_bin("legate-control-plane", "legate-cp"))
+            .await
+            .expect("building legate-cp");
+        let cp = Self::spawn(&bin, config, &xds.to_string()).await;
+        assert_eq!(cp.xds, xds, "legate-cp bound another xDS address");
+        cp
+    }
+
+    /// Starts `bin serve` with `--xds <xds>` and waits until it is ready.
+    async fn spawn(bin: &Path, config: &Path, xds: &str) -> ControlPlane {
         let dir = TempDir::with_prefix("legate-cp-").expect("creating temp dir");
         let addr_file = dir.path().join("cp-addr.json");
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--config")
             .arg(config)
-            .args(["--xds", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--xds", xds, "--admin", "127.0.0.1:0"])
             .arg("--address-file")
             .arg(&addr_file);
         let process = Process::spawn("legate-cp", cmd, dir);

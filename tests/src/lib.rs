@@ -12,16 +12,20 @@
 mod bins;
 mod control_plane;
 mod envoy;
+mod h2c;
 mod http;
 mod process;
+mod recorder;
 mod wait;
 
 pub use bins::{cargo_bin, envoy_bin, workspace_root};
 pub use control_plane::ControlPlane;
 pub use envoy::{Envoy, Flavor};
+pub use h2c::{H2Response, grpc_frame, h2c_send};
 pub use http::{HttpResponse, http_get, http_get_with_headers, http_send};
 pub use legate_test_upstream as upstream;
 pub use process::{Process, run_with_deadline};
+pub use recorder::{Recorded, Recorder};
 pub use wait::{free_port, wait_until};
 
 use std::time::Duration;

@@ -55,21 +55,36 @@ impl SnapshotCache {
     /// did not change keep their previous `Arc` (and bytes); an ambassador whose snapshot is
     /// unchanged keeps its previous `Arc<Snapshot>`, so streams skip it cheaply.
     pub fn publish(&self, config: &Config, generation: u64) -> Arc<Snapshots> {
+        let translated = config
+            .ambassadors
+            .iter()
+            .map(|(name, amb)| (name.clone(), translate::ambassador(config, amb)))
+            .collect();
+        self.publish_resources(translated, generation)
+    }
+
+    /// Publishes already-translated resources per ambassador as generation `generation`.
+    /// `publish` is this plus translation; tests use it directly to serve resources that the
+    /// YAML cannot express (for example, ones a data plane must reject).
+    pub fn publish_resources(
+        &self,
+        by_ambassador: BTreeMap<String, translate::Resources>,
+        generation: u64,
+    ) -> Arc<Snapshots> {
         let previous = self.current();
         let mut interner = Interner::from_previous(&previous);
-        let mut by_ambassador = BTreeMap::new();
-        for (name, amb) in &config.ambassadors {
-            let resources = translate::ambassador(config, amb);
+        let mut snapshots = BTreeMap::new();
+        for (name, resources) in by_ambassador {
             let snapshot = Snapshot::build(&resources, &mut interner);
-            let snapshot = match previous.by_ambassador.get(name) {
+            let snapshot = match previous.by_ambassador.get(&name) {
                 Some(old) if old.same_content(&snapshot) => old.clone(),
                 _ => Arc::new(snapshot),
             };
-            by_ambassador.insert(name.clone(), snapshot);
+            snapshots.insert(name, snapshot);
         }
         let next = Arc::new(Snapshots {
             generation,
-            by_ambassador,
+            by_ambassador: snapshots,
         });
         self.tx.send_replace(next.clone());
         next

@@ -2,7 +2,7 @@
 
 use super::address;
 use super::node::{Kind, Node};
-use super::reader::{Diag, MapReader, describe, did_you_mean, list, string, u32_in};
+use super::reader::{Diag, MapReader, boolean, describe, did_you_mean, list, string, u32_in};
 use crate::model::{Ambassador, Location, Route, RouteAction, RouteMatch};
 use std::collections::BTreeSet;
 
@@ -52,6 +52,10 @@ pub(crate) fn build(
         .iter()
         .filter_map(|item| route(item, name, services, &allowed, diag))
         .collect();
+    let attempt_count_header = m
+        .get("attempt_count_header")
+        .and_then(|n| boolean(n, "`attempt_count_header`", diag))
+        .unwrap_or(false);
     m.finish(diag);
 
     if diag.count() > errors_before {
@@ -62,6 +66,7 @@ pub(crate) fn build(
         listen: listen?,
         services: allowed.into_iter().collect(),
         routes,
+        attempt_count_header,
         location: key_loc.clone(),
     })
 }

@@ -189,6 +189,22 @@ pub(crate) fn string(node: &Node, what: &str, diag: &mut Diag) -> Option<String>
     }
 }
 
+/// `true` or `false` (YAML 1.2 spellings: also `True`, `TRUE`, `False`, `FALSE`), unquoted.
+pub(crate) fn boolean(node: &Node, what: &str, diag: &mut Diag) -> Option<bool> {
+    if let Kind::Scalar { text, plain: true } = &node.kind {
+        match text.as_str() {
+            "true" | "True" | "TRUE" => return Some(true),
+            "false" | "False" | "FALSE" => return Some(false),
+            _ => {}
+        }
+    }
+    diag.at(
+        &node.loc,
+        format!("{what} must be true or false, found {}", describe(node)),
+    );
+    None
+}
+
 /// A non-empty text scalar.
 pub(crate) fn non_empty_string(node: &Node, what: &str, diag: &mut Diag) -> Option<String> {
     let text = string(node, what, diag)?;
@@ -384,6 +400,39 @@ mod tests {
                 "r.yaml:6:4: `f` must be a number, found the text `\"5\"`",
                 "r.yaml:7:4: `g` must be a number, found a list",
                 "r.yaml:8:4: `h` must be between 1 and 65535, found `99999999999999999999999`",
+            ]
+        );
+    }
+
+    #[test]
+    fn booleans() {
+        let root = doc("[true, False, TRUE, 'true', yes, 1, ~, [x]]");
+        let Kind::Seq(items) = &root.kind else {
+            panic!()
+        };
+        let mut diag = Diag::default();
+        let values: Vec<_> = items.iter().map(|n| boolean(n, "`b`", &mut diag)).collect();
+        assert_eq!(
+            values,
+            vec![
+                Some(true),
+                Some(false),
+                Some(true),
+                None,
+                None,
+                None,
+                None,
+                None
+            ]
+        );
+        assert_eq!(
+            messages(&diag),
+            vec![
+                "r.yaml:1:21: `b` must be true or false, found the text `\"true\"`",
+                "r.yaml:1:29: `b` must be true or false, found `yes`",
+                "r.yaml:1:34: `b` must be true or false, found `1`",
+                "r.yaml:1:37: `b` must be true or false, found nothing",
+                "r.yaml:1:40: `b` must be true or false, found a list",
             ]
         );
     }

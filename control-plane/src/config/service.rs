@@ -3,12 +3,13 @@
 use super::address;
 use super::node::{Kind, Node};
 use super::reader::{
-    Diag, MapReader, describe, did_you_mean, duration, list, non_empty_string, percent,
+    Diag, MapReader, boolean, describe, did_you_mean, duration, list, non_empty_string, percent,
     positive_duration, string, u16_in, u32_in, u32_value,
 };
 use crate::model::{
-    Backoff, CircuitBreaker, Endpoint, FailurePercentage, LbPolicy, Location, OutlierDetection,
-    Protocol, RetryBudget, RetryPolicy, Service, SuccessRate, Tls,
+    Backoff, CircuitBreaker, Endpoint, Enforcing, FailurePercentage, LbPolicy, Location,
+    OutlierDetection, Protocol, RetriableHeader, RetryBudget, RetryPolicy, Service, SuccessRate,
+    Tls,
 };
 use std::path::{Path, PathBuf};
 
@@ -86,6 +87,9 @@ pub(crate) fn build(
     let outlier_detection = m
         .get("outlier_detection")
         .and_then(|n| outlier_detection(n, &format!("`outlier_detection` of {what}"), diag));
+    let healthy_panic_threshold = m
+        .get("healthy_panic_threshold")
+        .and_then(|n| percent(n, "`healthy_panic_threshold`", diag));
     let base_dir = key_loc.file.parent().unwrap_or(Path::new(""));
     let tls = m
         .get("tls")
@@ -105,6 +109,7 @@ pub(crate) fn build(
         retries,
         circuit_breaker,
         outlier_detection,
+        healthy_panic_threshold,
         tls,
         location: key_loc.clone(),
     })
@@ -224,6 +229,36 @@ fn retries(
     let per_try_timeout = m
         .get("per_try_timeout")
         .and_then(|n| positive_duration(n, "`per_try_timeout`", diag));
+    let per_try_idle_timeout = m
+        .get("per_try_idle_timeout")
+        .and_then(|n| positive_duration(n, "`per_try_idle_timeout`", diag));
+    // `None` when absent, `Some(None)` when written but invalid (already reported).
+    let previous_hosts = m
+        .get("previous_hosts")
+        .map(|n| boolean(n, "`previous_hosts`", diag));
+    let host_selection_attempts = m.entry("host_selection_attempts").and_then(|(key, n)| {
+        let attempts = u32_in(n, "`host_selection_attempts`", 1, u32::MAX, diag)?;
+        if matches!(previous_hosts, None | Some(Some(false))) {
+            // Envoy re-picks a host only when a retry host predicate rejects one, so without
+            // previous_hosts the value would silently do nothing.
+            diag.at(
+                &key.loc,
+                "`host_selection_attempts` needs `previous_hosts: true`: Envoy picks a host again only when a retry host predicate rejects one, and ignores this key otherwise",
+            );
+            return None;
+        }
+        Some(attempts)
+    });
+    let retriable_headers = m
+        .get("retriable_headers")
+        .and_then(|n| list(n, "`retriable_headers`", diag))
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| retriable_header(item, diag))
+                .collect()
+        })
+        .unwrap_or_default();
     let backoff = m
         .get("backoff")
         .and_then(|n| backoff(n, &format!("`backoff` of {what}"), diag));
@@ -236,9 +271,100 @@ fn retries(
         on,
         status_codes,
         per_try_timeout,
+        per_try_idle_timeout,
+        previous_hosts: previous_hosts.flatten().unwrap_or(false),
+        host_selection_attempts,
+        retriable_headers,
         backoff,
         budget,
     })
+}
+
+/// One `retriable_headers` entry: `name` (the header is present) or `name: value` (its value is
+/// exactly `value`), written as text (`"x-upstream: busy"`) or as a one-key mapping.
+fn retriable_header(node: &Node, diag: &mut Diag) -> Option<RetriableHeader> {
+    const SHAPE: &str = "a retriable header is `name` or `name: value`";
+    let (name_node, name, value) = match &node.kind {
+        Kind::Scalar { text, .. } => match text.split_once(':') {
+            None => (node, text.trim().to_string(), None),
+            Some((name, value)) => (node, name.trim().to_string(), Some((node, value.trim()))),
+        },
+        Kind::Map(entries) if entries.len() == 1 => {
+            let (key, value) = &entries[0];
+            let name = string(key, "a header name", diag)?;
+            let text = match &value.kind {
+                Kind::Scalar { text, .. } => text.as_str(),
+                _ => {
+                    diag.at(
+                        &value.loc,
+                        format!(
+                            "the value of retriable header `{name}` must be text, found {}",
+                            describe(value)
+                        ),
+                    );
+                    return None;
+                }
+            };
+            (key, name.trim().to_string(), Some((value, text.trim())))
+        }
+        _ => {
+            diag.at(
+                &node.loc,
+                format!(
+                    "{SHAPE}, e.g. `x-retry` or `\"x-upstream: busy\"`, found {}",
+                    describe(node)
+                ),
+            );
+            return None;
+        }
+    };
+    if name.is_empty() {
+        diag.at(
+            &name_node.loc,
+            "a retriable header needs a name, e.g. `x-retry` or `x-upstream: busy`",
+        );
+        return None;
+    }
+    if !name.bytes().all(is_token_byte) {
+        diag.at(
+            &name_node.loc,
+            format!(
+                "invalid header name `{name}`: use letters, digits and `-` (e.g. `x-retry`); {SHAPE}"
+            ),
+        );
+        return None;
+    }
+    let value = match value {
+        None => None,
+        Some((at, "")) => {
+            diag.at(
+                &at.loc,
+                format!(
+                    "retriable header `{name}` has an empty value; write `{name}` alone to match any value"
+                ),
+            );
+            return None;
+        }
+        Some((at, text)) if text.chars().any(|c| c.is_control() && c != '\t') => {
+            diag.at(
+                &at.loc,
+                format!(
+                    "the value of retriable header `{name}` must not contain control characters"
+                ),
+            );
+            return None;
+        }
+        Some((_, text)) => Some(text.to_string()),
+    };
+    Some(RetriableHeader {
+        name: name.to_ascii_lowercase(),
+        value,
+    })
+}
+
+/// A character allowed in an HTTP header name (RFC 9110 `tchar`).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn retry_on(node: &Node, service: &str, protocol: Protocol, diag: &mut Diag) -> Option<String> {
@@ -319,6 +445,7 @@ fn circuit_breaker(node: &Node, what: &str, diag: &mut Diag) -> Option<CircuitBr
         max_pending_requests: field("max_pending_requests"),
         max_requests: field("max_requests"),
         max_retries: field("max_retries"),
+        max_connections_per_host: field("max_connections_per_host"),
     };
     m.finish(diag);
     Some(cb)
@@ -338,9 +465,9 @@ fn outlier_detection(node: &Node, what: &str, diag: &mut Diag) -> Option<Outlier
     let base_ejection_time = m
         .get("base_ejection_time")
         .and_then(|n| positive_duration(n, "`base_ejection_time`", diag));
-    let max_ejection_time = m
-        .get("max_ejection_time")
-        .and_then(|n| positive_duration(n, "`max_ejection_time`", diag));
+    let max_ejection_node = m.get("max_ejection_time");
+    let max_ejection_time =
+        max_ejection_node.and_then(|n| positive_duration(n, "`max_ejection_time`", diag));
     let max_ejection_percent = m
         .get("max_ejection_percent")
         .and_then(|n| u32_in(n, "`max_ejection_percent`", 0, 100, diag));
@@ -350,7 +477,38 @@ fn outlier_detection(node: &Node, what: &str, diag: &mut Diag) -> Option<Outlier
     let failure_percentage = m
         .get("failure_percentage")
         .and_then(|n| failure_percentage(n, &format!("`failure_percentage` of {what}"), diag));
+    // `None` when absent, `Some(None)` when written but invalid (already reported).
+    let split = m
+        .get("split_local_origin_errors")
+        .map(|n| boolean(n, "`split_local_origin_errors`", diag));
+    // Local-origin keys are reported as useless only when the file clearly does not split.
+    let not_split = matches!(split, None | Some(Some(false)));
+    let split_local_origin_errors = split.flatten().unwrap_or(false);
+    let local_origin = m.entry("consecutive_local_origin_failure");
+    let consecutive_local_origin_failure =
+        local_origin.and_then(|(_, n)| u32_value(n, "`consecutive_local_origin_failure`", diag));
+    let enforcing_what = format!("`enforcing` of {what}");
+    let enforcing = m
+        .get("enforcing")
+        .and_then(|n| enforcing(n, &enforcing_what, not_split, diag))
+        .unwrap_or_default();
     m.finish(diag);
+    if let Some((key, _)) = local_origin
+        && not_split
+    {
+        diag.at(&key.loc, needs_split("consecutive_local_origin_failure"));
+    }
+    // Envoy rejects the cluster otherwise. (With `max_ejection_time` unset, Envoy uses the larger
+    // of 300 s and `base_ejection_time`.)
+    if let (Some(base), Some(max), Some(node)) =
+        (base_ejection_time, max_ejection_time, max_ejection_node)
+        && max < base
+    {
+        diag.at(
+            &node.loc,
+            "`max_ejection_time` must not be less than `base_ejection_time`",
+        );
+    }
     Some(OutlierDetection {
         consecutive_5xx,
         consecutive_gateway_failure,
@@ -358,6 +516,49 @@ fn outlier_detection(node: &Node, what: &str, diag: &mut Diag) -> Option<Outlier
         base_ejection_time,
         max_ejection_time,
         max_ejection_percent,
+        success_rate,
+        failure_percentage,
+        split_local_origin_errors,
+        consecutive_local_origin_failure,
+        enforcing,
+    })
+}
+
+/// Why a local-origin key needs `split_local_origin_errors: true`.
+fn needs_split(key: &str) -> String {
+    format!(
+        "`{key}` needs `split_local_origin_errors: true`: Envoy counts local-origin failures (connect failures, timeouts, resets) on their own only when they are split from the upstream's errors, and ignores this key otherwise"
+    )
+}
+
+/// The `enforcing` percentages. `not_split` tells that local-origin errors are not split, so
+/// that `consecutive_local_origin_failure` would have no effect.
+fn enforcing(node: &Node, what: &str, not_split: bool, diag: &mut Diag) -> Option<Enforcing> {
+    let mut m = MapReader::new(node, what, diag)?;
+    let mut field = |key: &'static str| {
+        m.get(key)
+            .and_then(|n| u32_in(n, &format!("`{key}`"), 0, 100, diag))
+    };
+    let consecutive_5xx = field("consecutive_5xx");
+    let consecutive_gateway_failure = field("consecutive_gateway_failure");
+    let success_rate = field("success_rate");
+    let failure_percentage = field("failure_percentage");
+    let local_origin = m.entry("consecutive_local_origin_failure");
+    let consecutive_local_origin_failure = local_origin
+        .and_then(|(_, n)| u32_in(n, "`consecutive_local_origin_failure`", 0, 100, diag));
+    m.finish(diag);
+    if let Some((key, _)) = local_origin
+        && not_split
+    {
+        diag.at(
+            &key.loc,
+            needs_split("enforcing.consecutive_local_origin_failure"),
+        );
+    }
+    Some(Enforcing {
+        consecutive_5xx,
+        consecutive_gateway_failure,
+        consecutive_local_origin_failure,
         success_rate,
         failure_percentage,
     })

@@ -2,8 +2,9 @@
 
 use super::*;
 use crate::model::{
-    Backoff, CircuitBreaker, Endpoint, FailurePercentage, Host, LbPolicy, OutlierDetection,
-    Protocol, RetryBudget, RetryPolicy, Route, RouteAction, RouteMatch, SuccessRate, Tls,
+    Backoff, CircuitBreaker, Endpoint, Enforcing, FailurePercentage, Host, LbPolicy,
+    OutlierDetection, Protocol, RetriableHeader, RetryBudget, RetryPolicy, Route, RouteAction,
+    RouteMatch, SuccessRate, Tls,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -161,6 +162,191 @@ services:
             "5xx".to_string(),
             "deadline-exceeded".to_string()
         ])
+    );
+}
+
+#[test]
+fn resilience_percents_out_of_range() {
+    let text = "\
+services:
+  payments:
+    endpoints: [127.0.0.1:9001]
+    healthy_panic_threshold: 100.5
+    outlier_detection:
+      enforcing: { consecutive_5xx: 101, success_rate: -5, failure_percentage: 12.5 }
+  orders:
+    endpoints: [127.0.0.1:9002]
+    healthy_panic_threshold: lots
+    outlier_detection:
+      enforcing:
+        consecutive_gateway_failure: 250
+";
+    assert_eq!(
+        errors(text),
+        vec![
+            "svc.yaml:4:30: `healthy_panic_threshold` must be between 0 and 100, found `100.5`",
+            "svc.yaml:6:37: `consecutive_5xx` must be between 0 and 100, found `101`",
+            "svc.yaml:6:56: `success_rate` must not be negative, found `-5`",
+            "svc.yaml:6:80: `failure_percentage` must be a whole number, found `12.5`",
+            "svc.yaml:9:30: `healthy_panic_threshold` must be a number, found `lots`",
+            "svc.yaml:12:38: `consecutive_gateway_failure` must be between 0 and 100, found `250`",
+        ]
+    );
+}
+
+#[test]
+fn local_origin_needs_split() {
+    let text = "\
+services:
+  payments:
+    endpoints: [127.0.0.1:9001]
+    outlier_detection:
+      consecutive_local_origin_failure: 3
+      enforcing: { consecutive_local_origin_failure: 100 }
+  orders:
+    endpoints: [127.0.0.1:9002]
+    outlier_detection:
+      split_local_origin_errors: false
+      consecutive_local_origin_failure: 3
+  ok:
+    endpoints: [127.0.0.1:9003]
+    outlier_detection:
+      consecutive_local_origin_failure: 3
+      split_local_origin_errors: true
+      enforcing: { consecutive_local_origin_failure: 50 }
+  typo:
+    endpoints: [127.0.0.1:9004]
+    outlier_detection:
+      split_local_origin_errors: yes
+      consecutive_local_origin_failure: 3
+";
+    let why = "needs `split_local_origin_errors: true`: Envoy counts local-origin failures (connect failures, timeouts, resets) on their own only when they are split from the upstream's errors, and ignores this key otherwise";
+    assert_eq!(
+        errors(text),
+        vec![
+            format!("svc.yaml:5:7: `consecutive_local_origin_failure` {why}"),
+            format!("svc.yaml:6:20: `enforcing.consecutive_local_origin_failure` {why}"),
+            format!("svc.yaml:11:7: `consecutive_local_origin_failure` {why}"),
+            // An invalid `split_local_origin_errors` is reported once, not again at its users.
+            "svc.yaml:21:34: `split_local_origin_errors` must be true or false, found `yes`"
+                .to_string(),
+        ]
+    );
+    let (start, end) = (text.find("  ok:").unwrap(), text.find("  typo:").unwrap());
+    let ok = config(&format!("services:\n{}", &text[start..end]));
+    let od = ok.services["ok"].outlier_detection.clone().unwrap();
+    assert!(od.split_local_origin_errors);
+    assert_eq!(od.consecutive_local_origin_failure, Some(3));
+    assert_eq!(od.enforcing.consecutive_local_origin_failure, Some(50));
+}
+
+#[test]
+fn max_ejection_time_not_below_base() {
+    let text = "\
+services:
+  payments:
+    endpoints: [127.0.0.1:9001]
+    outlier_detection: { base_ejection_time: 60s, max_ejection_time: 30s }
+  orders:
+    endpoints: [127.0.0.1:9002]
+    outlier_detection: { base_ejection_time: 600s, max_ejection_time: 600s }
+  billing:
+    endpoints: [127.0.0.1:9003]
+    outlier_detection: { base_ejection_time: 600s }
+";
+    assert_eq!(
+        errors(text),
+        vec!["svc.yaml:4:70: `max_ejection_time` must not be less than `base_ejection_time`"]
+    );
+}
+
+#[test]
+fn unknown_key_in_enforcing() {
+    let text = "\
+services:
+  payments:
+    endpoints: [127.0.0.1:9001]
+    outlier_detection:
+      enforcing:
+        sucess_rate: 50
+        consecutive_5xx: 10
+        local_origin_success_rate: 100
+";
+    assert_eq!(
+        errors(text),
+        vec![
+            "svc.yaml:6:9: unknown key `sucess_rate` in `enforcing` of `outlier_detection` of service `payments`; did you mean `success_rate`?",
+            "svc.yaml:8:9: unknown key `local_origin_success_rate` in `enforcing` of `outlier_detection` of service `payments`",
+        ]
+    );
+}
+
+#[test]
+fn retry_host_selection_and_headers() {
+    let text = "\
+services:
+  payments:
+    endpoints: [127.0.0.1:9001]
+    retries:
+      host_selection_attempts: 3
+      per_try_idle_timeout: 0s
+      retriable_headers: [x-retry, 'x retry', 'x-a:', ': v', [x], { a: 1, b: 2 }]
+  orders:
+    endpoints: [127.0.0.1:9002]
+    retries:
+      previous_hosts: false
+      host_selection_attempts: 0
+  billing:
+    endpoints: [127.0.0.1:9003]
+    retries:
+      previous_hosts: 'yes'
+      host_selection_attempts: 2
+      retriable_headers:
+        - x-upstream: [busy]
+        - x-b: \"a\\nb\"
+  shipping:
+    endpoints: [127.0.0.1:9004]
+    retries:
+      previous_hosts: false
+      host_selection_attempts: 2
+";
+    let why = "`host_selection_attempts` needs `previous_hosts: true`: Envoy picks a host again only when a retry host predicate rejects one, and ignores this key otherwise";
+    assert_eq!(
+        errors(text),
+        vec![
+            format!("svc.yaml:5:7: {why}"),
+            "svc.yaml:6:29: `per_try_idle_timeout` must be greater than 0".to_string(),
+            "svc.yaml:7:36: invalid header name `x retry`: use letters, digits and `-` (e.g. `x-retry`); a retriable header is `name` or `name: value`".to_string(),
+            "svc.yaml:7:47: retriable header `x-a` has an empty value; write `x-a` alone to match any value".to_string(),
+            "svc.yaml:7:55: a retriable header needs a name, e.g. `x-retry` or `x-upstream: busy`".to_string(),
+            "svc.yaml:7:62: a retriable header is `name` or `name: value`, e.g. `x-retry` or `\"x-upstream: busy\"`, found a list".to_string(),
+            "svc.yaml:7:67: a retriable header is `name` or `name: value`, e.g. `x-retry` or `\"x-upstream: busy\"`, found a mapping".to_string(),
+            "svc.yaml:12:32: `host_selection_attempts` must be between 1 and 4294967295, found `0`".to_string(),
+            "svc.yaml:16:23: `previous_hosts` must be true or false, found the text `\"yes\"`".to_string(),
+            "svc.yaml:19:23: the value of retriable header `x-upstream` must be text, found a list".to_string(),
+            "svc.yaml:20:16: the value of retriable header `x-b` must not contain control characters".to_string(),
+            format!("svc.yaml:25:7: {why}"),
+        ]
+    );
+}
+
+#[test]
+fn attempt_count_header_is_a_boolean() {
+    let text = "\
+services:
+  payments: { endpoints: [127.0.0.1:9001] }
+ambassadors:
+  web:
+    listen: 127.0.0.1:10000
+    attempt_count_header: on
+    attemp_count_header: true
+";
+    assert_eq!(
+        errors(text),
+        vec![
+            "svc.yaml:6:27: `attempt_count_header` must be true or false, found `on`",
+            "svc.yaml:7:5: unknown key `attemp_count_header` in ambassador `web`; did you mean `attempt_count_header`?",
+        ]
     );
 }
 
@@ -429,6 +615,7 @@ ambassadors:
     assert_eq!(alpha.circuit_breaker, None);
     assert_eq!(alpha.outlier_detection, None);
     assert_eq!(alpha.tls, None);
+    assert_eq!(alpha.healthy_panic_threshold, None);
     assert!(!alpha.uses_dns());
     assert!(config.services["zeta"].uses_dns());
     assert_eq!(
@@ -439,6 +626,7 @@ ambassadors:
     let web = &config.ambassadors["web"];
     assert_eq!(web.services, vec!["alpha", "zeta"], "all services, sorted");
     assert!(web.routes.is_empty());
+    assert!(!web.attempt_count_header);
     assert_eq!(web.listen, "[::1]:10000".parse().unwrap());
     assert_eq!((web.location.line, web.location.col), (7, 3));
 }
@@ -558,6 +746,19 @@ fn full_example_round_trip() {
             on: vec!["5xx".into(), "reset".into(), "connect-failure".into()],
             status_codes: vec![503],
             per_try_timeout: Some(Duration::from_secs(1)),
+            per_try_idle_timeout: Some(Duration::from_secs(2)),
+            previous_hosts: true,
+            host_selection_attempts: Some(3),
+            retriable_headers: vec![
+                RetriableHeader {
+                    name: "x-retry".into(),
+                    value: None
+                },
+                RetriableHeader {
+                    name: "x-upstream".into(),
+                    value: Some("busy".into())
+                },
+            ],
             backoff: Some(Backoff {
                 base: Duration::from_millis(25),
                 max: Some(Duration::from_millis(250)),
@@ -575,6 +776,7 @@ fn full_example_round_trip() {
             max_pending_requests: Some(1024),
             max_requests: Some(1024),
             max_retries: Some(3),
+            max_connections_per_host: Some(16),
         })
     );
     assert_eq!(
@@ -596,8 +798,18 @@ fn full_example_round_trip() {
                 minimum_hosts: Some(5),
                 request_volume: Some(50),
             }),
+            split_local_origin_errors: true,
+            consecutive_local_origin_failure: Some(4),
+            enforcing: Enforcing {
+                consecutive_5xx: Some(90),
+                consecutive_gateway_failure: Some(0),
+                consecutive_local_origin_failure: Some(80),
+                success_rate: Some(70),
+                failure_percentage: Some(60),
+            },
         })
     );
+    assert_eq!(payments.healthy_panic_threshold, Some(40.0));
     assert_eq!(
         payments.tls,
         Some(Tls {
@@ -630,6 +842,21 @@ fn full_example_round_trip() {
         }]
     );
     assert!(canary.uses_dns());
+    assert_eq!(
+        canary.retries.as_ref().map(|r| r.retriable_headers.clone()),
+        Some(vec![
+            RetriableHeader {
+                name: "grpc-retry".into(),
+                value: None
+            },
+            RetriableHeader {
+                name: "x-upstream".into(),
+                value: Some("busy".into())
+            },
+        ]),
+        "a block list item `name: value` is a one-key mapping"
+    );
+    assert_eq!(canary.healthy_panic_threshold, None);
     assert_eq!(
         canary.retries.as_ref().and_then(|r| r.budget.clone()),
         Some(RetryBudget {
@@ -682,6 +909,8 @@ fn full_example_round_trip() {
         ]
     );
     assert_eq!((checkout.location.line, checkout.location.col), (59, 3));
+    assert!(!checkout.attempt_count_header);
+    assert!(config.ambassadors["admin"].attempt_count_header);
     assert_eq!(config.ambassadors["admin"].services, vec!["inventory"]);
     assert_eq!(config.ambassadors["admin"].routes[0].location, at(70));
 }
@@ -701,9 +930,13 @@ services:
       on: [5xx, reset, connect-failure]
       status_codes: [503]            # 100..=599
       per_try_timeout: 1s            # > 0
+      per_try_idle_timeout: 2s       # > 0
+      previous_hosts: true
+      host_selection_attempts: 3     # >= 1, needs previous_hosts
+      retriable_headers: [x-retry, \"X-Upstream: busy\"]
       backoff: { base: 25ms, max: 250ms }   # base > 0 required if backoff given; max >= base
       budget: { percent: 20, min_concurrency: 3 }   # percent 0..=100 (float ok)
-    circuit_breaker: { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+    circuit_breaker: { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3, max_connections_per_host: 16 }
     outlier_detection:
       consecutive_5xx: 5
       consecutive_gateway_failure: 5
@@ -713,6 +946,10 @@ services:
       max_ejection_percent: 10       # 0..=100
       success_rate: { minimum_hosts: 5, request_volume: 100, stdev_factor: 1900 }
       failure_percentage: { threshold: 85, minimum_hosts: 5, request_volume: 50 }  # threshold 0..=100
+      split_local_origin_errors: true
+      consecutive_local_origin_failure: 4   # needs split_local_origin_errors
+      enforcing: { consecutive_5xx: 90, consecutive_gateway_failure: 0, consecutive_local_origin_failure: 80, success_rate: 70, failure_percentage: 60 }
+    healthy_panic_threshold: 40      # 0..=100 (float ok)
     tls:
       ca: certs/ca.pem               # paths relative to the YAML file's directory
       cert: certs/client.pem         # cert and key: both or neither
@@ -727,19 +964,11 @@ services:
     retries:
       on: [unavailable, 5xx]
       budget: { percent: 12.5 }
+      retriable_headers:
+        - grpc-retry
+        - x-upstream: busy
   inventory:
     endpoints: ['[::1]:9100']
-#
-#
-#
-#
-#
-#
-#
-#
-#
-#
-#
 #
 #
 #
@@ -758,6 +987,7 @@ ambassadors:                         # one per application
     routes:
       - path: /stock
         service: inventory
+    attempt_count_header: true
 ";
 
 #[test]

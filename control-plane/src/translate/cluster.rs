@@ -28,6 +28,12 @@ pub fn cluster(svc: &Service) -> Cluster {
         lb_policy: lb_policy(svc.lb) as i32,
         circuit_breakers: circuit_breakers(svc),
         outlier_detection: svc.outlier_detection.as_ref().map(outlier_detection),
+        common_lb_config: svc
+            .healthy_panic_threshold
+            .map(|value| cluster::CommonLbConfig {
+                healthy_panic_threshold: Some(Percent { value }),
+                ..Default::default()
+            }),
         ..Default::default()
     };
     if svc.uses_dns() {
@@ -86,15 +92,24 @@ fn circuit_breakers(svc: &Service) -> Option<CircuitBreakers> {
         retry_budget: budget.map(retry_budget),
         ..Default::default()
     };
+    let mut per_host_thresholds = Vec::new();
     if let Some(cb) = cb {
         t.max_connections = cb.max_connections.map(u32_value);
         t.max_pending_requests = cb.max_pending_requests.map(u32_value);
         t.max_requests = cb.max_requests.map(u32_value);
         t.max_retries = cb.max_retries.map(u32_value);
+        // Envoy reads only `max_connections` from per-host thresholds.
+        if let Some(max) = cb.max_connections_per_host {
+            per_host_thresholds.push(Thresholds {
+                priority: RoutingPriority::Default as i32,
+                max_connections: Some(u32_value(max)),
+                ..Default::default()
+            });
+        }
     }
     Some(CircuitBreakers {
         thresholds: vec![t],
-        ..Default::default()
+        per_host_thresholds,
     })
 }
 
@@ -116,10 +131,25 @@ fn outlier_detection(od: &crate::model::OutlierDetection) -> OutlierDetection {
         max_ejection_percent: od.max_ejection_percent.map(u32_value),
         ..Default::default()
     };
-    // Envoy detects gateway failures but enforces 0 % by default; writing the key means "eject".
-    if od.consecutive_gateway_failure.is_some() {
-        out.enforcing_consecutive_gateway_failure = Some(u32_value(100));
-    }
+    let enforcing = &od.enforcing;
+    out.enforcing_consecutive_5xx = enforcing.consecutive_5xx.map(u32_value);
+    out.enforcing_success_rate = enforcing.success_rate.map(u32_value);
+    // Envoy detects gateway failures but enforces 0 % by default; writing the key means "eject",
+    // unless `enforcing` says otherwise.
+    out.enforcing_consecutive_gateway_failure = enforcing
+        .consecutive_gateway_failure
+        .or(od.consecutive_gateway_failure.map(|_| 100))
+        .map(u32_value);
+    // Same for failure percentage.
+    out.enforcing_failure_percentage = enforcing
+        .failure_percentage
+        .or(od.failure_percentage.as_ref().map(|_| 100))
+        .map(u32_value);
+    // The loader accepts local-origin keys only when errors are split.
+    out.split_external_local_origin_errors = od.split_local_origin_errors;
+    out.consecutive_local_origin_failure = od.consecutive_local_origin_failure.map(u32_value);
+    out.enforcing_consecutive_local_origin_failure =
+        enforcing.consecutive_local_origin_failure.map(u32_value);
     if let Some(sr) = &od.success_rate {
         out.success_rate_minimum_hosts = sr.minimum_hosts.map(u32_value);
         out.success_rate_request_volume = sr.request_volume.map(u32_value);
@@ -129,8 +159,6 @@ fn outlier_detection(od: &crate::model::OutlierDetection) -> OutlierDetection {
         out.failure_percentage_threshold = fp.threshold.map(u32_value);
         out.failure_percentage_minimum_hosts = fp.minimum_hosts.map(u32_value);
         out.failure_percentage_request_volume = fp.request_volume.map(u32_value);
-        // Same as above: Envoy's default enforcement for failure percentage is 0 %.
-        out.enforcing_failure_percentage = Some(u32_value(100));
     }
     out
 }

@@ -50,3 +50,6 @@ pub fn ambassador(config: &Config, amb: &Ambassador) -> Resources {
     out.routes.push(route_configuration(config, amb));
     out
 }
+
+#[cfg(test)]
+mod tests;

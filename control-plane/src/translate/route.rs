@@ -7,14 +7,25 @@
 //!
 //! Each route carries its service's timeout and retry policy. A split route takes the policy
 //! of the first service in the split (Envoy's retry policy is per route, not per cluster).
+//! `attempt_count_header` sets `include_request_attempt_count` on every virtual host.
 
 use super::util::{duration, u32_value};
-use crate::model::{Ambassador, Config, RouteAction as ModelAction, RouteMatch as ModelMatch};
-use legate_proto::pb::envoy::config::route::v3::RetryPolicy;
+use crate::model::{
+    Ambassador, Config, RetriableHeader, RouteAction as ModelAction, RouteMatch as ModelMatch,
+};
+use legate_proto::any::pack;
+use legate_proto::pb::envoy::config::route::v3::{
+    HeaderMatcher, RetryPolicy, header_matcher::HeaderMatchSpecifier,
+};
 use legate_proto::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, retry_policy,
     route, route_action, route_match, weighted_cluster,
 };
+use legate_proto::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use legate_proto::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
+
+/// Envoy's name of the retry host predicate that avoids hosts already tried.
+pub const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 
 /// Builds the ambassador's route table; its name is the ambassador name (the listener's RDS name).
 pub fn route_configuration(config: &Config, amb: &Ambassador) -> RouteConfiguration {
@@ -74,6 +85,7 @@ pub fn route_configuration(config: &Config, amb: &Ambassador) -> RouteConfigurat
                 to(),
                 None,
             )],
+            include_request_attempt_count: amb.attempt_count_header,
             ..Default::default()
         });
     }
@@ -81,6 +93,7 @@ pub fn route_configuration(config: &Config, amb: &Ambassador) -> RouteConfigurat
         name: amb.name.clone(),
         domains: vec!["*".into()],
         routes: catch_all,
+        include_request_attempt_count: amb.attempt_count_header,
         ..Default::default()
     });
     RouteConfiguration {
@@ -118,18 +131,53 @@ fn route(
 
 fn retry_policy(r: &crate::model::RetryPolicy) -> RetryPolicy {
     let mut on = r.on.clone();
-    if !r.status_codes.is_empty() && !on.iter().any(|o| o == "retriable-status-codes") {
-        on.push("retriable-status-codes".into());
-    }
+    let mut implies = |set: bool, name: &str| {
+        if set && !on.iter().any(|o| o == name) {
+            on.push(name.into());
+        }
+    };
+    implies(!r.status_codes.is_empty(), "retriable-status-codes");
+    implies(!r.retriable_headers.is_empty(), "retriable-headers");
+    let retry_host_predicate = if r.previous_hosts {
+        vec![retry_policy::RetryHostPredicate {
+            name: PREVIOUS_HOSTS.into(),
+            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+                pack(&PreviousHostsPredicate {}),
+            )),
+        }]
+    } else {
+        Vec::new()
+    };
     RetryPolicy {
         retry_on: on.join(","),
         num_retries: r.attempts.map(u32_value),
         per_try_timeout: r.per_try_timeout.map(duration),
+        per_try_idle_timeout: r.per_try_idle_timeout.map(duration),
         retriable_status_codes: r.status_codes.iter().map(|c| u32::from(*c)).collect(),
         retry_back_off: r.backoff.as_ref().map(|b| retry_policy::RetryBackOff {
             base_interval: Some(duration(b.base)),
             max_interval: b.max.map(duration),
         }),
+        retry_host_predicate,
+        // 0 is the proto default: Envoy's own default (1) applies.
+        host_selection_retry_max_attempts: r.host_selection_attempts.map_or(0, i64::from),
+        retriable_headers: r.retriable_headers.iter().map(header_matcher).collect(),
+        ..Default::default()
+    }
+}
+
+/// `present_match: true`, or `string_match: { exact: value }`.
+fn header_matcher(h: &RetriableHeader) -> HeaderMatcher {
+    let specifier = match &h.value {
+        None => HeaderMatchSpecifier::PresentMatch(true),
+        Some(value) => HeaderMatchSpecifier::StringMatch(StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(value.clone())),
+            ..Default::default()
+        }),
+    };
+    HeaderMatcher {
+        name: h.name.clone(),
+        header_match_specifier: Some(specifier),
         ..Default::default()
     }
 }

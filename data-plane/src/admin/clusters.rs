@@ -1,16 +1,88 @@
 //! `GET /clusters` in Envoy's text and JSON forms.
 
 use crate::config::EndpointHealth;
+use crate::resilience::outlier::Origin;
 use crate::runtime::cluster::Cluster;
+use crate::runtime::host::Host;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-fn health_flags(host: &crate::runtime::host::Host) -> String {
+/// Envoy's `HostUtility::healthFlagsToString`: the set flags in `HealthFlag` order
+/// (`FAILED_ACTIVE_HC`, `FAILED_OUTLIER_CHECK`, `FAILED_EDS_HEALTH`, `DEGRADED_ACTIVE_HC`,
+/// `DEGRADED_EDS_HEALTH`, …), or `healthy`. Measured on Envoy 1.40: an ejected UNHEALTHY host
+/// shows `/failed_outlier_check/failed_eds_health`.
+fn health_flags(host: &Host) -> String {
+    let mut flags = String::new();
+    if host.outlier.is_ejected() {
+        flags.push_str("/failed_outlier_check");
+    }
     match host.health {
-        EndpointHealth::Healthy => "healthy".to_string(),
-        EndpointHealth::Degraded => "/degraded_eds_health".to_string(),
-        EndpointHealth::Unhealthy => "/failed_eds_health".to_string(),
+        EndpointHealth::Healthy => {}
+        EndpointHealth::Degraded => flags.push_str("/degraded_eds_health"),
+        EndpointHealth::Unhealthy => flags.push_str("/failed_eds_health"),
+    }
+    if flags.is_empty() {
+        flags.push_str("healthy");
+    }
+    flags
+}
+
+/// A `double` as fmt's `{}` prints it (Envoy's per-host `success_rate`): the shortest
+/// round-trip digits, in exponent form (`1e-05`, `1e+16`) when the decimal exponent is below
+/// −4 or at least 16.
+fn fmt_shortest(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..16).contains(&exp) {
+        format!("{v}")
+    } else {
+        exp_form(mantissa, exp)
+    }
+}
+
+/// A `double` as fmt's `{:g}` prints it (Envoy's cluster `outlier::` lines): six significant
+/// digits, trailing zeros dropped, exponent form when the exponent is below −4 or at least 6.
+fn fmt_g(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let sci = format!("{v:.5e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        let fixed = format!("{v:.*}", (5 - exp) as usize);
+        trim_fraction(&fixed).to_string()
+    } else {
+        exp_form(trim_fraction(mantissa), exp)
+    }
+}
+
+fn trim_fraction(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
+}
+
+fn exp_form(mantissa: &str, exp: i32) -> String {
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
+}
+
+/// A `google.protobuf.DoubleValue` as Envoy's JSON prints it (`{}` for 0).
+fn double_value(v: f64) -> serde_json::Value {
+    if v == 0.0 {
+        serde_json::json!({})
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        serde_json::json!({ "value": v as i64 })
+    } else {
+        serde_json::json!({ "value": v })
     }
 }
 
@@ -20,14 +92,26 @@ pub fn text(clusters: &[(Arc<Cluster>, bool)]) -> String {
     for (c, via_api) in clusters {
         let n = &c.config.name;
         let _ = writeln!(out, "{n}::observability_name::{n}");
-        if c.config.outlier_detection.is_some() {
-            for s in [
-                "success_rate_average",
-                "success_rate_ejection_threshold",
-                "local_origin_success_rate_average",
-                "local_origin_success_rate_ejection_threshold",
+        if let Some(od) = c.outlier() {
+            for (s, v) in [
+                (
+                    "success_rate_average",
+                    od.success_rate_average(Origin::External),
+                ),
+                (
+                    "success_rate_ejection_threshold",
+                    od.success_rate_ejection_threshold(Origin::External),
+                ),
+                (
+                    "local_origin_success_rate_average",
+                    od.success_rate_average(Origin::Local),
+                ),
+                (
+                    "local_origin_success_rate_ejection_threshold",
+                    od.success_rate_ejection_threshold(Origin::Local),
+                ),
             ] {
-                let _ = writeln!(out, "{n}::outlier::{s}::-1");
+                let _ = writeln!(out, "{n}::outlier::{s}::{}", fmt_g(v));
             }
         }
         let cb = &c.config.circuit_breakers;
@@ -82,8 +166,16 @@ pub fn text(clusters: &[(Arc<Cluster>, bool)]) -> String {
             }
             let _ = writeln!(out, "{n}::{a}::canary::false");
             let _ = writeln!(out, "{n}::{a}::priority::{}", h.priority);
-            let _ = writeln!(out, "{n}::{a}::success_rate::-1");
-            let _ = writeln!(out, "{n}::{a}::local_origin_success_rate::-1");
+            let _ = writeln!(
+                out,
+                "{n}::{a}::success_rate::{}",
+                fmt_shortest(h.outlier.success_rate(Origin::External))
+            );
+            let _ = writeln!(
+                out,
+                "{n}::{a}::local_origin_success_rate::{}",
+                fmt_shortest(h.outlier.success_rate(Origin::Local))
+            );
         }
     }
     out
@@ -103,7 +195,15 @@ pub fn json(clusters: &[(Arc<Cluster>, bool)]) -> serde_json::Value {
                     let s = &h.stats;
                     let counter = |name: &str, v: u64| serde_json::json!({"name": name, "value": v.to_string()});
                     let gauge = |name: &str, v: u64| serde_json::json!({"name": name, "type": "GAUGE", "value": v.to_string()});
-                    serde_json::json!({
+                    let mut health = serde_json::json!({"eds_health_status": match h.health {
+                        EndpointHealth::Healthy => "HEALTHY",
+                        EndpointHealth::Degraded => "DEGRADED",
+                        EndpointHealth::Unhealthy => "UNHEALTHY",
+                    }});
+                    if h.outlier.is_ejected() {
+                        health["failed_outlier_check"] = true.into();
+                    }
+                    let mut status = serde_json::json!({
                         "address": {"socket_address": {"address": h.address.ip().to_string(), "port_value": h.address.port()}},
                         "stats": [
                             counter("cx_connect_fail", cx.cx_connect_fail.load(Ordering::Relaxed)),
@@ -115,19 +215,26 @@ pub fn json(clusters: &[(Arc<Cluster>, bool)]) -> serde_json::Value {
                             gauge("cx_active", cx.cx_active.load(Ordering::Relaxed)),
                             gauge("rq_active", s.rq_active.load(Ordering::Relaxed)),
                         ],
-                        "health_status": {"eds_health_status": match h.health {
-                            EndpointHealth::Healthy => "HEALTHY",
-                            EndpointHealth::Degraded => "DEGRADED",
-                            EndpointHealth::Unhealthy => "UNHEALTHY",
-                        }},
+                        "health_status": health,
                         "weight": h.weight,
                         "priority": h.priority,
                         "hostname": h.hostname.clone().unwrap_or_default(),
-                    })
+                    });
+                    // Envoy sets these only when computed (≥ 0).
+                    for (key, origin) in [
+                        ("success_rate", Origin::External),
+                        ("local_origin_success_rate", Origin::Local),
+                    ] {
+                        let v = h.outlier.success_rate(origin);
+                        if v >= 0.0 {
+                            status[key] = double_value(v);
+                        }
+                    }
+                    status
                 })
                 .collect();
             let cb = &c.config.circuit_breakers;
-            serde_json::json!({
+            let mut status = serde_json::json!({
                 "name": c.config.name,
                 "observability_name": c.config.name,
                 "added_via_api": via_api,
@@ -136,8 +243,179 @@ pub fn json(clusters: &[(Arc<Cluster>, bool)]) -> serde_json::Value {
                     {"max_connections": cb.max_connections, "max_pending_requests": cb.max_pending_requests, "max_requests": cb.max_requests, "max_retries": cb.max_retries},
                     {"priority": "HIGH", "max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3}
                 ]},
-            })
+            });
+            // Envoy sets the cluster thresholds only when positive.
+            if let Some(od) = c.outlier() {
+                for (key, origin) in [
+                    ("success_rate_ejection_threshold", Origin::External),
+                    ("local_origin_success_rate_ejection_threshold", Origin::Local),
+                ] {
+                    let v = od.success_rate_ejection_threshold(origin);
+                    if v > 0.0 {
+                        status[key] = double_value(v);
+                    }
+                }
+            }
+            status
         })
         .collect();
     serde_json::json!({ "cluster_statuses": statuses })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::types::{
+        CircuitBreakerThresholds, ClusterConfig, Discovery, EndpointConfig, LbPolicy,
+        OutlierConfig, UpstreamProtocol,
+    };
+    use crate::resilience::Outcome;
+    use crate::stats::Store;
+    use std::time::{Duration, Instant};
+
+    /// The scenario measured on Envoy 1.40 (`/clusters` and `/stats` after one sweep): five
+    /// hosts, one answering 503 to everything, one 5 of 7, the others 200; 7 requests each.
+    #[test]
+    fn outlier_lines_match_envoy() {
+        let eps: Vec<EndpointConfig> = (1..=5)
+            .map(|i| EndpointConfig {
+                address: format!("127.0.0.1:1800{i}").parse().unwrap(),
+                weight: 1,
+                locality_weight: 1,
+                priority: 0,
+                health: EndpointHealth::Healthy,
+            })
+            .collect();
+        let store = Store::new();
+        let c = Cluster::new(
+            ClusterConfig {
+                name: "five".into(),
+                discovery: Discovery::Static(eps.clone()),
+                lb: LbPolicy::RoundRobin,
+                connect_timeout: Duration::from_secs(5),
+                protocol: UpstreamProtocol::Http1,
+                circuit_breakers: CircuitBreakerThresholds::default(),
+                outlier_detection: Some(OutlierConfig {
+                    consecutive_5xx: 1000,
+                    consecutive_gateway_failure: 1000,
+                    interval: Duration::from_secs(2),
+                    success_rate_request_volume: 6,
+                    failure_percentage_request_volume: 3,
+                    max_ejection_percent: 100,
+                    ..OutlierConfig::default()
+                }),
+                panic_threshold: 50.0,
+                buffer_limit: 1 << 20,
+                idle_timeout: None,
+                max_requests_per_connection: None,
+                per_host_max_connections: None,
+            },
+            &store,
+        );
+        c.set_endpoints(&eps, &[]);
+        let t0 = Instant::now();
+        let out = text(&[(c.clone(), false)]);
+        assert!(out.contains("five::outlier::success_rate_average::-1\n"));
+        assert!(out.contains("five::127.0.0.1:18001::success_rate::-1\n"));
+        for (i, ok) in [7, 0, 5, 7, 7].into_iter().enumerate() {
+            let h = c.hosts().all[i].clone();
+            for k in 0..7 {
+                let status = if k < ok { 200 } else { 503 };
+                c.report_at(&h, Outcome::Response(status), t0);
+            }
+        }
+        c.outlier_tick(t0 + Duration::from_secs(2));
+        let out = text(&[(c.clone(), false)]);
+        let lines: Vec<&str> = out
+            .lines()
+            .filter(|l| {
+                l.contains("outlier::success_rate")
+                    || l.contains("::health_flags::")
+                    || l.contains("::success_rate::")
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "five::outlier::success_rate_average::74.2857",
+                "five::outlier::success_rate_ejection_threshold::0.648989",
+                "five::127.0.0.1:18001::health_flags::healthy",
+                "five::127.0.0.1:18001::success_rate::100",
+                "five::127.0.0.1:18002::health_flags::/failed_outlier_check",
+                "five::127.0.0.1:18002::success_rate::0",
+                "five::127.0.0.1:18003::health_flags::healthy",
+                "five::127.0.0.1:18003::success_rate::71.42857142857143",
+                "five::127.0.0.1:18004::health_flags::healthy",
+                "five::127.0.0.1:18004::success_rate::100",
+                "five::127.0.0.1:18005::health_flags::healthy",
+                "five::127.0.0.1:18005::success_rate::100",
+            ]
+        );
+        let stats = store.render_text(None, false);
+        let nonzero: Vec<&str> = stats
+            .lines()
+            .filter(|l| l.starts_with("cluster.five.outlier_detection.") && !l.ends_with(": 0"))
+            .collect();
+        assert_eq!(
+            nonzero,
+            [
+                "cluster.five.outlier_detection.ejections_active: 1",
+                "cluster.five.outlier_detection.ejections_detected_failure_percentage: 1",
+                "cluster.five.outlier_detection.ejections_detected_success_rate: 1",
+                "cluster.five.outlier_detection.ejections_enforced_success_rate: 1",
+                "cluster.five.outlier_detection.ejections_enforced_total: 1",
+                "cluster.five.outlier_detection.ejections_success_rate: 1",
+                "cluster.five.outlier_detection.ejections_total: 1",
+            ]
+        );
+        let json = json(&[(c.clone(), false)]);
+        let hosts = &json["cluster_statuses"][0]["host_statuses"];
+        assert_eq!(hosts[1]["health_status"]["failed_outlier_check"], true);
+        assert_eq!(hosts[1]["success_rate"], serde_json::json!({}));
+        assert_eq!(hosts[2]["success_rate"]["value"], 500.0 / 7.0);
+        assert_eq!(hosts[0]["success_rate"].to_string(), r#"{"value":100}"#);
+        assert!(
+            hosts[0]["health_status"]
+                .get("failed_outlier_check")
+                .is_none()
+        );
+        assert!(hosts[0].get("local_origin_success_rate").is_none());
+        let threshold = json["cluster_statuses"][0]["success_rate_ejection_threshold"]["value"]
+            .as_f64()
+            .unwrap();
+        assert!((threshold - 0.648_989).abs() < 1e-6);
+    }
+
+    #[test]
+    fn doubles_print_as_envoy_prints_them() {
+        // `{}`: values measured on Envoy 1.40's /clusters, then fmt's exponent rules.
+        assert_eq!(fmt_shortest(-1.0), "-1");
+        assert_eq!(fmt_shortest(100.0), "100");
+        assert_eq!(fmt_shortest(0.0), "0");
+        assert_eq!(fmt_shortest(62.5), "62.5");
+        assert_eq!(fmt_shortest(500.0 / 7.0), "71.42857142857143");
+        assert_eq!(fmt_shortest(0.0001), "0.0001");
+        assert_eq!(fmt_shortest(0.00001), "1e-05");
+        assert_eq!(fmt_shortest(1.5e16), "1.5e+16");
+        assert_eq!(fmt_shortest(1e15), "1000000000000000");
+        // `{:g}`: 74.2857, 0.648989, -1.69737, 80, 4 measured on Envoy 1.40.
+        assert_eq!(fmt_g(-1.0), "-1");
+        assert_eq!(fmt_g(80.0), "80");
+        assert_eq!(fmt_g(4.0), "4");
+        assert_eq!(fmt_g(520.0 / 7.0), "74.2857");
+        assert_eq!(fmt_g(0.648_989_2), "0.648989");
+        assert_eq!(fmt_g(-1.697_366), "-1.69737");
+        assert_eq!(fmt_g(99.999_999), "100");
+        assert_eq!(fmt_g(0.000_012_345_67), "1.23457e-05");
+        assert_eq!(fmt_g(1_234_567.0), "1.23457e+06");
+        assert_eq!(fmt_g(123_456.0), "123456");
+        assert_eq!(fmt_g(0.0), "0");
+    }
+
+    #[test]
+    fn double_values_in_json() {
+        assert_eq!(double_value(0.0), serde_json::json!({}));
+        assert_eq!(double_value(100.0).to_string(), r#"{"value":100}"#);
+        assert_eq!(double_value(62.5).to_string(), r#"{"value":62.5}"#);
+    }
 }

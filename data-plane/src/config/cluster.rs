@@ -764,7 +764,7 @@ fn outlier(o: &OutlierDetection) -> Result<OutlierConfig> {
         o.detect_degraded_hosts.is_some_and(|b| b.value),
         "detect_degraded_hosts",
     )?;
-    let cfg = OutlierConfig {
+    let mut cfg = OutlierConfig {
         consecutive_5xx: u(o.consecutive_5xx, d.consecutive_5xx),
         consecutive_gateway_failure: u(
             o.consecutive_gateway_failure,
@@ -836,7 +836,10 @@ fn outlier(o: &OutlierDetection) -> Result<OutlierConfig> {
         ),
         split_external_local_origin_errors: o.split_external_local_origin_errors,
     };
-    if cfg.max_ejection_time < cfg.base_ejection_time {
+    if o.max_ejection_time.is_none() {
+        // Envoy: without max_ejection_time, the cap is max(300 s, base_ejection_time).
+        cfg.max_ejection_time = cfg.max_ejection_time.max(cfg.base_ejection_time);
+    } else if cfg.max_ejection_time < cfg.base_ejection_time {
         return Err(FieldError::new(
             "max_ejection_time",
             format!(
@@ -1254,10 +1257,15 @@ mod tests {
             .field,
             "outlier_detection.max_ejection_percent"
         );
+        // Envoy: without max_ejection_time the cap is max(300 s, base_ejection_time) ...
+        let c = ok(eds(json!({"outlier_detection": {"base_ejection_time": "400s"}})));
+        let od = c.outlier_detection.expect("outlier detection");
+        assert_eq!(od.max_ejection_time, std::time::Duration::from_secs(400));
+        // ... but an explicit max below the base is an error.
         assert_eq!(
-            err(eds(
-                json!({"outlier_detection": {"base_ejection_time": "400s"}})
-            ))
+            err(eds(json!({"outlier_detection": {
+                "base_ejection_time": "400s", "max_ejection_time": "300s"
+            }})))
             .field,
             "outlier_detection.max_ejection_time"
         );

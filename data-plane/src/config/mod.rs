@@ -23,4 +23,5 @@ pub use cluster::{HTTP_PROTOCOL_OPTIONS, cluster};
 pub use endpoint::load_assignment;
 pub use error::ConfigError;
 pub use listener::listener;
+pub(crate) use route::retry_on;
 pub use route::route_table;

@@ -38,12 +38,18 @@ pub fn stream(body: hyper::body::Incoming) -> ProxyBody {
 pub struct UpstreamBody {
     inner: hyper::body::Incoming,
     release: Option<Release>,
+    /// Things held until the body ends (circuit-breaker guards).
+    holds: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl UpstreamBody {
     /// Wraps a response body; `release` is `None` for multiplexed (HTTP/2) connections.
     pub fn new(inner: hyper::body::Incoming, release: Option<Release>) -> Self {
-        let mut body = UpstreamBody { inner, release };
+        let mut body = UpstreamBody {
+            inner,
+            release,
+            holds: Vec::new(),
+        };
         if body.inner.is_end_stream() {
             body.finish();
         }
@@ -54,6 +60,15 @@ impl UpstreamBody {
         if let Some(r) = self.release.take() {
             r.release();
         }
+        self.holds.clear();
+    }
+
+    /// Keeps `value` alive until the body ends or is dropped.
+    pub fn hold(&mut self, value: impl std::any::Any + Send + Sync) {
+        if self.inner.is_end_stream() && self.release.is_none() {
+            return;
+        }
+        self.holds.push(Box::new(value));
     }
 
     /// Boxes the body for the downstream response.

@@ -5,4 +5,5 @@ pub mod headers;
 pub mod listener;
 pub mod local_reply;
 pub mod pool;
+pub mod replay;
 pub mod router;

@@ -6,6 +6,7 @@
 
 use super::body::{ProxyBody, UpstreamBody};
 use crate::config::UpstreamProtocol;
+use crate::resilience::breaker::{ConnectionGuard, HostConnectionLimit, PendingGuard};
 use crate::runtime::host::PoolStats;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,6 +26,8 @@ pub enum UpstreamError {
     Reset,
     /// The HTTP/2 peer refused the stream.
     RefusedStream,
+    /// A circuit breaker refused the request (pending requests over `max_pending_requests`).
+    Overflow,
 }
 
 impl UpstreamError {
@@ -35,6 +38,7 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout => "connection timeout",
             UpstreamError::Reset => "connection termination",
             UpstreamError::RefusedStream => "remote refused stream reset",
+            UpstreamError::Overflow => "overflow",
         }
     }
 
@@ -56,6 +60,8 @@ pub struct HostConnStats {
     pub cx_active: std::sync::atomic::AtomicU64,
     /// Failed connects.
     pub cx_connect_fail: std::sync::atomic::AtomicU64,
+    /// Requests waiting for a connection now.
+    pub rq_pending_active: std::sync::atomic::AtomicU64,
 }
 
 /// The pool of one host.
@@ -80,6 +86,22 @@ struct PoolInner {
     h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
     /// Serialises HTTP/2 connection establishment so a burst opens one connection.
     h2_connecting: tokio::sync::Mutex<()>,
+    /// The per-host connection limit.
+    host_limit: HostConnectionLimit,
+    /// Woken when a connection goes back to the idle list or closes (pending requests wait).
+    released: tokio::sync::Notify,
+}
+
+/// Counts a request in `rq_pending_active` while it waits for a connection.
+struct Waiting<'a> {
+    host: &'a HostConnStats,
+    _guard: PendingGuard,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.host.rq_pending_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Returns an HTTP/1.1 connection to its pool once the response body ends.
@@ -110,8 +132,11 @@ impl HostPool {
         idle_timeout: Option<Duration>,
         stats: PoolStats,
     ) -> Self {
+        let host_limit = stats.breakers.host_limit(stats.per_host_max_connections);
         HostPool {
             inner: Arc::new(PoolInner {
+                host_limit,
+                released: tokio::sync::Notify::new(),
                 addr,
                 protocol,
                 connect_timeout,
@@ -146,30 +171,60 @@ impl HostPool {
         &self,
         mut req: http::Request<ProxyBody>,
     ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
-        // Reuse an idle connection; if it turns out closed before the request went out,
-        // fall through to a fresh one (the request was not sent, so this is not a retry).
+        let inner = &self.inner;
+        let mut waiting: Option<Waiting<'_>> = None;
         loop {
-            let Some(mut sender) = self.pop_idle() else {
-                break;
+            // Register for a wake-up before looking, so a release in between is not missed.
+            let released = inner.released.notified();
+            // Reuse an idle connection; if it turns out closed before the request went out,
+            // try the next one (the request was not sent, so this is not a retry).
+            while let Some(mut sender) = self.pop_idle() {
+                if sender.ready().await.is_err() {
+                    continue;
+                }
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(self.wrap_h1(resp, sender)),
+                    Err(mut e) => match e.take_message() {
+                        Some(back) => req = back,
+                        None => return Err(classify(e.error())),
+                    },
+                }
+            }
+            // Open a connection if the breakers allow one. Like Envoy, a pool with no
+            // connection at all opens one anyway (the overflow is still counted).
+            let breakers = &inner.stats.breakers;
+            let guard = match breakers.try_host_connection(&inner.host_limit) {
+                Ok(g) => Some(g),
+                Err(_) if inner.host.cx_active.load(std::sync::atomic::Ordering::Relaxed) == 0 => {
+                    Some(breakers.force_connection(Some(&inner.host_limit)))
+                }
+                Err(_) => None,
             };
-            if sender.ready().await.is_err() {
-                continue;
+            if let Some(guard) = guard {
+                if waiting.is_none() {
+                    inner.stats.rq_pending_total.inc();
+                }
+                drop(waiting);
+                let mut sender = self.connect_h1(guard).await?;
+                return match sender.send_request(req).await {
+                    Ok(resp) => Ok(self.wrap_h1(resp, sender)),
+                    Err(e) => Err(classify(&e)),
+                };
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.wrap_h1(resp, sender)),
-                Err(mut e) => match e.take_message() {
-                    Some(back) => {
-                        req = back;
-                        continue;
-                    }
-                    None => return Err(classify(e.error())),
-                },
+            // Wait for a connection to be released, within max_pending_requests.
+            if waiting.is_none() {
+                let guard = breakers.try_pending().map_err(|_| UpstreamError::Overflow)?;
+                inner.stats.rq_pending_total.inc();
+                inner
+                    .host
+                    .rq_pending_active
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                waiting = Some(Waiting {
+                    host: &inner.host,
+                    _guard: guard,
+                });
             }
-        }
-        let mut sender = self.connect_h1().await?;
-        match sender.send_request(req).await {
-            Ok(resp) => Ok(self.wrap_h1(resp, sender)),
-            Err(e) => Err(classify(&e)),
+            released.await;
         }
     }
 
@@ -211,7 +266,15 @@ impl HostPool {
                 match self.shared_h2() {
                     Some(s) => s,
                     None => {
-                        let s = self.connect_h2().await?;
+                        // One multiplexed connection per host: opened even over the limit
+                        // (Envoy opens a first connection anyway; the overflow is counted).
+                        let breakers = &self.inner.stats.breakers;
+                        let guard = match breakers.try_host_connection(&self.inner.host_limit) {
+                            Ok(g) => g,
+                            Err(_) => breakers.force_connection(Some(&self.inner.host_limit)),
+                        };
+                        self.inner.stats.rq_pending_total.inc();
+                        let s = self.connect_h2(guard).await?;
                         if let Ok(mut slot) = self.inner.h2.lock() {
                             *slot = Some(s.clone());
                         }
@@ -279,14 +342,17 @@ impl HostPool {
         Err(failure)
     }
 
-    /// Spawns the connection driver; the active-connection gauges drop when it ends.
-    fn drive<F>(&self, conn: F)
+    /// Spawns the connection driver; the active-connection gauges and the breaker's connection
+    /// slot are released when it ends, and a pending request is woken.
+    fn drive<F>(&self, conn: F, guard: ConnectionGuard)
     where
         F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
     {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let _ = conn.await;
+            drop(guard);
+            inner.released.notify_one();
             inner.stats.cx_active.dec();
             inner.stats.cx_destroy.inc();
             inner
@@ -296,25 +362,31 @@ impl HostPool {
         });
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
+    async fn connect_h1(
+        &self,
+        guard: ConnectionGuard,
+    ) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
         let stream = self.connect_tcp().await?;
         self.inner.stats.cx_http1_total.inc();
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| UpstreamError::Reset)?;
-        self.drive(conn);
+        self.drive(conn, guard);
         Ok(sender)
     }
 
-    async fn connect_h2(&self) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
+    async fn connect_h2(
+        &self,
+        guard: ConnectionGuard,
+    ) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
         let stream = self.connect_tcp().await?;
         self.inner.stats.cx_http2_total.inc();
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| UpstreamError::Reset)?;
-        self.drive(conn);
+        self.drive(conn, guard);
         Ok(sender)
     }
 }

@@ -4,9 +4,12 @@
 use super::host::{Host, PoolStats};
 use crate::config::{ClusterConfig, EndpointConfig};
 use crate::lb::{self, LoadBalancer, PickContext};
+use crate::resilience::Outcome;
+use crate::resilience::outlier::{Detector, HostMonitor};
 use crate::stats::{Counter, Gauge, Histogram, Store};
 use arc_swap::ArcSwap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 /// The hosts of a cluster at one moment, and the load balancer over the eligible ones.
 #[derive(Debug)]
@@ -48,6 +51,8 @@ pub struct ClusterStats {
     pub membership_change: Counter,
     /// `update_success` (EDS/DNS updates applied).
     pub update_success: Counter,
+    /// Retry stats.
+    pub retry: crate::resilience::retry::RetryStats,
     /// `upstream_rq_<class>xx` for classes 1–5.
     classes: [Counter; 5],
     /// `upstream_rq_<code>`, created on first use.
@@ -59,7 +64,8 @@ pub struct ClusterStats {
 }
 
 impl ClusterStats {
-    fn new(store: &Store, name: &str) -> Self {
+    fn new(store: &Store, config: &ClusterConfig) -> Self {
+        let name = config.name.as_str();
         let p = format!("cluster.{name}.");
         let c = |s: &str| store.counter(&format!("{p}{s}"));
         let g = |s: &str| store.gauge(&format!("{p}{s}"));
@@ -76,6 +82,7 @@ impl ClusterStats {
             membership_total: g("membership_total"),
             membership_change: c("membership_change"),
             update_success: c("update_success"),
+            retry: crate::resilience::retry::RetryStats::new(store, name),
             classes: [
                 c("upstream_rq_1xx"),
                 c("upstream_rq_2xx"),
@@ -85,6 +92,13 @@ impl ClusterStats {
             ],
             codes: (0..600).map(|_| OnceLock::new()).collect(),
             pool: PoolStats {
+                rq_pending_total: c("upstream_rq_pending_total"),
+                breakers: crate::resilience::breaker::CircuitBreakers::new(
+                    &config.circuit_breakers,
+                    store,
+                    name,
+                ),
+                per_host_max_connections: config.per_host_max_connections,
                 cx_total: c("upstream_cx_total"),
                 cx_active: g("upstream_cx_active"),
                 cx_connect_fail: c("upstream_cx_connect_fail"),
@@ -136,24 +150,60 @@ pub struct Cluster {
     hosts: ArcSwap<HostSet>,
     /// True once it has endpoints (EDS or DNS answered at least once, or static).
     warmed: std::sync::atomic::AtomicBool,
+    /// Outlier detection, when configured.
+    outlier: Option<Detector>,
+    /// Serialises the writers of `hosts` (endpoint updates, ejections, the outlier sweep);
+    /// readers never take it.
+    writer: Mutex<()>,
+    /// The outlier-detection timer task, aborted when the cluster is dropped.
+    timer: OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Cluster {
-    /// A new cluster with no hosts.
+    /// A new cluster with no hosts. With outlier detection, and inside a Tokio runtime, it
+    /// also starts the detector's interval timer (one task, stopped when the cluster is
+    /// dropped).
     pub fn new(config: ClusterConfig, store: &Store) -> Arc<Cluster> {
-        let stats = ClusterStats::new(store, &config.name);
+        let stats = ClusterStats::new(store, &config);
         let empty = HostSet {
             all: Vec::new(),
             eligible: Vec::new(),
             lb: lb::build(config.lb, &[]),
             panic: false,
         };
-        Arc::new(Cluster {
+        let outlier = config
+            .outlier_detection
+            .clone()
+            .map(|od| Detector::new(od, store, &config.name));
+        let cluster = Arc::new(Cluster {
             config,
             stats,
             hosts: ArcSwap::from_pointee(empty),
             warmed: std::sync::atomic::AtomicBool::new(false),
-        })
+            outlier,
+            writer: Mutex::new(()),
+            timer: OnceLock::new(),
+        });
+        cluster.start_outlier_timer();
+        cluster
+    }
+
+    fn start_outlier_timer(self: &Arc<Self>) {
+        let Some(od) = &self.outlier else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let interval = od.config().interval;
+        let cluster = Arc::downgrade(self);
+        // Envoy re-arms the timer after each sweep: sleep, sweep, repeat.
+        let task = runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(c) = cluster.upgrade() else { return };
+                c.outlier_tick(Instant::now());
+            }
+        });
+        let _ = self.timer.set(task.abort_handle());
     }
 
     /// The current hosts.
@@ -161,46 +211,139 @@ impl Cluster {
         self.hosts.load()
     }
 
+    /// The outlier detector, when configured.
+    pub fn outlier(&self) -> Option<&Detector> {
+        self.outlier.as_ref()
+    }
+
     /// True once endpoints have arrived.
     pub fn is_warm(&self) -> bool {
         self.warmed.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Replaces the endpoints. Hosts whose endpoint did not change are kept (with their pools and
-    /// counters); `hostnames` gives the DNS name per endpoint for STRICT_DNS clusters.
+    fn write_lock(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the endpoints. Hosts whose endpoint did not change are kept (with their pools,
+    /// counters and outlier state); a host re-created because its weight, health or priority
+    /// changed keeps its outlier state; `hostnames` gives the DNS name per endpoint for
+    /// STRICT_DNS clusters.
     pub fn set_endpoints(&self, endpoints: &[EndpointConfig], hostnames: &[Option<String>]) {
+        let _writer = self.write_lock();
         let current = self.hosts.load();
-        let mut all = Vec::with_capacity(endpoints.len());
+        let mut all: Vec<Arc<Host>> = Vec::with_capacity(endpoints.len());
         for (i, ep) in endpoints.iter().enumerate() {
-            let reuse = current.all.iter().find(|h| h.same_endpoint(ep)).cloned();
-            all.push(reuse.unwrap_or_else(|| {
-                Host::new(
-                    ep,
-                    hostnames.get(i).cloned().flatten(),
-                    self.config.protocol,
-                    self.config.connect_timeout,
-                    self.config.idle_timeout,
-                    self.stats.pool.clone(),
-                )
-            }));
+            if let Some(h) = current.all.iter().find(|h| h.same_endpoint(ep)) {
+                all.push(h.clone());
+                continue;
+            }
+            let monitor = current
+                .all
+                .iter()
+                .find(|h| {
+                    h.address == ep.address
+                        && !all.iter().any(|n| Arc::ptr_eq(&n.outlier, &h.outlier))
+                })
+                .map_or_else(Arc::default, |h| h.outlier.clone());
+            all.push(Host::with_monitor(
+                ep,
+                hostnames.get(i).cloned().flatten(),
+                self.config.protocol,
+                self.config.connect_timeout,
+                self.config.idle_timeout,
+                self.stats.pool.clone(),
+                monitor,
+            ));
         }
         let changed = all.len() != current.all.len()
             || all
                 .iter()
                 .zip(current.all.iter())
                 .any(|(a, b)| !Arc::ptr_eq(a, b));
-        let set = self.build_set(all);
-        self.stats.membership_total.set(set.all.len() as u64);
-        self.stats
-            .membership_healthy
-            .set(set.all.iter().filter(|h| h.eligible()).count() as u64);
+        if let Some(od) = &self.outlier {
+            let removed: Vec<&HostMonitor> = current
+                .all
+                .iter()
+                .filter(|old| !all.iter().any(|n| Arc::ptr_eq(&n.outlier, &old.outlier)))
+                .map(|old| &*old.outlier)
+                .collect();
+            od.hosts_removed(&removed);
+        }
+        self.publish(all);
         if changed {
             self.stats.membership_change.inc();
         }
         self.stats.update_success.inc();
-        self.hosts.store(Arc::new(set));
         self.warmed
             .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Builds and publishes a host set over `all` (caller holds the writer lock).
+    fn publish(&self, all: Vec<Arc<Host>>) {
+        let set = self.build_set(all);
+        self.stats.membership_total.set(set.all.len() as u64);
+        self.stats
+            .membership_healthy
+            .set(set.all.iter().filter(|h| healthy(h)).count() as u64);
+        self.hosts.store(Arc::new(set));
+    }
+
+    /// Charges one attempt's outcome to `host` for outlier detection; call it after every
+    /// attempt. A no-op without outlier detection; otherwise a few atomic operations, plus the
+    /// writer lock and a host-set rebuild when a consecutive-error threshold is reached.
+    ///
+    /// `Outcome::Reset` and `Outcome::Timeout` mean the attempt had obtained its connection
+    /// (Envoy reports a local-origin connect success first), `ConnectFailure` /
+    /// `ConnectTimeout` that it had not: this matters only with
+    /// `split_external_local_origin_errors`. Envoy charges `Timeout` for a per-try timeout and
+    /// for the route timeout firing on an attempt that had its connection, and charges nothing
+    /// when the downstream goes away or for an attempt that never got a host.
+    pub fn report(&self, host: &Arc<Host>, outcome: Outcome) {
+        self.charge(host, outcome, Instant::now);
+    }
+
+    /// [`Cluster::report`] with an explicit clock (the time an ejection is recorded at).
+    pub fn report_at(&self, host: &Arc<Host>, outcome: Outcome, now: Instant) {
+        self.charge(host, outcome, || now);
+    }
+
+    fn charge(&self, host: &Arc<Host>, outcome: Outcome, now: impl FnOnce() -> Instant) {
+        let Some(od) = &self.outlier else { return };
+        let triggered = od.put(&host.outlier, outcome);
+        if !triggered.any() {
+            return;
+        }
+        let now = now();
+        let _writer = self.write_lock();
+        let set = self.hosts.load();
+        // Envoy ignores a host that left the cluster meanwhile.
+        if !set
+            .all
+            .iter()
+            .any(|h| Arc::ptr_eq(&h.outlier, &host.outlier))
+        {
+            return;
+        }
+        let mut ejected = false;
+        for kind in triggered.types() {
+            ejected |= od.on_consecutive(set.all.len(), &host.outlier, kind, now);
+        }
+        if ejected {
+            self.publish(set.all.clone());
+        }
+    }
+
+    /// Runs the outlier detector's interval sweep at `now` (the timer task calls it every
+    /// `interval`; tests call it with their own clock).
+    pub fn outlier_tick(&self, now: Instant) {
+        let Some(od) = &self.outlier else { return };
+        let _writer = self.write_lock();
+        let set = self.hosts.load();
+        let monitors: Vec<&HostMonitor> = set.all.iter().map(|h| &*h.outlier).collect();
+        if od.tick(&monitors, now) {
+            self.publish(set.all.clone());
+        }
     }
 
     /// Marks a cluster whose endpoints come with it (STATIC) or that may start empty as warm.
@@ -210,8 +353,8 @@ impl Cluster {
     }
 
     fn build_set(&self, all: Vec<Arc<Host>>) -> HostSet {
-        let healthy: Vec<Arc<Host>> = all.iter().filter(|h| h.eligible()).cloned().collect();
-        // Envoy's panic threshold: below it, balance over every host.
+        let healthy: Vec<Arc<Host>> = all.iter().filter(|h| healthy(h)).cloned().collect();
+        // Envoy's panic threshold: below it, balance over every host (ejected ones included).
         let panic = !all.is_empty()
             && (healthy.len() as f64) * 100.0 < self.config.panic_threshold * all.len() as f64;
         let eligible = if panic { all.clone() } else { healthy };
@@ -247,5 +390,23 @@ impl Cluster {
             excluded: &is_excluded,
         };
         set.lb.pick(&ctx).and_then(|i| set.eligible.get(i).cloned())
+    }
+}
+
+/// Eligible for load balancing: healthy per EDS and not ejected by outlier detection.
+fn healthy(h: &Host) -> bool {
+    h.eligible() && !h.outlier.is_ejected()
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(t) = self.timer.get() {
+            t.abort();
+        }
+        if let Some(od) = &self.outlier {
+            let set = self.hosts.load();
+            let monitors: Vec<&HostMonitor> = set.all.iter().map(|h| &*h.outlier).collect();
+            od.release(&monitors);
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::config::{EndpointConfig, EndpointHealth, UpstreamProtocol};
 use crate::proxy::pool::HostPool;
+use crate::resilience::outlier::HostMonitor;
 use crate::stats::{Counter, Gauge};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +54,12 @@ pub struct PoolStats {
     pub cx_http2_total: Counter,
     /// `upstream_cx_destroy`.
     pub cx_destroy: Counter,
+    /// `upstream_rq_pending_total`: requests that had to wait for a new or free connection.
+    pub rq_pending_total: Counter,
+    /// The cluster's circuit breakers (connections and pending requests are checked in pools).
+    pub breakers: crate::resilience::breaker::CircuitBreakers,
+    /// `per_host_thresholds.max_connections`, applied to each host's pool.
+    pub per_host_max_connections: Option<u32>,
 }
 
 /// An upstream host.
@@ -74,6 +81,10 @@ pub struct Host {
     pub stats: HostStats,
     /// Connection pool.
     pub pool: HostPool,
+    /// Outlier-detection state (idle unless the cluster configures outlier detection). Shared
+    /// with the host this one replaces when only its EDS health or weight changed, as Envoy
+    /// updates such hosts in place.
+    pub outlier: Arc<HostMonitor>,
 }
 
 impl Host {
@@ -85,6 +96,27 @@ impl Host {
         connect_timeout: Duration,
         idle_timeout: Option<Duration>,
         pool_stats: PoolStats,
+    ) -> Arc<Host> {
+        Host::with_monitor(
+            ep,
+            hostname,
+            protocol,
+            connect_timeout,
+            idle_timeout,
+            pool_stats,
+            Arc::default(),
+        )
+    }
+
+    /// A host with a fresh pool and the given outlier-detection state.
+    pub fn with_monitor(
+        ep: &EndpointConfig,
+        hostname: Option<String>,
+        protocol: UpstreamProtocol,
+        connect_timeout: Duration,
+        idle_timeout: Option<Duration>,
+        pool_stats: PoolStats,
+        outlier: Arc<HostMonitor>,
     ) -> Arc<Host> {
         Arc::new(Host {
             address: ep.address,
@@ -101,6 +133,7 @@ impl Host {
                 idle_timeout,
                 pool_stats,
             ),
+            outlier,
         })
     }
 

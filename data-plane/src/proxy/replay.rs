@@ -1,0 +1,92 @@
+//! Request bodies that can be sent more than once (for retries), buffered up to a bound.
+
+use super::body::{BoxError, ProxyBody};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use http::HeaderMap;
+use http_body::Frame;
+use http_body_util::{BodyExt, BodyStream, StreamBody};
+use hyper::body::Incoming;
+
+/// A request body ready for one or more attempts.
+pub enum Prepared {
+    /// Fully buffered: every attempt gets a copy (the bytes are shared, not copied).
+    Replayable {
+        /// The body bytes.
+        data: Bytes,
+        /// Trailers, if any.
+        trailers: Option<HeaderMap>,
+    },
+    /// Larger than the bound: sent once, so the request cannot be retried.
+    Once(Option<ProxyBody>),
+}
+
+impl Prepared {
+    /// True if attempts after the first can resend the body.
+    pub fn replayable(&self) -> bool {
+        matches!(self, Prepared::Replayable { .. })
+    }
+
+    /// The body for the next attempt (empty if a one-shot body was already used).
+    pub fn attempt_body(&mut self) -> ProxyBody {
+        match self {
+            Prepared::Replayable { data, trailers } => {
+                let mut frames: Vec<Result<Frame<Bytes>, BoxError>> = Vec::new();
+                if !data.is_empty() {
+                    frames.push(Ok(Frame::data(data.clone())));
+                }
+                if let Some(t) = trailers {
+                    frames.push(Ok(Frame::trailers(t.clone())));
+                }
+                BodyExt::boxed(StreamBody::new(futures::stream::iter(frames)))
+            }
+            Prepared::Once(body) => body.take().unwrap_or_else(super::body::empty),
+        }
+    }
+}
+
+/// Reads `body` into memory if it fits in `limit` bytes; otherwise returns a body that replays
+/// what was read and streams the rest.
+pub async fn prepare(mut body: Incoming, limit: usize) -> Prepared {
+    use http_body::Body;
+    if body.is_end_stream() {
+        return Prepared::Replayable {
+            data: Bytes::new(),
+            trailers: None,
+        };
+    }
+    let mut buf = BytesMut::new();
+    let mut trailers = None;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    buf.extend_from_slice(&data);
+                    if buf.len() > limit {
+                        let head =
+                            futures::stream::iter([Ok::<_, BoxError>(Frame::data(buf.freeze()))]);
+                        let rest =
+                            BodyStream::new(body).map(|r| r.map_err(|e| Box::new(e) as BoxError));
+                        return Prepared::Once(Some(BodyExt::boxed(StreamBody::new(
+                            head.chain(rest),
+                        ))));
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers = Some(t);
+                    }
+                }
+            },
+            Some(Err(e)) => {
+                let failed = futures::stream::iter([Err::<Frame<Bytes>, BoxError>(Box::new(e))]);
+                return Prepared::Once(Some(BodyExt::boxed(StreamBody::new(failed))));
+            }
+        }
+    }
+    Prepared::Replayable {
+        data: buf.freeze(),
+        trailers,
+    }
+}
