@@ -11,14 +11,22 @@ use legate_proto::pb::envoy::config::core::v3::{
     Http2ProtocolOptions, Node, SocketAddress, address, api_config_source::ApiType,
     config_source::ConfigSourceSpecifier, grpc_service, socket_address::PortSpecifier,
 };
+use legate_proto::pb::envoy::config::core::v3::{
+    DataSource, TransportSocket, data_source, transport_socket,
+};
 use legate_proto::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
+};
+use legate_proto::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, TlsCertificate,
+    UpstreamTlsContext, common_tls_context, subject_alt_name_matcher::SanType,
 };
 use legate_proto::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options::ExplicitHttpConfig,
     http_protocol_options::UpstreamProtocolOptions,
     http_protocol_options::explicit_http_config::ProtocolConfig,
 };
+use legate_proto::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use legate_proto::pb::google::protobuf::Duration;
 
 /// The static cluster through which Envoy reaches this control plane.
@@ -40,6 +48,75 @@ pub struct EnvoyBootstrap {
     pub admin_port: u16,
     /// Use DELTA_GRPC instead of GRPC.
     pub delta: bool,
+    /// Reach the control plane over TLS (a `transport_socket` on the xDS cluster).
+    pub xds_tls: Option<XdsClientTls>,
+}
+
+/// TLS towards the control plane, as files the data plane reads (`filename` data sources).
+#[derive(Clone, Debug, Default)]
+pub struct XdsClientTls {
+    /// CA that verifies the control plane's certificate (`--xds-tls-ca`).
+    pub ca: std::path::PathBuf,
+    /// Client certificate and key for mTLS (`--xds-tls-cert`, `--xds-tls-key`).
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// SNI sent to the control plane, also required as a DNS SAN of its certificate
+    /// (`--xds-sni`).
+    pub sni: Option<String>,
+}
+
+impl XdsClientTls {
+    /// The xDS cluster's transport socket: an `UpstreamTlsContext` with `trusted_ca`, the client
+    /// certificate when given, ALPN `h2`, and the SNI (checked as a DNS SAN) when given.
+    pub fn transport_socket(&self) -> TransportSocket {
+        let file = |p: &std::path::Path| DataSource {
+            specifier: Some(data_source::Specifier::Filename(p.display().to_string())),
+            ..Default::default()
+        };
+        let sni = self.sni.clone().unwrap_or_default();
+        let context = UpstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificates: self
+                    .client
+                    .iter()
+                    .map(|(cert, key)| TlsCertificate {
+                        certificate_chain: Some(file(cert)),
+                        private_key: Some(file(key)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                validation_context_type: Some(
+                    common_tls_context::ValidationContextType::ValidationContext(
+                        CertificateValidationContext {
+                            trusted_ca: Some(file(&self.ca)),
+                            match_typed_subject_alt_names: self
+                                .sni
+                                .iter()
+                                .map(|name| SubjectAltNameMatcher {
+                                    san_type: SanType::Dns as i32,
+                                    matcher: Some(StringMatcher {
+                                        match_pattern: Some(string_matcher::MatchPattern::Exact(
+                                            name.clone(),
+                                        )),
+                                        ignore_case: false,
+                                    }),
+                                    oid: String::new(),
+                                })
+                                .collect(),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                alpn_protocols: vec!["h2".to_string()],
+                ..Default::default()
+            }),
+            sni,
+            ..Default::default()
+        };
+        TransportSocket {
+            name: crate::translate::TLS_TRANSPORT_SOCKET.to_string(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(pack(&context))),
+        }
+    }
 }
 
 fn socket(host: &str, port: u16) -> Address {
@@ -106,6 +183,7 @@ impl EnvoyBootstrap {
                 }],
                 ..Default::default()
             }),
+            transport_socket: self.xds_tls.as_ref().map(XdsClientTls::transport_socket),
             ..Default::default()
         };
         let api_type = if self.delta {

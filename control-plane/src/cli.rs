@@ -42,6 +42,15 @@ pub enum Command {
         /// (useful with port 0).
         #[arg(long)]
         address_file: Option<PathBuf>,
+        /// Serve xDS over TLS with this certificate chain (PEM).
+        #[arg(long, requires = "xds_tls_key")]
+        xds_tls_cert: Option<PathBuf>,
+        /// The private key of --xds-tls-cert (PEM).
+        #[arg(long, requires = "xds_tls_cert")]
+        xds_tls_key: Option<PathBuf>,
+        /// Require xDS clients to present a certificate signed by this CA (mTLS).
+        #[arg(long, requires = "xds_tls_cert")]
+        xds_client_ca: Option<PathBuf>,
     },
     /// Check a configuration; print every error as file:line:col: message.
     Validate {
@@ -58,11 +67,46 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "json")]
         format: Format,
+        /// Print private keys instead of `[redacted]`.
+        #[arg(long)]
+        show_secrets: bool,
     },
     /// Print a bootstrap file for a data plane.
     Bootstrap {
         #[command(subcommand)]
         kind: BootstrapKind,
+    },
+    /// Development certificates.
+    Certs {
+        #[command(subcommand)]
+        kind: CertsKind,
+    },
+}
+
+/// `certs` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum CertsKind {
+    /// Write a development CA (ca.pem, ca.key) and, per service, a leaf (<svc>.pem, <svc>.key)
+    /// with SPIFFE, DNS and IP SANs, usable as server and client certificate.
+    Init {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// SPIFFE trust domain of the URI SANs.
+        #[arg(long, default_value = "example.org")]
+        trust_domain: String,
+        /// A service to issue a leaf for (repeat the flag).
+        #[arg(long = "service", required = true)]
+        services: Vec<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+        /// Issue leaves from the CA already in --out (rotation) instead of a new CA.
+        #[arg(long)]
+        keep_ca: bool,
+        /// Validity of the leaves, in days.
+        #[arg(long, default_value_t = crate::certs::DEFAULT_DAYS)]
+        days: u32,
     },
 }
 
@@ -83,6 +127,33 @@ pub enum BootstrapKind {
         /// Use incremental (delta) ADS instead of state of the world.
         #[arg(long)]
         delta: bool,
+        /// Reach the control plane over TLS, verifying it with this CA (PEM file path, read by
+        /// the data plane).
+        #[arg(long)]
+        xds_tls_ca: Option<PathBuf>,
+        /// Client certificate for mTLS towards the control plane.
+        #[arg(long, requires_all = ["xds_tls_key", "xds_tls_ca"])]
+        xds_tls_cert: Option<PathBuf>,
+        /// Private key of --xds-tls-cert.
+        #[arg(long, requires = "xds_tls_cert")]
+        xds_tls_key: Option<PathBuf>,
+        /// SNI sent to the control plane; its certificate must carry it as a DNS SAN.
+        #[arg(long, requires = "xds_tls_ca")]
+        xds_sni: Option<String>,
+    },
+    /// A GRPC_XDS_BOOTSTRAP file for a proxyless gRPC application (targets `xds:///<service>`).
+    Grpc {
+        /// The ambassador whose services the application calls (becomes node.cluster; node.id
+        /// gets a unique suffix).
+        #[arg(long)]
+        node: String,
+        /// The control plane's xDS address as the application reaches it (host:port).
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        xds: String,
+        /// Declare the `default` file_watcher certificate provider over DIR/<node>.pem,
+        /// DIR/<node>.key and DIR/ca.pem (the layout of `legate-cp certs init`).
+        #[arg(long)]
+        cert_dir: Option<PathBuf>,
     },
 }
 
@@ -139,6 +210,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             config,
             node,
             format,
+            show_secrets,
         } => {
             let model = match crate::config::load(&config) {
                 Ok(m) => m,
@@ -147,7 +219,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let value = crate::render::render(&model, &node)?;
+            let value = crate::render::render_with(&model, &node, show_secrets)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&value)?),
                 Format::Yaml => print!("{}", serde_yaml::to_string(&value)?),
@@ -161,8 +233,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     xds,
                     admin,
                     delta,
+                    xds_tls_ca,
+                    xds_tls_cert,
+                    xds_tls_key,
+                    xds_sni,
                 },
         } => {
+            let xds_tls = xds_client_tls(xds_tls_ca, xds_tls_cert, xds_tls_key, xds_sni)?;
             let (xds_host, xds_port) = split_host_port(&xds)?;
             let b = EnvoyBootstrap {
                 node,
@@ -172,8 +249,32 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 admin_host: admin.ip().to_string(),
                 admin_port: admin.port(),
                 delta,
+                xds_tls,
             };
             print!("{}", b.to_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bootstrap {
+            kind:
+                BootstrapKind::Grpc {
+                    node,
+                    xds,
+                    cert_dir,
+                },
+        } => {
+            let (host, port) = split_host_port(&xds)?;
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            let b = crate::grpc_bootstrap::GrpcBootstrap {
+                node,
+                id_suffix: format!("{:08x}", rand::random::<u32>()),
+                xds: format!("{host}:{port}"),
+                cert_dir,
+            };
+            println!("{}", serde_json::to_string_pretty(&b.to_json())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {
@@ -181,13 +282,93 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             xds,
             admin,
             address_file,
+            xds_tls_cert,
+            xds_tls_key,
+            xds_client_ca,
         } => {
+            let tls = match (xds_tls_cert, xds_tls_key) {
+                (Some(cert), Some(key)) => Some(crate::server::tls::XdsTls::load(
+                    &cert,
+                    &key,
+                    xds_client_ca.as_deref(),
+                )?),
+                _ => None,
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(serve(config, xds, admin, address_file))
+            rt.block_on(serve(config, xds, admin, address_file, tls))
+        }
+        Command::Certs {
+            kind:
+                CertsKind::Init {
+                    out,
+                    trust_domain,
+                    services,
+                    force,
+                    keep_ca,
+                    days,
+                },
+        } => {
+            let generated = crate::certs::init(&crate::certs::InitOptions {
+                out,
+                trust_domain,
+                services,
+                force,
+                keep_ca,
+                days,
+            })?;
+            if generated.ca_written {
+                println!(
+                    "CA:   {} (key {})",
+                    generated.ca_cert.display(),
+                    generated.ca_key.display()
+                );
+            } else {
+                println!("CA:   {} (kept)", generated.ca_cert.display());
+            }
+            for leaf in &generated.leaves {
+                println!(
+                    "leaf: {} (key {}) {}",
+                    leaf.cert.display(),
+                    leaf.key.display(),
+                    leaf.spiffe_id
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The bootstrap's TLS towards the control plane, with absolute paths (the data plane may run
+/// elsewhere); every file must exist now.
+fn xds_client_tls(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    sni: Option<String>,
+) -> anyhow::Result<Option<crate::bootstrap::XdsClientTls>> {
+    let Some(ca) = ca else {
+        return Ok(None);
+    };
+    let absolute = |flag: &str, p: PathBuf| -> anyhow::Result<PathBuf> {
+        if !p.is_file() {
+            anyhow::bail!("{flag} `{}`: no such file", p.display());
+        }
+        Ok(std::path::absolute(&p)?)
+    };
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((
+            absolute("--xds-tls-cert", cert)?,
+            absolute("--xds-tls-key", key)?,
+        )),
+        _ => None,
+    };
+    Ok(Some(crate::bootstrap::XdsClientTls {
+        ca: absolute("--xds-tls-ca", ca)?,
+        client,
+        sni,
+    }))
 }
 
 fn print_errors(errors: &[crate::config::ConfigError]) {
@@ -225,6 +406,7 @@ async fn serve(
     xds: SocketAddr,
     admin: SocketAddr,
     address_file: Option<PathBuf>,
+    tls: Option<crate::server::tls::XdsTls>,
 ) -> anyhow::Result<ExitCode> {
     let cache = Arc::new(SnapshotCache::new());
     let registry = Arc::new(Registry::default());
@@ -240,7 +422,12 @@ async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("bind admin address {admin}: {e}"))?;
     let (xds_addr, admin_addr) = (xds_listener.local_addr()?, admin_listener.local_addr()?);
-    tracing::info!(xds = %xds_addr, admin = %admin_addr, "legate-cp serving");
+    tracing::info!(
+        xds = %xds_addr,
+        admin = %admin_addr,
+        xds_tls = tls.as_ref().map_or("off", |t| if t.is_mtls() { "mtls" } else { "tls" }),
+        "legate-cp serving"
+    );
     if let Some(path) = address_file {
         let body =
             serde_json::json!({"xds": xds_addr.to_string(), "admin": admin_addr.to_string()});
@@ -266,7 +453,7 @@ async fn serve(
         tracing::info!("shutting down");
     };
     tokio::select! {
-        r = server.serve(xds_listener, shutdown) => r?,
+        r = server.serve_tls(xds_listener, tls.as_ref(), shutdown) => r?,
         r = admin.serve(admin_listener) => r?,
         r = crate::reload::run(state) => r?,
     }

@@ -4,8 +4,11 @@
 pub mod admin;
 pub mod bootstrap;
 pub mod cache;
+pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod dns;
+pub mod grpc_bootstrap;
 pub mod model;
 pub mod reload;
 pub mod render;

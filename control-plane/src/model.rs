@@ -295,19 +295,136 @@ pub struct FailurePercentage {
     pub request_volume: Option<u32>,
 }
 
-/// Outbound TLS settings. Paths are resolved relative to the YAML file that names them.
+/// Outbound TLS settings of a service (Envoy's `UpstreamTlsContext`).
+///
+/// The loader reads and checks the files, so the model holds their bytes: translation does no
+/// I/O, and a rotation (new bytes, same paths) is a model change like any other. Key bytes live in
+/// [`PrivateKeyPem`], which neither `Debug` nor `Serialize` ever prints.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Tls {
     /// CA bundle that verifies the upstream; without it the upstream is not verified (as Envoy).
-    pub ca: Option<PathBuf>,
-    /// Client certificate chain (PEM), for mTLS.
-    pub cert: Option<PathBuf>,
-    /// Client private key (PEM), for mTLS. Never printed.
-    pub key: Option<PathBuf>,
-    /// SNI sent to the upstream.
+    pub ca: Option<PemFile>,
+    /// Client certificate and key, for mTLS.
+    pub identity: Option<Identity>,
+    /// SNI sent to the upstream; none is sent when unset (as Envoy).
     pub sni: Option<String>,
-    /// Accepted subject alternative names; any match passes.
-    pub verify_san: Vec<String>,
+    /// Accepted subject alternative names of the upstream; any match passes. Needs `ca`.
+    pub verify_san: Vec<SanMatcher>,
+    /// Lowest TLS version; Envoy's default (TLS 1.2) when unset.
+    pub min_version: Option<TlsVersion>,
+    /// ALPN protocols offered, in order. Never empty: when the file is silent the loader puts
+    /// the service protocol's own (`h2` for http2 and grpc, `http/1.1` for http1).
+    pub alpn: Vec<String>,
+}
+
+/// A PEM file of certificates, as read by the loader.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PemFile {
+    /// The file, resolved against the YAML file's directory.
+    pub path: PathBuf,
+    /// Its content: one or more `CERTIFICATE` blocks, checked to parse.
+    pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PemFile")
+            .field("path", &self.path)
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
+impl PemFile {
+    /// A content version (xxh3-64 of the bytes, 16 hex digits): changes when the file rotates.
+    pub fn version(&self) -> String {
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&self.pem))
+    }
+}
+
+impl Serialize for PemFile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("PemFile", 2)?;
+        st.serialize_field("path", &self.path)?;
+        st.serialize_field("version", &self.version())?;
+        st.end()
+    }
+}
+
+/// A client certificate chain and its private key (checked to belong together).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// Certificate chain, leaf first.
+    pub cert: PemFile,
+    /// Private key file; only its path is ever shown.
+    pub key: PrivateKeyPem,
+}
+
+/// A private key as read from its file. `Debug` and `Serialize` show the path only; the bytes
+/// are reachable through [`PrivateKeyPem::expose`], whose callers put them in an SDS secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrivateKeyPem {
+    path: PathBuf,
+    pem: Vec<u8>,
+}
+
+impl PrivateKeyPem {
+    /// A key read from `path`.
+    pub fn new(path: PathBuf, pem: Vec<u8>) -> Self {
+        PrivateKeyPem { path, pem }
+    }
+
+    /// Where the key was read from.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The key's PEM bytes. Only SDS secrets may carry them.
+    pub fn expose(&self) -> &[u8] {
+        &self.pem
+    }
+}
+
+impl std::fmt::Debug for PrivateKeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivateKeyPem")
+            .field("path", &self.path)
+            .field("pem", &"[redacted]")
+            .finish()
+    }
+}
+
+impl Serialize for PrivateKeyPem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("PrivateKeyPem", 1)?;
+        st.serialize_field("path", &self.path)?;
+        st.end()
+    }
+}
+
+/// One accepted subject alternative name (Envoy's `SubjectAltNameMatcher` with an exact match).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SanMatcher {
+    /// A URI SAN, e.g. a SPIFFE ID `spiffe://example.org/ns/default/sa/payments`.
+    Uri(String),
+    /// A DNS SAN (a wildcard certificate SAN matches as in Envoy).
+    Dns(String),
+    /// An IP address SAN.
+    Ip(IpAddr),
+}
+
+/// A TLS protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3.
+    #[serde(rename = "1.3")]
+    Tls13,
 }
 
 /// One ambassador: the outbound proxy of one application.

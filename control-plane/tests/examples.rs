@@ -87,6 +87,9 @@ const KEYS: &[&str] = &[
     "key",
     "sni",
     "verify_san",
+    "dns",
+    "min_version",
+    "alpn",
     // ambassador
     "listen",
     "attempt_count_header",

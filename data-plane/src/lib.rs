@@ -12,4 +12,5 @@ pub mod resilience;
 pub mod runtime;
 pub mod server;
 pub mod stats;
+pub mod tls;
 pub mod xds;

@@ -10,9 +10,10 @@ use crate::runtime::manager::{InitPolicy, Manager};
 use crate::stats::Store;
 use crate::xds::{self, XdsClientConfig};
 use arc_swap::ArcSwap;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 /// Envoy's default `initial_fetch_timeout`: after it the proxy goes LIVE with what it has.
@@ -45,7 +46,7 @@ pub fn main() -> ExitCode {
         println!("configuration '{name}' OK");
         return ExitCode::SUCCESS;
     }
-    let workers = opts.concurrency.filter(|n| *n > 0).unwrap_or_else(|| {
+    let workers = opts.concurrency.map(|n| n.max(1)).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -82,7 +83,12 @@ fn init_tracing(level: &str) {
 /// Converts every static resource once, so `--mode validate` and startup report the same errors.
 fn check_static(boot: &BootstrapConfig) -> Result<(), String> {
     for c in &boot.static_clusters {
-        config::cluster(c).map_err(|e| format!("static_resources.clusters: {e}"))?;
+        let cfg = config::cluster(c).map_err(|e| format!("static_resources.clusters: {e}"))?;
+        // TLS files are read now, as Envoy reads them (SDS secrets arrive later).
+        if let Some(tls) = &cfg.tls {
+            crate::tls::build_client(tls, cfg.protocol, &crate::tls::no_secrets)
+                .map_err(|e| format!("static_resources.clusters: cluster `{}`: {e}", cfg.name))?;
+        }
     }
     for l in &boot.static_listeners {
         config::listener(l).map_err(|e| format!("static_resources.listeners: {e}"))?;
@@ -90,10 +96,12 @@ fn check_static(boot: &BootstrapConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The xDS cluster's endpoints, connect timeout and TLS (its `UpstreamTlsContext`, which must
+/// not use SDS: secrets arrive over that very channel).
 fn xds_endpoints(
     boot: &BootstrapConfig,
     cluster_name: &str,
-) -> Result<(Vec<String>, Duration), String> {
+) -> Result<(Vec<String>, Duration, Option<crate::tls::TlsClient>), String> {
     let proto = boot
         .static_clusters
         .iter()
@@ -116,27 +124,78 @@ fn xds_endpoints(
             ));
         }
     };
-    Ok((endpoints, cfg.connect_timeout))
+    let tls = match &cfg.tls {
+        None => None,
+        Some(t) => crate::tls::build_client(t, cfg.protocol, &crate::tls::no_secrets)
+            .map_err(|e| format!("cluster `{cluster_name}`: {e}"))?
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "cluster `{cluster_name}`: transport_socket: the xDS cluster cannot use SDS \
+                     secrets"
+                )
+            })?,
+    };
+    Ok((endpoints, cfg.connect_timeout, tls))
 }
 
-fn options_json(opts: &Options, workers: usize) -> serde_json::Value {
-    serde_json::json!({
-        "concurrency": workers,
-        "config_path": opts.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        "config_yaml": opts.config_yaml.clone().unwrap_or_default(),
-        "admin_address_path": opts.admin_address_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        "log_level": opts.log_level,
-        "service_cluster": opts.service_cluster.clone().unwrap_or_default(),
-        "service_node": opts.service_node.clone().unwrap_or_default(),
-        "service_zone": opts.service_zone.clone().unwrap_or_default(),
-        "mode": "Serve",
-        "disable_hot_restart": opts.disable_hot_restart,
-        "base_id": opts.base_id.unwrap_or(0).to_string(),
-    })
+/// A proxy started by [`run_embedded`], running on the caller's tokio runtime.
+pub struct Embedded {
+    /// The bound admin address, if the bootstrap has an admin listener.
+    pub admin: Option<SocketAddr>,
+    quit: watch::Receiver<bool>,
+}
+
+impl Embedded {
+    /// Resolves when `/quitquitquit` is called on the admin API.
+    pub async fn quit_requested(&mut self) {
+        let _ = self.quit.changed().await;
+    }
+}
+
+/// Runs `legate-proxy` inside another program (the demo) on the caller's tokio runtime: the
+/// same wiring as the `legate-proxy` binary (static resources, admin, ADS), without tracing
+/// initialisation or signal handling, which stay the caller's. Returns once the admin listener
+/// is bound and the ADS client is started; the proxy's tasks then run until the runtime shuts
+/// down. Errors read like the binary's, without the `legate-proxy: ` prefix.
+pub async fn run_embedded(boot: BootstrapConfig, opts: Options) -> Result<Embedded, String> {
+    check_static(&boot).map_err(|e| format!("error initializing configuration: {e}"))?;
+    let workers = opts.concurrency.map(|n| n.max(1)).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    start(&opts, boot, workers).await
 }
 
 async fn run(opts: Options, boot: BootstrapConfig, workers: usize) -> ExitCode {
+    let mut proxy = match start(&opts, boot, workers).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("legate-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("legate-proxy: cannot install signal handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("caught SIGINT"),
+        _ = term.recv() => tracing::info!("caught SIGTERM"),
+        _ = proxy.quit_requested() => tracing::info!("quitquitquit"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// Everything but the wait for a signal: shared by [`run`] and [`run_embedded`].
+async fn start(opts: &Options, boot: BootstrapConfig, workers: usize) -> Result<Embedded, String> {
     let started = Instant::now();
+    // The bootstrap is in force from now on (its `last_updated` in `/config_dump`).
+    let loaded = SystemTime::now();
     let store = Store::new();
     store.gauge("server.concurrency").set(workers as u64);
     // Envoy shows histograms as of the last stats flush (stats_flush_interval, default 5 s).
@@ -148,35 +207,28 @@ async fn run(opts: Options, boot: BootstrapConfig, workers: usize) -> ExitCode {
         wait_lds: boot.ads.is_some() && boot.lds_via_ads,
     };
     let manager = Manager::new(store.clone(), runtime, listeners, init);
-    if let Err(e) = manager.install_static(&boot.static_clusters, &boot.static_listeners) {
-        eprintln!("legate-proxy: error initializing configuration: {e}");
-        return ExitCode::FAILURE;
-    }
-    let (quit_tx, mut quit_rx) = watch::channel(false);
+    manager
+        .install_static(&boot.static_clusters, &boot.static_listeners)
+        .map_err(|e| format!("error initializing configuration: {e}"))?;
+    let (quit_tx, quit_rx) = watch::channel(false);
+    let mut admin_addr = None;
     if let Some(addr) = boot.admin {
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("legate-proxy: cannot bind admin address {addr}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let bound = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot bind admin address {addr}: {e}"))?;
+        admin_addr = listener.local_addr().ok();
+        let bound = admin_addr.map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(admin = %bound, "admin listening");
-        if let Some(path) = &opts.admin_address_path
-            && let Err(e) = std::fs::write(path, &bound)
-        {
-            eprintln!("legate-proxy: cannot write {}: {e}", path.display());
-            return ExitCode::FAILURE;
+        if let Some(path) = &opts.admin_address_path {
+            std::fs::write(path, &bound)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
         let ctx = Arc::new(AdminCtx {
             store: store.clone(),
             manager: manager.clone(),
             bootstrap: boot.to_json(),
-            options: options_json(&opts, workers),
+            bootstrap_loaded: loaded,
+            options: admin::command_line_options(opts, workers),
             node: legate_proto::json::to_json(&boot.node).unwrap_or_default(),
             started,
             quit: quit_tx,
@@ -184,13 +236,8 @@ async fn run(opts: Options, boot: BootstrapConfig, workers: usize) -> ExitCode {
         tokio::spawn(admin::serve(ctx, listener));
     }
     if let Some(ads) = &boot.ads {
-        let (endpoints, connect_timeout) = match xds_endpoints(&boot, &ads.cluster_name) {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!("legate-proxy: error initializing configuration: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let (endpoints, connect_timeout, tls) = xds_endpoints(&boot, &ads.cluster_name)
+            .map_err(|e| format!("error initializing configuration: {e}"))?;
         let cfg = XdsClientConfig {
             endpoints,
             node: boot.node.clone(),
@@ -198,26 +245,24 @@ async fn run(opts: Options, boot: BootstrapConfig, workers: usize) -> ExitCode {
             connect_timeout,
             subscribe_cds: boot.cds_via_ads,
             subscribe_lds: boot.lds_via_ads,
+            tls,
         };
+        manager.xds_started(&ads.cluster_name, cfg.subscribe_cds, cfg.subscribe_lds);
         let sink: Arc<dyn xds::ConfigSink> = manager.clone();
-        tokio::spawn(xds::run(cfg, sink));
+        let handle = xds::spawn(cfg, sink);
+        // The client stops when its handle is dropped: keep it until the runtime shuts down.
+        tokio::spawn(async move {
+            let _handle = handle;
+            std::future::pending::<()>().await
+        });
         let m = manager.clone();
         tokio::spawn(async move {
             tokio::time::sleep(INITIAL_FETCH_TIMEOUT).await;
             m.force_live();
         });
     }
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("legate-proxy: cannot install signal handler: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("caught SIGINT"),
-        _ = term.recv() => tracing::info!("caught SIGTERM"),
-        _ = quit_rx.changed() => tracing::info!("quitquitquit"),
-    }
-    ExitCode::SUCCESS
+    Ok(Embedded {
+        admin: admin_addr,
+        quit: quit_rx,
+    })
 }

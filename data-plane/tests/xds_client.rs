@@ -165,7 +165,12 @@ fn rds_names(any: &Any) -> Vec<String> {
 }
 
 impl ConfigSink for TestSink {
-    fn apply(&self, type_url: &str, resources: &BTreeMap<String, Any>) -> Result<(), String> {
+    fn apply(
+        &self,
+        type_url: &str,
+        resources: &BTreeMap<String, Any>,
+        _update: &xds::Update<'_>,
+    ) -> Result<(), String> {
         let mut s = self.lock();
         if let Some(message) = s.reject.get(type_url) {
             return Err(message.clone());
@@ -329,6 +334,7 @@ impl ControlPlane {
             connect_timeout: Duration::from_secs(1),
             subscribe_cds: true,
             subscribe_lds: true,
+            tls: None,
         };
         let sink: Arc<dyn ConfigSink> = sink.clone();
         xds::spawn(config, sink)
@@ -618,6 +624,7 @@ async fn unreachable_servers_are_retried_in_order() {
         connect_timeout: Duration::from_secs(1),
         subscribe_cds: true,
         subscribe_lds: true,
+        tls: None,
     };
     let sink_dyn: Arc<dyn ConfigSink> = sink.clone();
     let client = xds::spawn(config, sink_dyn);

@@ -9,6 +9,11 @@ use std::sync::OnceLock;
 
 static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
 
+/// The encoded `FileDescriptorSet` behind [`pool`] (for gRPC server reflection).
+pub fn descriptor_set_bytes() -> &'static [u8] {
+    DESCRIPTORS
+}
+
 /// The descriptor pool of every Envoy, xDS and well-known type (decoded once).
 pub fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();

@@ -151,8 +151,14 @@ mod tests {
                 .body(Bytes::from_static(body.as_bytes()))
                 .expect("request")
         };
-        assert_eq!(http_send(rec.addr, post("one")).await.expect("1").status, 503);
-        assert_eq!(http_send(rec.addr, post("two")).await.expect("2").status, 200);
+        assert_eq!(
+            http_send(rec.addr, post("one")).await.expect("1").status,
+            503
+        );
+        assert_eq!(
+            http_send(rec.addr, post("two")).await.expect("2").status,
+            200
+        );
         assert_eq!(http_send(rec.addr, post("")).await.expect("3").status, 200);
         let got = rec.requests();
         assert_eq!(got.len(), 3);

@@ -519,6 +519,7 @@ async fn nack_unsupported_cluster(delta: bool) {
         admin_host: "127.0.0.1".into(),
         admin_port: 0,
         delta,
+        xds_tls: None,
     }
     .to_yaml()
     .expect("bootstrap YAML");

@@ -11,9 +11,11 @@
 //! - versions are content hashes, so an unchanged resource keeps its version across reloads
 //!   and restarts.
 
+mod flavor;
 mod resource;
 mod snapshot;
 
+pub use flavor::{Aliases, Flavor};
 pub use resource::Resource;
 pub use snapshot::{Snapshot, Snapshots, TypeResources};
 
@@ -55,12 +57,31 @@ impl SnapshotCache {
     /// did not change keep their previous `Arc` (and bytes); an ambassador whose snapshot is
     /// unchanged keeps its previous `Arc<Snapshot>`, so streams skip it cheaply.
     pub fn publish(&self, config: &Config, generation: u64) -> Arc<Snapshots> {
-        let translated = config
+        self.publish_with(config, &translate::grpc::Resolved::default(), generation)
+    }
+
+    /// [`SnapshotCache::publish`] with the addresses of DNS endpoints, which the gRPC flavour
+    /// needs (gRPC clients take IP literals only; the loading stage resolves them).
+    pub fn publish_with(
+        &self,
+        config: &Config,
+        resolved: &translate::grpc::Resolved,
+        generation: u64,
+    ) -> Arc<Snapshots> {
+        let envoy = config
             .ambassadors
             .iter()
             .map(|(name, amb)| (name.clone(), translate::ambassador(config, amb)))
             .collect();
-        self.publish_resources(translated, generation)
+        let grpc = config
+            .ambassadors
+            .iter()
+            .map(|(name, amb)| {
+                let resources = translate::grpc::ambassador(config, amb, resolved);
+                (name.clone(), resources)
+            })
+            .collect();
+        self.publish_flavors(envoy, grpc, generation)
     }
 
     /// Publishes already-translated resources per ambassador as generation `generation`.
@@ -71,20 +92,39 @@ impl SnapshotCache {
         by_ambassador: BTreeMap<String, translate::Resources>,
         generation: u64,
     ) -> Arc<Snapshots> {
+        self.publish_flavors(by_ambassador, BTreeMap::new(), generation)
+    }
+
+    /// Publishes already-translated resources of both flavours (see [`Flavor`]).
+    pub fn publish_flavors(
+        &self,
+        envoy: BTreeMap<String, translate::Resources>,
+        grpc: BTreeMap<String, translate::Resources>,
+        generation: u64,
+    ) -> Arc<Snapshots> {
         let previous = self.current();
         let mut interner = Interner::from_previous(&previous);
-        let mut snapshots = BTreeMap::new();
-        for (name, resources) in by_ambassador {
-            let snapshot = Snapshot::build(&resources, &mut interner);
-            let snapshot = match previous.by_ambassador.get(&name) {
-                Some(old) if old.same_content(&snapshot) => old.clone(),
-                _ => Arc::new(snapshot),
-            };
-            snapshots.insert(name, snapshot);
-        }
+        let mut build = |flavor: Flavor, translated: BTreeMap<String, translate::Resources>| {
+            let mut snapshots = BTreeMap::new();
+            for (name, resources) in translated {
+                let mut snapshot = Snapshot::build(&resources, &mut interner);
+                if flavor == Flavor::Grpc {
+                    snapshot.aliases = Aliases::grpc_listeners();
+                }
+                let snapshot = match previous.of_flavor(flavor).get(&name) {
+                    Some(old) if old.same_content(&snapshot) => old.clone(),
+                    _ => Arc::new(snapshot),
+                };
+                snapshots.insert(name, snapshot);
+            }
+            snapshots
+        };
+        let by_ambassador = build(Flavor::Envoy, envoy);
+        let grpc_by_ambassador = build(Flavor::Grpc, grpc);
         let next = Arc::new(Snapshots {
             generation,
-            by_ambassador: snapshots,
+            by_ambassador,
+            grpc_by_ambassador,
         });
         self.tx.send_replace(next.clone());
         next
@@ -100,7 +140,8 @@ pub(crate) struct Interner {
 impl Interner {
     fn from_previous(previous: &Snapshots) -> Self {
         let mut by_hash = HashMap::new();
-        for snap in previous.by_ambassador.values() {
+        let all = previous.by_ambassador.values();
+        for snap in all.chain(previous.grpc_by_ambassador.values()) {
             for typed in snap.types.values() {
                 for r in typed.items.values() {
                     by_hash.insert((r.type_url.clone(), r.hash), r.clone());

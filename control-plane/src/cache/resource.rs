@@ -3,8 +3,9 @@
 use legate_proto::pb::google::protobuf::Any;
 use prost::{Message, Name};
 
-/// An immutable, encoded resource with its content version.
-#[derive(Debug, PartialEq)]
+/// An immutable, encoded resource with its content version. `Debug` shows no bytes (a secret's
+/// encoding holds its private key).
+#[derive(PartialEq)]
 pub struct Resource {
     /// The resource name (cluster name, listener name, …).
     pub name: String,
@@ -38,5 +39,17 @@ impl Resource {
             any,
             referenced_clusters,
         }
+    }
+}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resource")
+            .field("name", &self.name)
+            .field("type_url", &self.type_url)
+            .field("version", &self.version)
+            .field("bytes", &self.any.value.len())
+            .field("referenced_clusters", &self.referenced_clusters)
+            .finish()
     }
 }

@@ -1,6 +1,6 @@
 //! Per-ambassador snapshots and the set of all of them.
 
-use super::{Interner, Resource};
+use super::{Aliases, Flavor, Interner, Resource};
 use crate::translate::Resources;
 use legate_proto::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
 use legate_proto::type_url;
@@ -14,6 +14,8 @@ pub struct Snapshots {
     pub generation: u64,
     /// Snapshot per ambassador name.
     pub by_ambassador: BTreeMap<String, Arc<Snapshot>>,
+    /// The gRPC flavour of each ambassador's snapshot (proxyless gRPC clients).
+    pub grpc_by_ambassador: BTreeMap<String, Arc<Snapshot>>,
 }
 
 impl Snapshots {
@@ -26,6 +28,14 @@ impl Snapshots {
                     .get_key_value(name)
                     .map(|(k, _)| k.as_str())
             })
+    }
+
+    /// The snapshots of one flavour, by ambassador.
+    pub fn of_flavor(&self, flavor: Flavor) -> &BTreeMap<String, Arc<Snapshot>> {
+        match flavor {
+            Flavor::Envoy => &self.by_ambassador,
+            Flavor::Grpc => &self.grpc_by_ambassador,
+        }
     }
 }
 
@@ -41,6 +51,8 @@ pub struct TypeResources {
 pub struct Snapshot {
     /// Resources by type URL (every served type is present, possibly empty).
     pub types: BTreeMap<&'static str, TypeResources>,
+    /// Resources answered under another name (gRPC listeners `S:PORT`); see `flavor.rs`.
+    pub(crate) aliases: Aliases,
 }
 
 impl Snapshot {
@@ -68,13 +80,19 @@ impl Snapshot {
         for l in &resources.listeners {
             put(type_url::LISTENER, Resource::encode(&l.name, l, Vec::new()));
         }
+        for s in &resources.secrets {
+            put(type_url::SECRET, Resource::encode(&s.name, s, Vec::new()));
+        }
         for r in &resources.routes {
             put(
                 type_url::ROUTE,
                 Resource::encode(&r.name, r, referenced_clusters(r)),
             );
         }
-        Snapshot { types }
+        Snapshot {
+            types,
+            aliases: Aliases::default(),
+        }
     }
 
     /// The resources of a type (empty when the type is not served).

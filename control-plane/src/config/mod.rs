@@ -15,6 +15,7 @@ mod duration;
 mod node;
 mod reader;
 mod service;
+mod tls;
 
 use crate::model::{Config, Location};
 use node::{Kind, Node};

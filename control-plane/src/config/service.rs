@@ -3,15 +3,14 @@
 use super::address;
 use super::node::{Kind, Node};
 use super::reader::{
-    Diag, MapReader, boolean, describe, did_you_mean, duration, list, non_empty_string, percent,
-    positive_duration, string, u16_in, u32_in, u32_value,
+    Diag, MapReader, boolean, describe, did_you_mean, duration, list, percent, positive_duration,
+    string, u16_in, u32_in, u32_value,
 };
 use crate::model::{
     Backoff, CircuitBreaker, Endpoint, Enforcing, FailurePercentage, LbPolicy, Location,
     OutlierDetection, Protocol, RetriableHeader, RetryBudget, RetryPolicy, Service, SuccessRate,
-    Tls,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Envoy's HTTP `retry_on` conditions.
 pub(crate) const HTTP_RETRY_ON: [&str; 11] = [
@@ -93,7 +92,7 @@ pub(crate) fn build(
     let base_dir = key_loc.file.parent().unwrap_or(Path::new(""));
     let tls = m
         .get("tls")
-        .and_then(|n| tls(n, &format!("`tls` of {what}"), base_dir, diag));
+        .and_then(|n| super::tls::build(n, &format!("`tls` of {what}"), base_dir, protocol, diag));
     m.finish(diag);
 
     if diag.count() > errors_before {
@@ -596,69 +595,4 @@ fn failure_percentage(node: &Node, what: &str, diag: &mut Diag) -> Option<Failur
         minimum_hosts,
         request_volume,
     })
-}
-
-fn tls(node: &Node, what: &str, base_dir: &Path, diag: &mut Diag) -> Option<Tls> {
-    let mut m = MapReader::new(node, what, diag)?;
-    let mut file = |key: &'static str| -> (bool, Option<PathBuf>) {
-        match m.get(key) {
-            None => (false, None),
-            Some(n) => (true, tls_file(n, key, base_dir, diag)),
-        }
-    };
-    let (_, ca) = file("ca");
-    let (has_cert, cert) = file("cert");
-    let (has_key, key) = file("key");
-    let sni = m
-        .get("sni")
-        .and_then(|n| non_empty_string(n, "`sni`", diag));
-    let verify_san = m
-        .get("verify_san")
-        .and_then(|n| list(n, "`verify_san`", diag))
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|item| non_empty_string(item, "a `verify_san` entry", diag))
-                .collect()
-        })
-        .unwrap_or_default();
-    m.finish(diag);
-    if has_cert != has_key {
-        let (given, missing) = if has_cert {
-            ("cert", "key")
-        } else {
-            ("key", "cert")
-        };
-        diag.at(
-            &node.loc,
-            format!("{what} has `{given}` but no `{missing}`; give both for mTLS, or neither"),
-        );
-        return None;
-    }
-    Some(Tls {
-        ca,
-        cert,
-        key,
-        sni,
-        verify_san,
-    })
-}
-
-/// A TLS file path, resolved against `base_dir`; it must be a readable file.
-fn tls_file(node: &Node, key: &str, base_dir: &Path, diag: &mut Diag) -> Option<PathBuf> {
-    let written = non_empty_string(node, &format!("`{key}`"), diag)?;
-    let path = base_dir.join(&written);
-    let problem = match std::fs::metadata(&path) {
-        Ok(meta) if !meta.is_file() => Some("not a file".to_string()),
-        Ok(_) => std::fs::File::open(&path).err().map(|e| e.to_string()),
-        Err(e) => Some(e.to_string()),
-    };
-    if let Some(problem) = problem {
-        diag.at(
-            &node.loc,
-            format!("cannot read `{key}` file `{}`: {problem}", path.display()),
-        );
-        return None;
-    }
-    Some(path)
 }

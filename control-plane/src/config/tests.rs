@@ -580,6 +580,12 @@ services:
                 "{f}:4:10: `tls` of service `a` has `cert` but no `key`; give both for mTLS, or neither"
             ),
             format!(
+                "{f}:4:16: `ca` file `{d}/ca.pem` has no certificate: expected PEM `-----BEGIN CERTIFICATE-----` blocks"
+            ),
+            format!(
+                "{f}:4:30: `cert` file `{d}/ca.pem` has no certificate: expected PEM `-----BEGIN CERTIFICATE-----` blocks"
+            ),
+            format!(
                 "{f}:7:10: `tls` of service `b` has `key` but no `cert`; give both for mTLS, or neither"
             ),
             format!(
@@ -708,9 +714,16 @@ fn full_example_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
-    for name in ["ca.pem", "client.pem", "client.key"] {
-        std::fs::write(certs.join(name), "PEM").unwrap();
-    }
+    crate::certs::init(&crate::certs::InitOptions::new(
+        &certs,
+        "example.org",
+        &["client"],
+    ))
+    .unwrap();
+    let pem = |name: &str| crate::model::PemFile {
+        path: certs.join(name),
+        pem: std::fs::read(certs.join(name)).unwrap(),
+    };
     let file = dir.path().join("legate.yaml");
     std::fs::write(&file, FULL_EXAMPLE).unwrap();
     let config = match load(&file) {
@@ -813,11 +826,20 @@ fn full_example_round_trip() {
     assert_eq!(
         payments.tls,
         Some(Tls {
-            ca: Some(certs.join("ca.pem")),
-            cert: Some(certs.join("client.pem")),
-            key: Some(certs.join("client.key")),
+            ca: Some(pem("ca.pem")),
+            identity: Some(crate::model::Identity {
+                cert: pem("client.pem"),
+                key: crate::model::PrivateKeyPem::new(
+                    certs.join("client.key"),
+                    std::fs::read(certs.join("client.key")).unwrap()
+                ),
+            }),
             sni: Some("payments.internal".into()),
-            verify_san: vec!["spiffe://example.org/ns/default/sa/payments".into()],
+            verify_san: vec![crate::model::SanMatcher::Uri(
+                "spiffe://example.org/ns/default/sa/payments".into()
+            )],
+            min_version: None,
+            alpn: vec!["http/1.1".into()],
         })
     );
     assert_eq!(

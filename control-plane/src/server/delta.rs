@@ -6,7 +6,7 @@
 
 use super::registry::Registry;
 use super::sotw::control_plane_id;
-use super::stream::{StreamCore, clusters_still_referenced};
+use super::stream::{StreamCore, aliases, clusters_still_referenced};
 use super::subscription::Subscription;
 use crate::cache::{Resource, Snapshots};
 use futures::StreamExt;
@@ -116,6 +116,7 @@ impl DeltaStream {
     async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
         let t = self.core.request_type(&req.type_url)?;
         self.core.observe_node(req.node.as_ref());
+        self.core.observe_request(&t, &req.resource_names_subscribe);
         let registry = self.core.registry.clone();
         let first = !self.types.contains_key(&t);
         let st = self.types.entry(t.clone()).or_default();
@@ -220,6 +221,7 @@ impl DeltaStream {
             .filter(|(name, _)| st.subscription.covers(name))
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect();
+        wanted.extend(aliases(snapshot, t, &st.subscription, &wanted));
         if t == type_url::CLUSTER
             && let Some(routes) = self.types.get(type_url::ROUTE)
         {
@@ -246,7 +248,7 @@ impl DeltaStream {
             .names
             .iter()
             .filter(|n| {
-                !typed.items.contains_key(*n)
+                !wanted.contains_key(*n)
                     && !st.held.contains_key(*n)
                     && !st.reported_absent.contains(*n)
             })
@@ -277,10 +279,12 @@ impl DeltaStream {
         let version = st.held_version();
         Registry::count(&self.core.registry.counters.pushes);
         let (n, v) = (nonce.clone(), version.clone());
+        let held = st.held_resources();
         self.core.registry.update_type(self.core.id, t, |s| {
             s.pushes += 1;
             s.sent_version = v;
             s.sent_nonce = n;
+            s.resources = held;
         });
         tracing::debug!(
             stream = self.core.id,

@@ -4,12 +4,15 @@
 //! touches configuration files. Each stream is one task running a state machine
 //! ([`sotw::SotwStream`] or [`delta::DeltaStream`]).
 
+pub mod csds;
 pub mod delta;
+pub mod reflection;
 pub mod registry;
 mod services;
 pub mod sotw;
 pub mod stream;
 pub mod subscription;
+pub mod tls;
 
 use crate::cache::SnapshotCache;
 use registry::Registry;
@@ -47,8 +50,22 @@ impl XdsServer {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.serve_tls(listener, None, shutdown).await
+    }
+
+    /// Like [`XdsServer::serve`], over TLS (mTLS when `tls` has a client CA) when `tls` is given.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Option<&tls::XdsTls>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls.server_config())?;
+        }
+        builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_routes(self.router())

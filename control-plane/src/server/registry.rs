@@ -3,9 +3,12 @@
 //! Streams write their own entry; readers take a consistent copy. Nothing here blocks a stream
 //! for longer than one map-shard lock.
 
+use crate::cache::{Flavor, Resource};
 use dashmap::DashMap;
+use legate_proto::pb::envoy::config::core::v3::Node;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The kind of stream a client opened.
@@ -50,6 +53,9 @@ pub struct TypeStatus {
     pub acks: u64,
     /// NACKs received.
     pub nacks: u64,
+    /// What the client was last sent and holds (once ACKed), by name; for CSDS.
+    #[serde(skip)]
+    pub resources: BTreeMap<String, Arc<Resource>>,
 }
 
 /// One connected stream.
@@ -63,6 +69,13 @@ pub struct ClientStatus {
     pub node_cluster: String,
     /// The ambassador whose snapshot this client gets, if any.
     pub ambassador: Option<String>,
+    /// The flavour of snapshot it gets, chosen on its first request.
+    pub flavor: Option<Flavor>,
+    /// `node.user_agent_name`.
+    pub user_agent: String,
+    /// The node as the client sent it (for CSDS).
+    #[serde(skip)]
+    pub node: Option<Node>,
     /// Stream kind.
     pub kind: StreamKind,
     /// Peer address.
@@ -105,6 +118,9 @@ impl Registry {
                 node_id: String::new(),
                 node_cluster: String::new(),
                 ambassador: None,
+                flavor: None,
+                user_agent: String::new(),
+                node: None,
                 kind,
                 peer,
                 types: BTreeMap::new(),

@@ -183,12 +183,14 @@ per_type_service!(
     type_url::SECRET
 );
 
-/// Every discovery service on one router.
+/// Every discovery service on one router, with CSDS and gRPC reflection.
 pub fn routes(server: XdsServer) -> tonic::service::Routes {
-    tonic::service::Routes::new(AggregatedDiscoveryServiceServer::new(server.clone()))
+    let routes = tonic::service::Routes::new(AggregatedDiscoveryServiceServer::new(server.clone()))
         .add_service(ClusterDiscoveryServiceServer::new(server.clone()))
         .add_service(EndpointDiscoveryServiceServer::new(server.clone()))
         .add_service(ListenerDiscoveryServiceServer::new(server.clone()))
         .add_service(RouteDiscoveryServiceServer::new(server.clone()))
-        .add_service(SecretDiscoveryServiceServer::new(server))
+        .add_service(SecretDiscoveryServiceServer::new(server.clone()))
+        .add_service(super::csds::service(server));
+    super::reflection::add_to(routes)
 }

@@ -5,7 +5,7 @@
 //! version; a re-subscribed name is sent again; LDS/CDS responses are complete.
 
 use super::registry::Registry;
-use super::stream::{StreamCore, clusters_still_referenced, set_version};
+use super::stream::{StreamCore, aliases, clusters_still_referenced, set_version};
 use super::subscription::Subscription;
 use crate::cache::{Resource, Snapshots};
 use futures::StreamExt;
@@ -95,6 +95,7 @@ impl SotwStream {
     async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
         let t = self.core.request_type(&req.type_url)?;
         self.core.observe_node(req.node.as_ref());
+        self.core.observe_request(&t, &req.resource_names);
         let first = !self.types.contains_key(&t);
         let st = self.types.entry(t.clone()).or_default();
         if !req.response_nonce.is_empty() && req.response_nonce != st.nonce {
@@ -176,6 +177,7 @@ impl SotwStream {
             .filter(|(name, _)| st.subscription.covers(name))
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect();
+        wanted.extend(aliases(snapshot, t, &st.subscription, &wanted));
         if t == type_url::CLUSTER
             && let Some(routes) = self.types.get(type_url::ROUTE)
         {
@@ -196,10 +198,12 @@ impl SotwStream {
         Registry::count(&self.core.registry.counters.pushes);
         let n = nonce.clone();
         let v = version.clone();
+        let held = st.sent.clone();
         self.core.registry.update_type(self.core.id, t, |s| {
             s.pushes += 1;
             s.sent_version = v;
             s.sent_nonce = n;
+            s.resources = held;
         });
         tracing::debug!(stream = self.core.id, type_url = t, %version, %nonce, generation = self.core.generation(), "push");
         Some(DiscoveryResponse {

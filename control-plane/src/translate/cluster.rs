@@ -1,5 +1,5 @@
-//! Service → `Cluster`: discovery type, LB policy, timeouts, circuit breakers, outlier detection
-//! and the upstream HTTP protocol.
+//! Service → `Cluster`: discovery type, LB policy, timeouts, circuit breakers, outlier detection,
+//! the upstream HTTP protocol and the TLS transport socket (`secret.rs`).
 
 use super::endpoint::load_assignment;
 use super::util::{ads_config_source, duration, u32_value};
@@ -66,6 +66,9 @@ pub fn cluster(svc: &Service) -> Cluster {
         };
         c.typed_extension_protocol_options
             .insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack(&options));
+    }
+    if let Some(tls) = &svc.tls {
+        c.transport_socket = Some(super::secret::transport_socket(svc, tls));
     }
     c
 }

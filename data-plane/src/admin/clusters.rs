@@ -181,7 +181,24 @@ pub fn text(clusters: &[(Arc<Cluster>, bool)]) -> String {
     out
 }
 
-/// The JSON form (`?format=json`), shaped like Envoy's `envoy.admin.v3.Clusters`.
+/// A per-host `SimpleMetric` as Envoy's JSON prints it: fields in proto order (`type`,
+/// `value`, `name`), `type` only for gauges, `value` (a 64-bit integer, so a string) left out
+/// when 0.
+fn metric(name: &str, value: u64, gauge: bool) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    if gauge {
+        m.insert("type".into(), "GAUGE".into());
+    }
+    if value != 0 {
+        m.insert("value".into(), value.to_string().into());
+    }
+    m.insert("name".into(), name.into());
+    serde_json::Value::Object(m)
+}
+
+/// The JSON form (`?format=json`), shaped like Envoy's `envoy.admin.v3.Clusters`: fields in
+/// proto order, those at their default value (`false`, `0`, `""`) left out, as Envoy's JSON
+/// does.
 pub fn json(clusters: &[(Arc<Cluster>, bool)]) -> serde_json::Value {
     let statuses: Vec<serde_json::Value> = clusters
         .iter()
@@ -193,8 +210,6 @@ pub fn json(clusters: &[(Arc<Cluster>, bool)]) -> serde_json::Value {
                 .map(|h| {
                     let cx = h.pool.host_stats();
                     let s = &h.stats;
-                    let counter = |name: &str, v: u64| serde_json::json!({"name": name, "value": v.to_string()});
-                    let gauge = |name: &str, v: u64| serde_json::json!({"name": name, "type": "GAUGE", "value": v.to_string()});
                     let mut health = serde_json::json!({"eds_health_status": match h.health {
                         EndpointHealth::Healthy => "HEALTHY",
                         EndpointHealth::Degraded => "DEGRADED",
@@ -203,60 +218,103 @@ pub fn json(clusters: &[(Arc<Cluster>, bool)]) -> serde_json::Value {
                     if h.outlier.is_ejected() {
                         health["failed_outlier_check"] = true.into();
                     }
-                    let mut status = serde_json::json!({
-                        "address": {"socket_address": {"address": h.address.ip().to_string(), "port_value": h.address.port()}},
-                        "stats": [
-                            counter("cx_connect_fail", cx.cx_connect_fail.load(Ordering::Relaxed)),
-                            counter("cx_total", cx.cx_total.load(Ordering::Relaxed)),
-                            counter("rq_error", s.rq_error.load(Ordering::Relaxed)),
-                            counter("rq_success", s.rq_success.load(Ordering::Relaxed)),
-                            counter("rq_timeout", s.rq_timeout.load(Ordering::Relaxed)),
-                            counter("rq_total", s.rq_total.load(Ordering::Relaxed)),
-                            gauge("cx_active", cx.cx_active.load(Ordering::Relaxed)),
-                            gauge("rq_active", s.rq_active.load(Ordering::Relaxed)),
-                        ],
-                        "health_status": health,
-                        "weight": h.weight,
-                        "priority": h.priority,
-                        "hostname": h.hostname.clone().unwrap_or_default(),
-                    });
+                    let mut status = serde_json::Map::new();
+                    status.insert(
+                        "address".into(),
+                        serde_json::json!({"socket_address": {"address": h.address.ip().to_string(), "port_value": h.address.port()}}),
+                    );
+                    status.insert(
+                        "stats".into(),
+                        serde_json::json!([
+                            metric("cx_connect_fail", cx.cx_connect_fail.load(Ordering::Relaxed), false),
+                            metric("cx_total", cx.cx_total.load(Ordering::Relaxed), false),
+                            metric("rq_error", s.rq_error.load(Ordering::Relaxed), false),
+                            metric("rq_success", s.rq_success.load(Ordering::Relaxed), false),
+                            metric("rq_timeout", s.rq_timeout.load(Ordering::Relaxed), false),
+                            metric("rq_total", s.rq_total.load(Ordering::Relaxed), false),
+                            metric("cx_active", cx.cx_active.load(Ordering::Relaxed), true),
+                            metric("rq_active", s.rq_active.load(Ordering::Relaxed), true),
+                            // As in the text form: not tracked per host.
+                            metric("rq_pending_active", 0, true),
+                        ]),
+                    );
+                    status.insert("health_status".into(), health);
                     // Envoy sets these only when computed (≥ 0).
-                    for (key, origin) in [
-                        ("success_rate", Origin::External),
-                        ("local_origin_success_rate", Origin::Local),
-                    ] {
+                    let success_rate = |origin| {
                         let v = h.outlier.success_rate(origin);
-                        if v >= 0.0 {
-                            status[key] = double_value(v);
-                        }
+                        (v >= 0.0).then(|| double_value(v))
+                    };
+                    if let Some(v) = success_rate(Origin::External) {
+                        status.insert("success_rate".into(), v);
                     }
-                    status
+                    if h.weight != 0 {
+                        status.insert("weight".into(), h.weight.into());
+                    }
+                    if let Some(name) = h.hostname.as_deref().filter(|n| !n.is_empty()) {
+                        status.insert("hostname".into(), name.into());
+                    }
+                    if h.priority != 0 {
+                        status.insert("priority".into(), h.priority.into());
+                    }
+                    if let Some(v) = success_rate(Origin::Local) {
+                        status.insert("local_origin_success_rate".into(), v);
+                    }
+                    // Envoy always sets the host's locality (empty without one).
+                    status.insert("locality".into(), serde_json::json!({}));
+                    serde_json::Value::Object(status)
                 })
                 .collect();
             let cb = &c.config.circuit_breakers;
-            let mut status = serde_json::json!({
-                "name": c.config.name,
-                "observability_name": c.config.name,
-                "added_via_api": via_api,
-                "host_statuses": hosts,
-                "circuit_breakers": {"thresholds": [
-                    {"max_connections": cb.max_connections, "max_pending_requests": cb.max_pending_requests, "max_requests": cb.max_requests, "max_retries": cb.max_retries},
-                    {"priority": "HIGH", "max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3}
-                ]},
-            });
-            // Envoy sets the cluster thresholds only when positive.
-            if let Some(od) = c.outlier() {
-                for (key, origin) in [
-                    ("success_rate_ejection_threshold", Origin::External),
-                    ("local_origin_success_rate_ejection_threshold", Origin::Local),
-                ] {
-                    let v = od.success_rate_ejection_threshold(origin);
-                    if v > 0.0 {
-                        status[key] = double_value(v);
-                    }
-                }
+            let mut status = serde_json::Map::new();
+            status.insert("name".into(), c.config.name.clone().into());
+            if *via_api {
+                status.insert("added_via_api".into(), true.into());
             }
-            status
+            // Envoy sets the cluster thresholds only when positive.
+            let threshold = |origin| {
+                c.outlier()
+                    .map(|od| od.success_rate_ejection_threshold(origin))
+                    .filter(|v| *v > 0.0)
+                    .map(double_value)
+            };
+            if let Some(v) = threshold(Origin::External) {
+                status.insert("success_rate_ejection_threshold".into(), v);
+            }
+            if !hosts.is_empty() {
+                status.insert("host_statuses".into(), hosts.into());
+            }
+            if let Some(v) = threshold(Origin::Local) {
+                status.insert("local_origin_success_rate_ejection_threshold".into(), v);
+            }
+            let thresholds = |priority: Option<&str>, limits: [(&str, u64); 4]| {
+                let mut t = serde_json::Map::new();
+                if let Some(p) = priority {
+                    t.insert("priority".into(), p.into());
+                }
+                for (k, v) in limits.into_iter().filter(|(_, v)| *v != 0) {
+                    t.insert(k.into(), v.into());
+                }
+                serde_json::Value::Object(t)
+            };
+            status.insert(
+                "circuit_breakers".into(),
+                serde_json::json!({"thresholds": [
+                    thresholds(None, [
+                        ("max_connections", u64::from(cb.max_connections)),
+                        ("max_pending_requests", u64::from(cb.max_pending_requests)),
+                        ("max_requests", u64::from(cb.max_requests)),
+                        ("max_retries", u64::from(cb.max_retries)),
+                    ]),
+                    thresholds(Some("HIGH"), [
+                        ("max_connections", 1024),
+                        ("max_pending_requests", 1024),
+                        ("max_requests", 1024),
+                        ("max_retries", 3),
+                    ]),
+                ]}),
+            );
+            status.insert("observability_name".into(), c.config.name.clone().into());
+            serde_json::Value::Object(status)
         })
         .collect();
     serde_json::json!({ "cluster_statuses": statuses })
@@ -309,6 +367,7 @@ mod tests {
                 idle_timeout: None,
                 max_requests_per_connection: None,
                 per_host_max_connections: None,
+                tls: None,
             },
             &store,
         );

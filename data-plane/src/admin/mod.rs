@@ -5,7 +5,10 @@
 
 mod clusters;
 mod config_dump;
+mod server_info;
 pub mod time;
+
+pub use server_info::command_line_options;
 
 use crate::runtime::manager::Manager;
 use crate::stats::Store;
@@ -16,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -28,7 +31,9 @@ pub struct AdminCtx {
     pub manager: Arc<Manager>,
     /// The bootstrap as Envoy JSON (for `/config_dump`).
     pub bootstrap: serde_json::Value,
-    /// `command_line_options` for `/server_info`.
+    /// When the bootstrap was loaded (its `last_updated` in `/config_dump`).
+    pub bootstrap_loaded: SystemTime,
+    /// `command_line_options` for `/server_info` (see [`command_line_options`]).
     pub options: serde_json::Value,
     /// `node` for `/server_info`.
     pub node: serde_json::Value,
@@ -84,9 +89,21 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     respond(status, "text/plain; charset=UTF-8", body)
 }
 
+/// JSON as Envoy's admin prints it: indented by one space, with a final newline.
 fn json(value: &serde_json::Value) -> Response<Body> {
-    let body = serde_json::to_string_pretty(value).unwrap_or_default() + "\n";
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b" ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    let body = match serde::Serialize::serialize(value, &mut ser) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned() + "\n",
+        Err(_) => String::new(),
+    };
     respond(StatusCode::OK, "application/json", body)
+}
+
+/// JSON on one line, without a final newline, as Envoy prints `/stats?format=json`.
+fn compact_json(value: &serde_json::Value) -> Response<Body> {
+    respond(StatusCode::OK, "application/json", value.to_string())
 }
 
 /// Parses a query string into (key, value) pairs (values percent-decoded).
@@ -155,7 +172,7 @@ fn handle(ctx: &AdminCtx, req: &Request<Incoming>) -> Response<Body> {
                 text(StatusCode::SERVICE_UNAVAILABLE, "INITIALIZING\n".into())
             }
         }
-        "/server_info" => json(&server_info(ctx)),
+        "/server_info" => json(&server_info::server_info(ctx)),
         "/stats" => {
             let filter = match get("filter")
                 .filter(|f| !f.is_empty())
@@ -169,7 +186,7 @@ fn handle(ctx: &AdminCtx, req: &Request<Incoming>) -> Response<Body> {
             };
             let used_only = has("usedonly");
             match get("format") {
-                Some("json") => json(&ctx.store.render_json(filter.as_ref(), used_only)),
+                Some("json") => compact_json(&ctx.store.render_json(filter.as_ref(), used_only)),
                 Some("prometheus") => text(StatusCode::OK, ctx.store.render_prometheus()),
                 _ => text(
                     StatusCode::OK,
@@ -200,17 +217,4 @@ fn handle(ctx: &AdminCtx, req: &Request<Incoming>) -> Response<Body> {
         "/" => text(StatusCode::OK, PATHS.into()),
         _ => text(StatusCode::NOT_FOUND, format!("invalid path. {PATHS}")),
     }
-}
-
-fn server_info(ctx: &AdminCtx) -> serde_json::Value {
-    let uptime = format!("{}s", ctx.started.elapsed().as_secs());
-    serde_json::json!({
-        "version": format!("legate-proxy/{}", env!("CARGO_PKG_VERSION")),
-        "state": if ctx.manager.is_live() { "LIVE" } else { "INITIALIZING" },
-        "uptime_current_epoch": uptime,
-        "uptime_all_epochs": uptime,
-        "hot_restart_version": "disabled",
-        "command_line_options": ctx.options,
-        "node": ctx.node,
-    })
 }

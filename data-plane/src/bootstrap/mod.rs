@@ -24,6 +24,7 @@
 //! | `admin.access_log`, `admin.access_log_path`, `admin.profile_path`, `admin.socket_options`, `admin.ignore_global_conn_limit` | warning (ignored) |
 //! | `admin.allow_paths` | error (an admin path allow-list cannot be honoured; ignoring it would expose more) |
 //! | `static_resources.clusters` | used (validated by the proxy's config module); names must be non-empty and unique |
+//! | `static_resources.clusters[*].transport_socket` | raw buffer, or an `UpstreamTlsContext` (`crate::tls`): `tls_certificates` / `validation_context` with `filename`, inline or environment sources, read at startup; SDS references over ADS, except for the ADS cluster itself, whose TLS must be inline (it carries the secrets) |
 //! | `static_resources.listeners` | used (validated by the proxy's config module); names must be unique |
 //! | `static_resources.secrets`, `certificate_provider_instances` | error: not supported yet |
 //! | `dynamic_resources.ads_config` | used: `api_type` `GRPC` or `DELTA_GRPC`, `transport_api_version` `V3` (or unset, which Envoy reads as V3), exactly one `grpc_services` entry with `envoy_grpc` naming a static cluster that speaks HTTP/2; anything else → error |

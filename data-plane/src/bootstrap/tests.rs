@@ -87,6 +87,7 @@ fn legate_cp_generator_output_loads() {
             admin_host: "127.0.0.1".into(),
             admin_port: 0,
             delta,
+            xds_tls: None,
         };
         let text = generator.to_yaml().expect("generates");
         let (config, warnings) = ok(yaml(&text));

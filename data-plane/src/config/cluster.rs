@@ -9,9 +9,10 @@ use super::error::{
     ConfigError, FieldError, Result, Under, ads_source, duration, percent, percent_u32,
     positive_duration, reject, timeout_or, unsupported,
 };
+use super::tls::upstream_transport_socket;
 use super::types::{
     CircuitBreakerThresholds, ClusterConfig, DEFAULT_CONNECT_TIMEOUT, Discovery, LbPolicy,
-    OutlierConfig, UpstreamProtocol,
+    OutlierConfig, UpstreamProtocol, UpstreamTls,
 };
 use legate_proto::any::unpack;
 use legate_proto::pb::envoy::config::cluster::v3::{
@@ -59,7 +60,7 @@ fn convert(c: &Cluster) -> Result<ClusterConfig> {
         return Err(FieldError::new("name", "must not be empty"));
     }
     unimplemented_fields(c)?;
-    transport_sockets(c)?;
+    let tls = transport_sockets(c)?;
     let discovery = discovery(c)?;
     let lb = lb_policy(c)?;
     let connect_timeout = match &c.connect_timeout {
@@ -91,6 +92,7 @@ fn convert(c: &Cluster) -> Result<ClusterConfig> {
         idle_timeout: http.idle_timeout,
         max_requests_per_connection: http.max_requests_per_connection,
         per_host_max_connections,
+        tls,
     })
 }
 
@@ -159,23 +161,19 @@ pub(crate) fn raw_buffer_only(field: &str, ts: &TransportSocket) -> Result<()> {
     }
 }
 
-fn transport_sockets(c: &Cluster) -> Result<()> {
-    if let Some(ts) = &c.transport_socket {
-        raw_buffer_only("transport_socket", ts)?;
-    }
+/// `transport_socket`: raw buffer (`None`) or an `UpstreamTlsContext`. Per-endpoint transport
+/// socket selection is not implemented.
+fn transport_sockets(c: &Cluster) -> Result<Option<UpstreamTls>> {
     if !c.transport_socket_matches.is_empty() {
-        return Err(FieldError::new(
-            "transport_socket_matches",
-            "TLS is not supported yet",
-        ));
+        return Err(unsupported("transport_socket_matches"));
     }
     if c.transport_socket_matcher.is_some() {
-        return Err(FieldError::new(
-            "transport_socket_matcher",
-            "TLS is not supported yet",
-        ));
+        return Err(unsupported("transport_socket_matcher"));
     }
-    Ok(())
+    match &c.transport_socket {
+        None => Ok(None),
+        Some(ts) => upstream_transport_socket(ts).under("transport_socket"),
+    }
 }
 
 fn discovery(c: &Cluster) -> Result<Discovery> {
@@ -941,6 +939,7 @@ mod tests {
                 idle_timeout: Some(Duration::from_secs(3600)),
                 max_requests_per_connection: None,
                 per_host_max_connections: None,
+                tls: None,
             }
         );
         // EDS without eds_cluster_config, and a service name.
@@ -1258,7 +1257,9 @@ mod tests {
             "outlier_detection.max_ejection_percent"
         );
         // Envoy: without max_ejection_time the cap is max(300 s, base_ejection_time) ...
-        let c = ok(eds(json!({"outlier_detection": {"base_ejection_time": "400s"}})));
+        let c = ok(eds(
+            json!({"outlier_detection": {"base_ejection_time": "400s"}}),
+        ));
         let od = c.outlier_detection.expect("outlier detection");
         assert_eq!(od.max_ejection_time, std::time::Duration::from_secs(400));
         // ... but an explicit max below the base is an error.
@@ -1288,14 +1289,32 @@ mod tests {
 
     #[test]
     fn transport_socket() {
-        assert!(cluster(&parse(eds(json!({"transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}})))).is_ok());
-        let e = err(eds(
+        assert!(cluster(&parse(eds(json!({"transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}})))).expect("raw buffer").tls.is_none());
+        let c = ok(eds(
             json!({"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", "sni": "x"}}}),
+        ));
+        let tls = c.tls.expect("TLS");
+        assert_eq!(tls.sni.as_deref(), Some("x"));
+        let e = err(eds(
+            json!({"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {"tls_certificate_sds_secret_configs": [{"name": "c", "sds_config": {"path_config_source": {"path": "/x"}}}]}}}}),
         ));
         assert_eq!(
             e.to_string(),
-            "cluster `payments`: transport_socket: TLS is not supported yet"
+            "cluster `payments`: transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config: only ADS config sources are supported"
         );
+        let e = err(eds(
+            json!({"transport_socket": {"name": "envoy.transport_sockets.alts", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.alts.v3.Alts", "handshaker_service": "x"}}}),
+        ));
+        assert_eq!(e.field, "transport_socket");
+        let e = err(eds(
+            json!({"transport_socket": {"name": "envoy.transport_sockets.tls"}}),
+        ));
+        assert_eq!(e.field, "transport_socket.typed_config");
+        let e = err(eds(
+            json!({"transport_socket_matches": [{"name": "m", "transport_socket": {"name": "envoy.transport_sockets.raw_buffer"}}]}),
+        ));
+        assert_eq!(e.field, "transport_socket_matches");
     }
 
     #[test]

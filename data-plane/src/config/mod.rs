@@ -7,7 +7,9 @@
 //! - [`cluster()`]: `Cluster` → [`ClusterConfig`];
 //! - [`load_assignment()`]: `ClusterLoadAssignment` → [`EndpointConfig`]s;
 //! - [`listener()`]: `Listener` → [`ListenerConfig`];
-//! - [`route_table()`]: `RouteConfiguration` → [`RouteTable`], with [`RouteTable::select`].
+//! - [`route_table()`]: `RouteConfiguration` → [`RouteTable`], with [`RouteTable::select`];
+//! - [`secret()`]: an SDS `Secret` → [`SecretConfig`] (the cluster's `UpstreamTlsContext`
+//!   becomes [`ClusterConfig::tls`]).
 
 pub mod types;
 pub use types::*;
@@ -18,6 +20,7 @@ mod error;
 mod listener;
 mod matcher;
 mod route;
+mod tls;
 
 pub use cluster::{HTTP_PROTOCOL_OPTIONS, cluster};
 pub use endpoint::load_assignment;
@@ -25,3 +28,4 @@ pub use error::ConfigError;
 pub use listener::listener;
 pub(crate) use route::retry_on;
 pub use route::route_table;
+pub use tls::{SecretConfig, dns_name_match, secret};

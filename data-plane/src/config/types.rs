@@ -303,6 +303,142 @@ pub struct ClusterConfig {
     pub max_requests_per_connection: Option<u32>,
     /// Per-host `max_connections` (from `circuit_breakers.per_host_thresholds`).
     pub per_host_max_connections: Option<u32>,
+    /// Upstream TLS (`transport_socket` `envoy.transport_sockets.tls`); `None` is plaintext.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// An `UpstreamTlsContext`, with Envoy's defaults resolved. Pure configuration: files are not
+/// read and SDS secrets not resolved here (`crate::tls` does that).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamTls {
+    /// `sni`: the server name sent in the handshake; `None` sends none (Envoy's default).
+    pub sni: Option<String>,
+    /// `common_tls_context.alpn_protocols`; empty = by the cluster's protocol (`h2` or
+    /// `http/1.1`), as Envoy's connection pools do.
+    pub alpn: Vec<String>,
+    /// `tls_params.tls_minimum_protocol_version` (client default TLS 1.2).
+    pub min_version: TlsVersion,
+    /// `tls_params.tls_maximum_protocol_version` (client default TLS 1.2, as Envoy).
+    pub max_version: TlsVersion,
+    /// The client certificate presented, if any.
+    pub certificate: Option<CertificateSource>,
+    /// How the server certificate is verified.
+    pub validation: ValidationSource,
+}
+
+impl UpstreamTls {
+    /// The SDS secret names this context references (certificate, then validation context).
+    pub fn sds_names(&self) -> impl Iterator<Item = &str> {
+        let cert = match &self.certificate {
+            Some(CertificateSource::Sds(name)) => Some(name.as_str()),
+            _ => None,
+        };
+        let validation = match &self.validation {
+            ValidationSource::Sds { name, .. } => Some(name.as_str()),
+            _ => None,
+        };
+        cert.into_iter().chain(validation)
+    }
+}
+
+/// A TLS protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    Tls12,
+    /// TLS 1.3.
+    Tls13,
+}
+
+/// Where the client certificate comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CertificateSource {
+    /// `common_tls_context.tls_certificates[0]`.
+    Inline(TlsCertificateConfig),
+    /// `common_tls_context.tls_certificate_sds_secret_configs[0].name` (over ADS).
+    Sds(String),
+}
+
+/// A `TlsCertificate`: chain and private key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsCertificateConfig {
+    /// `certificate_chain` (PEM).
+    pub chain: DataSource,
+    /// `private_key` (PEM).
+    pub key: DataSource,
+}
+
+/// Envoy's `DataSource`. Inline bytes are never printed (`Debug` shows their length).
+#[derive(Clone, PartialEq)]
+pub enum DataSource {
+    /// `filename`: read when the TLS context is built.
+    File(String),
+    /// `inline_bytes` or `inline_string`.
+    Inline(Vec<u8>),
+    /// `environment_variable`: read when the TLS context is built.
+    Env(String),
+}
+
+impl std::fmt::Debug for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSource::File(p) => f.debug_tuple("File").field(p).finish(),
+            DataSource::Inline(b) => write!(f, "Inline(<{} bytes>)", b.len()),
+            DataSource::Env(v) => f.debug_tuple("Env").field(v).finish(),
+        }
+    }
+}
+
+/// How the upstream certificate is verified.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValidationSource {
+    /// No validation context: the upstream certificate is not verified (Envoy's behaviour).
+    None,
+    /// `common_tls_context.validation_context`.
+    Inline(ValidationContextConfig),
+    /// `validation_context_sds_secret_config`, or `combined_validation_context` (whose
+    /// `default_validation_context` is merged under the secret's, as Envoy merges them).
+    Sds {
+        /// The secret name (over ADS).
+        name: String,
+        /// `combined_validation_context.default_validation_context` (empty otherwise).
+        default: ValidationContextConfig,
+    },
+}
+
+/// A `CertificateValidationContext`, reduced to what is implemented.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ValidationContextConfig {
+    /// `trusted_ca` (PEM bundle). Without it the upstream certificate is not verified.
+    pub trusted_ca: Option<DataSource>,
+    /// `match_typed_subject_alt_names` (and the deprecated `match_subject_alt_names`, which
+    /// applies to every SAN type): any match passes.
+    pub san_matchers: Vec<SanMatcher>,
+}
+
+/// One `SubjectAltNameMatcher`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SanMatcher {
+    /// The SAN type it applies to; `None` (from `match_subject_alt_names`) = DNS, URI, email
+    /// and IP alike.
+    pub san_type: Option<SanType>,
+    /// The string criterion (an IP SAN is matched as its text form).
+    pub matcher: HeaderMatchKind,
+    /// An `exact` criterion (Envoy matches it against a DNS SAN with wildcard rules).
+    pub exact: Option<String>,
+}
+
+/// A SAN type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SanType {
+    /// `DNS`.
+    Dns,
+    /// `URI` (SPIFFE IDs).
+    Uri,
+    /// `EMAIL`.
+    Email,
+    /// `IP_ADDRESS`.
+    IpAddress,
 }
 
 /// Endpoint discovery of a cluster.

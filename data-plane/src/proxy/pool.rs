@@ -3,6 +3,13 @@
 //! HTTP/1.1: idle keep-alive connections are reused; a connection goes back to the idle list
 //! only when its response body has been read to the end. HTTP/2: one multiplexed connection per
 //! host, re-established when it closes.
+//!
+//! TLS clusters: every connection runs the cluster's TLS handshake after the TCP connect (both
+//! within `connect_timeout`); a failed handshake or verification is a connect failure, never
+//! a plaintext fallback. Each connection remembers the generation of the client configuration
+//! it was made with; after a rotation (a new generation) older connections are not reused:
+//! idle HTTP/1.1 connections are closed, a busy one closes when its response ends, and the
+//! shared HTTP/2 connection is replaced for new requests while its streams finish.
 
 use super::body::{ProxyBody, UpstreamBody};
 use crate::config::UpstreamProtocol;
@@ -11,16 +18,21 @@ use crate::runtime::host::PoolStats;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Why an upstream attempt failed before a response arrived (Envoy's reset reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamError {
-    /// The TCP connection could not be established (refused, unreachable).
+    /// The connection could not be established (refused, unreachable, or the TLS handshake
+    /// or certificate verification failed).
     ConnectFailure,
-    /// The TCP connect did not finish within `connect_timeout`.
+    /// The TCP connect (and TLS handshake) did not finish within `connect_timeout`.
     ConnectTimeout,
     /// The connection was reset or closed before response headers.
     Reset,
@@ -79,11 +91,13 @@ struct PoolInner {
     stats: PoolStats,
     /// Per-host connection counters.
     host: HostConnStats,
-    /// HTTP/1.1 idle connections with the time they became idle (most recent last). The lock
-    /// is held only to push or pop.
-    idle: Mutex<Vec<(http1::SendRequest<ProxyBody>, Instant)>>,
-    /// HTTP/2 shared connection.
-    h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    /// HTTP/1.1 idle connections with the time they became idle and their TLS generation
+    /// (most recent last). The lock is held only to push or pop.
+    idle: Mutex<Vec<(http1::SendRequest<ProxyBody>, Instant, u64)>>,
+    /// The TLS generation the idle list was last purged for.
+    idle_generation: AtomicU64,
+    /// HTTP/2 shared connection, with its TLS generation.
+    h2: Mutex<Option<(http2::SendRequest<ProxyBody>, u64)>>,
     /// Serialises HTTP/2 connection establishment so a burst opens one connection.
     h2_connecting: tokio::sync::Mutex<()>,
     /// The per-host connection limit.
@@ -92,15 +106,19 @@ struct PoolInner {
     released: tokio::sync::Notify,
 }
 
-/// Counts a request in `rq_pending_active` while it waits for a connection.
+/// Counts a request in `rq_pending_active` (host and cluster) while it waits for a connection.
 struct Waiting<'a> {
     host: &'a HostConnStats,
+    cluster: &'a crate::stats::Gauge,
     _guard: PendingGuard,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.host.rq_pending_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.host
+            .rq_pending_active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.cluster.dec();
     }
 }
 
@@ -109,16 +127,94 @@ impl Drop for Waiting<'_> {
 pub struct Release {
     pool: Arc<PoolInner>,
     sender: Option<http1::SendRequest<ProxyBody>>,
+    /// The TLS generation the connection was made with.
+    generation: u64,
 }
 
 impl Release {
-    /// Puts the connection back into the idle list.
+    /// Puts the connection back into the idle list, unless the TLS configuration was rotated
+    /// since it was made (it is closed instead).
     pub fn release(mut self) {
         if let Some(s) = self.sender.take()
             && !s.is_closed()
+            && self.generation == self.pool.tls_generation()
             && let Ok(mut idle) = self.pool.idle.lock()
         {
-            idle.push((s, Instant::now()));
+            idle.push((s, Instant::now(), self.generation));
+            drop(idle);
+            // Wake one request queued for a connection (max_connections reached).
+            self.pool.released.notify_one();
+        }
+    }
+}
+
+impl PoolInner {
+    /// The generation of the TLS client configuration in force (0 without TLS).
+    fn tls_generation(&self) -> u64 {
+        self.stats.tls.as_ref().map_or(0, |t| t.generation())
+    }
+}
+
+/// An upstream connection: plain TCP, or TLS over TCP.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<crate::tls::TlsStream>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -144,6 +240,7 @@ impl HostPool {
                 stats,
                 host: HostConnStats::default(),
                 idle: Mutex::new(Vec::new()),
+                idle_generation: AtomicU64::new(0),
                 h2: Mutex::new(None),
                 h2_connecting: tokio::sync::Mutex::new(()),
             }),
@@ -178,78 +275,111 @@ impl HostPool {
             let released = inner.released.notified();
             // Reuse an idle connection; if it turns out closed before the request went out,
             // try the next one (the request was not sent, so this is not a retry).
-            while let Some(mut sender) = self.pop_idle() {
+            while let Some((mut sender, generation)) = self.pop_idle() {
                 if sender.ready().await.is_err() {
                     continue;
                 }
-                match sender.try_send_request(req).await {
-                    Ok(resp) => return Ok(self.wrap_h1(resp, sender)),
+                match self.dispatch(sender.try_send_request(req)).await {
+                    Ok(resp) => return Ok(self.wrap_h1(resp, sender, generation)),
                     Err(mut e) => match e.take_message() {
                         Some(back) => req = back,
                         None => return Err(classify(e.error())),
                     },
                 }
             }
-            // Open a connection if the breakers allow one. Like Envoy, a pool with no
-            // connection at all opens one anyway (the overflow is still counted).
+            // No idle connection: the request is pending. Like Envoy, max_pending_requests is
+            // checked first, then whether a new connection may open.
             let breakers = &inner.stats.breakers;
-            let guard = match breakers.try_host_connection(&inner.host_limit) {
-                Ok(g) => Some(g),
-                Err(_) if inner.host.cx_active.load(std::sync::atomic::Ordering::Relaxed) == 0 => {
-                    Some(breakers.force_connection(Some(&inner.host_limit)))
-                }
-                Err(_) => None,
-            };
-            if let Some(guard) = guard {
-                if waiting.is_none() {
-                    inner.stats.rq_pending_total.inc();
-                }
-                drop(waiting);
-                let mut sender = self.connect_h1(guard).await?;
-                return match sender.send_request(req).await {
-                    Ok(resp) => Ok(self.wrap_h1(resp, sender)),
-                    Err(e) => Err(classify(&e)),
-                };
-            }
-            // Wait for a connection to be released, within max_pending_requests.
             if waiting.is_none() {
-                let guard = breakers.try_pending().map_err(|_| UpstreamError::Overflow)?;
+                let guard = breakers
+                    .try_pending()
+                    .map_err(|_| UpstreamError::Overflow)?;
                 inner.stats.rq_pending_total.inc();
                 inner
                     .host
                     .rq_pending_active
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                inner.stats.rq_pending_active.inc();
                 waiting = Some(Waiting {
                     host: &inner.host,
+                    cluster: &inner.stats.rq_pending_active,
                     _guard: guard,
                 });
             }
+            // Open a connection if the breakers allow one. A pool with no connection at all
+            // opens one anyway (the overflow is still counted), as Envoy does.
+            let guard = match breakers.try_host_connection(&inner.host_limit) {
+                Ok(g) => Some(g),
+                Err(_)
+                    if inner
+                        .host
+                        .cx_active
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        == 0 =>
+                {
+                    Some(breakers.force_connection(Some(&inner.host_limit)))
+                }
+                Err(_) => None,
+            };
+            if let Some(guard) = guard {
+                let (mut sender, generation) = self.connect_h1(guard).await?;
+                drop(waiting);
+                return match self.dispatch(sender.send_request(req)).await {
+                    Ok(resp) => Ok(self.wrap_h1(resp, sender, generation)),
+                    Err(e) => Err(classify(&e)),
+                };
+            }
+            // Wait for a connection to be released.
             released.await;
         }
+    }
+
+    /// Counts a request in `upstream_rq_total`, and in `upstream_rq_active` while it is on a
+    /// connection until its response headers (or an error) arrive; queued requests are pending,
+    /// not active, and a pending overflow is not a request (as in Envoy).
+    async fn dispatch<T>(&self, send: impl std::future::Future<Output = T>) -> T {
+        /// Decrements the gauge even when the send is cancelled (a per-try or route timeout).
+        struct Active<'a>(&'a crate::stats::Gauge);
+        impl Drop for Active<'_> {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        self.inner.stats.rq_total.inc();
+        self.inner.stats.rq_active.inc();
+        let _active = Active(&self.inner.stats.rq_active);
+        send.await
     }
 
     fn wrap_h1(
         &self,
         resp: http::Response<hyper::body::Incoming>,
         sender: http1::SendRequest<ProxyBody>,
+        generation: u64,
     ) -> http::Response<UpstreamBody> {
         let release = Release {
             pool: self.inner.clone(),
             sender: Some(sender),
+            generation,
         };
         resp.map(|body| UpstreamBody::new(body, Some(release)))
     }
 
-    fn pop_idle(&self) -> Option<http1::SendRequest<ProxyBody>> {
+    fn pop_idle(&self) -> Option<(http1::SendRequest<ProxyBody>, u64)> {
+        let current = self.inner.tls_generation();
         let mut idle = self.inner.idle.lock().ok()?;
-        while let Some((s, since)) = idle.pop() {
+        // After a TLS rotation, close every idle connection made with an older configuration.
+        if self.inner.idle_generation.swap(current, Ordering::AcqRel) != current {
+            idle.retain(|(_, _, g)| *g == current);
+        }
+        while let Some((s, since, generation)) = idle.pop() {
             // Connections idle for longer than `idle_timeout` are dropped (which closes them).
             let expired = self
                 .inner
                 .idle_timeout
                 .is_some_and(|t| since.elapsed() >= t);
-            if !expired && !s.is_closed() {
-                return Some(s);
+            if !expired && !s.is_closed() && generation == current {
+                return Some((s, generation));
             }
         }
         None
@@ -274,9 +404,9 @@ impl HostPool {
                             Err(_) => breakers.force_connection(Some(&self.inner.host_limit)),
                         };
                         self.inner.stats.rq_pending_total.inc();
-                        let s = self.connect_h2(guard).await?;
+                        let (s, generation) = self.connect_h2(guard).await?;
                         if let Ok(mut slot) = self.inner.h2.lock() {
-                            *slot = Some(s.clone());
+                            *slot = Some((s.clone(), generation));
                         }
                         s
                     }
@@ -286,16 +416,18 @@ impl HostPool {
         if sender.ready().await.is_err() {
             return Err(UpstreamError::Reset);
         }
-        match sender.send_request(req).await {
+        match self.dispatch(sender.send_request(req)).await {
             Ok(resp) => Ok(resp.map(|b| UpstreamBody::new(b, None))),
             Err(e) => Err(classify(&e)),
         }
     }
 
     fn shared_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
+        let current = self.inner.tls_generation();
         let mut slot = self.inner.h2.lock().ok()?;
         match slot.as_ref() {
-            Some(s) if !s.is_closed() => Some(s.clone()),
+            // A connection of an older TLS generation is replaced; its streams finish on it.
+            Some((s, generation)) if !s.is_closed() && *generation == current => Some(s.clone()),
             Some(_) => {
                 *slot = None;
                 None
@@ -304,10 +436,12 @@ impl HostPool {
         }
     }
 
-    async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
+    /// Connects: TCP, then the cluster's TLS handshake if it has TLS, all within
+    /// `connect_timeout`. Returns the transport and the TLS generation it was made with.
+    async fn connect_transport(&self) -> Result<(Transport, u64), UpstreamError> {
         let inner = &self.inner;
-        let result =
-            tokio::time::timeout(inner.connect_timeout, TcpStream::connect(inner.addr)).await;
+        let deadline = tokio::time::Instant::now() + inner.connect_timeout;
+        let result = tokio::time::timeout_at(deadline, TcpStream::connect(inner.addr)).await;
         let failure = match result {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -321,7 +455,7 @@ impl HostPool {
                     .host
                     .cx_active
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Ok(stream);
+                return self.secure(stream, deadline).await;
             }
             Ok(Err(_)) => UpstreamError::ConnectFailure,
             Err(_) => {
@@ -339,6 +473,45 @@ impl HostPool {
             .host
             .cx_connect_fail
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(failure)
+    }
+
+    /// Runs the TLS handshake on a connected stream (a no-op without TLS). A failure closes the
+    /// connection and counts as a connect failure (`upstream_cx_connect_fail`, plus
+    /// `upstream_cx_connect_timeout` past the deadline), as Envoy counts a failed handshake.
+    async fn secure(
+        &self,
+        stream: TcpStream,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Transport, u64), UpstreamError> {
+        let inner = &self.inner;
+        let Some(tls) = &inner.stats.tls else {
+            return Ok((Transport::Plain(stream), 0));
+        };
+        let failure = match tokio::time::timeout_at(deadline, tls.handshake(stream)).await {
+            Ok(Ok((stream, generation))) => {
+                return Ok((Transport::Tls(Box::new(stream)), generation));
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(upstream = %inner.addr, error = ?e, "TLS handshake failed");
+                UpstreamError::ConnectFailure
+            }
+            Err(_) => {
+                inner.stats.cx_connect_timeout.inc();
+                UpstreamError::ConnectTimeout
+            }
+        };
+        inner.stats.cx_connect_fail.inc();
+        inner.stats.cx_active.dec();
+        inner.stats.cx_destroy.inc();
+        inner
+            .host
+            .cx_connect_fail
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inner
+            .host
+            .cx_active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         Err(failure)
     }
 
@@ -365,29 +538,29 @@ impl HostPool {
     async fn connect_h1(
         &self,
         guard: ConnectionGuard,
-    ) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
-        let stream = self.connect_tcp().await?;
+    ) -> Result<(http1::SendRequest<ProxyBody>, u64), UpstreamError> {
+        let (stream, generation) = self.connect_transport().await?;
         self.inner.stats.cx_http1_total.inc();
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| UpstreamError::Reset)?;
         self.drive(conn, guard);
-        Ok(sender)
+        Ok((sender, generation))
     }
 
     async fn connect_h2(
         &self,
         guard: ConnectionGuard,
-    ) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
-        let stream = self.connect_tcp().await?;
+    ) -> Result<(http2::SendRequest<ProxyBody>, u64), UpstreamError> {
+        let (stream, generation) = self.connect_transport().await?;
         self.inner.stats.cx_http2_total.inc();
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| UpstreamError::Reset)?;
         self.drive(conn, guard);
-        Ok(sender)
+        Ok((sender, generation))
     }
 }
 

@@ -189,7 +189,7 @@ struct Attempts<'a> {
 
 /// What one attempt produced.
 enum Attempt {
-    Response(Response<UpstreamBody>),
+    Response(Box<Response<UpstreamBody>>),
     Failed(UpstreamError),
     TimedOut,
 }
@@ -214,29 +214,29 @@ impl Attempts<'_> {
                 return local_reply::no_healthy_upstream();
             };
             let Ok(request_guard) = breakers.try_request() else {
+                // Envoy fails an overflow through the pool, charging the cluster a 503.
+                cs.count_status(503);
+                cs.rq_completed.inc();
                 return local_reply::overflow();
             };
             let Some(req) = self.build(&host, attempt_no, body.attempt_body()) else {
                 return local_reply::reply(StatusCode::BAD_REQUEST, "");
             };
-            cs.rq_total.inc();
-            cs.rq_active.inc();
             HostStats::inc(&host.stats.rq_total);
             HostStats::inc(&host.stats.rq_active);
             let started = Instant::now();
             let sent = host.pool.send(req);
             let mut result = match self.per_try {
                 Some(t) => match tokio::time::timeout(t, sent).await {
-                    Ok(Ok(r)) => Attempt::Response(r),
+                    Ok(Ok(r)) => Attempt::Response(Box::new(r)),
                     Ok(Err(e)) => Attempt::Failed(e),
                     Err(_) => Attempt::TimedOut,
                 },
                 None => match sent.await {
-                    Ok(r) => Attempt::Response(r),
+                    Ok(r) => Attempt::Response(Box::new(r)),
                     Err(e) => Attempt::Failed(e),
                 },
             };
-            cs.rq_active.dec();
             HostStats::dec(&host.stats.rq_active);
             cs.rq_completed.inc();
             cs.rq_time.record(elapsed_ms(started));
@@ -248,7 +248,8 @@ impl Attempts<'_> {
             let outcome = match &result {
                 Attempt::Failed(UpstreamError::Overflow) => {
                     // A pending-request overflow is a local reply, never retried or reported
-                    // to outlier detection (Envoy's `UO`).
+                    // to outlier detection (Envoy's `UO`); Envoy charges it as a 503.
+                    cs.count_status(503);
                     return local_reply::overflow();
                 }
                 Attempt::Response(r) => Outcome::Response(r.status().as_u16()),
@@ -276,7 +277,10 @@ impl Attempts<'_> {
                 };
                 if retry::is_retriable(&state.policy, outcome, headers) {
                     // max_retries / retry budget: an overflow returns this result as it is.
-                    let admitted = state.has_budget().then(|| breakers.try_retry().ok()).flatten();
+                    let admitted = state
+                        .has_budget()
+                        .then(|| breakers.try_retry().ok())
+                        .flatten();
                     if let Some(guard) = admitted {
                         _retry_guard = Some(guard);
                         cs.retry.retry.inc();
@@ -295,7 +299,7 @@ impl Attempts<'_> {
                 }
             }
             return match result {
-                Attempt::Response(r) => downstream_response(r, started),
+                Attempt::Response(r) => downstream_response(*r, started),
                 Attempt::Failed(e) => upstream_failure(e),
                 Attempt::TimedOut => local_reply::upstream_timeout(),
             };

@@ -262,6 +262,7 @@ struct Inner {
     connections: Arc<Limit>,
     pools: Arc<Limit>,
     rq_pending_overflow: Counter,
+    rq_active_overflow: Counter,
     cx_overflow: Counter,
     rq_retry_overflow: Counter,
     cx_pool_overflow: Counter,
@@ -307,6 +308,7 @@ impl CircuitBreakers {
             connections: Limit::new(limits.max_connections.into(), open("cx_open")),
             pools: Limit::new(u64::MAX, open("cx_pool_open")),
             rq_pending_overflow: counter("upstream_rq_pending_overflow"),
+            rq_active_overflow: counter("upstream_rq_active_overflow"),
             cx_overflow: counter("upstream_cx_overflow"),
             rq_retry_overflow: counter("upstream_rq_retry_overflow"),
             cx_pool_overflow: counter("upstream_cx_pool_overflow"),
@@ -317,12 +319,14 @@ impl CircuitBreakers {
     }
 
     /// Admits one active request if fewer than `max_requests` are active; otherwise counts
-    /// `upstream_rq_pending_overflow` (Envoy's counter for this limit too) and refuses.
+    /// `upstream_rq_active_overflow` and refuses. (Older Envoy versions counted this limit as
+    /// `upstream_rq_pending_overflow`; Envoy 1.40 has its own counter, measured by the
+    /// conformance suite.)
     pub fn try_request(&self) -> Result<RequestGuard, Overflow> {
         let i = &self.inner;
         match i.requests.try_acquire(i.requests.max) {
             Some(p) => Ok(RequestGuard { _permit: p }),
-            None => Err(overflow(&i.rq_pending_overflow, Resource::Requests)),
+            None => Err(overflow(&i.rq_active_overflow, Resource::Requests)),
         }
     }
 
@@ -576,6 +580,7 @@ mod tests {
         }
         for name in [
             "upstream_rq_pending_overflow",
+            "upstream_rq_active_overflow",
             "upstream_cx_overflow",
             "upstream_rq_retry_overflow",
             "upstream_cx_pool_overflow",
@@ -592,19 +597,20 @@ mod tests {
     }
 
     #[test]
-    fn requests_admit_exactly_max_and_overflow_as_pending_overflow() {
+    fn requests_admit_exactly_max_and_overflow_as_active_overflow() {
         let (cb, store) = breakers(thresholds(9, 9, 3, 9, None));
         let guards: Vec<_> = (0..3).map(|_| cb.try_request().unwrap()).collect();
         assert_eq!(cb.active_requests(), 3);
         let err = cb.try_request().unwrap_err();
         assert_eq!(err.resource, Resource::Requests);
         assert_eq!(err.to_string(), "circuit breaker overflow: max_requests");
-        assert_eq!(counter(&store, "upstream_rq_pending_overflow"), 1);
+        assert_eq!(counter(&store, "upstream_rq_active_overflow"), 1);
+        assert_eq!(counter(&store, "upstream_rq_pending_overflow"), 0);
         assert_eq!(cb.active_requests(), 3, "a refusal holds nothing");
         drop(guards);
         assert_eq!(cb.active_requests(), 0);
         let _g = cb.try_request().unwrap();
-        assert_eq!(counter(&store, "upstream_rq_pending_overflow"), 1);
+        assert_eq!(counter(&store, "upstream_rq_active_overflow"), 1);
         assert_eq!(counter(&store, "upstream_cx_overflow"), 0);
         assert_eq!(counter(&store, "upstream_rq_retry_overflow"), 0);
     }
@@ -952,7 +958,7 @@ mod tests {
         });
         assert!(peak <= 3, "peak {peak}");
         assert_eq!(admitted + refused, 8 * 20_000);
-        assert_eq!(counter(&store, "upstream_rq_pending_overflow"), refused);
+        assert_eq!(counter(&store, "upstream_rq_active_overflow"), refused);
         assert_eq!(cb.active_requests(), 0);
         assert_eq!(gauge(&store, "rq_open").value(), 0, "gauge settles closed");
     }

@@ -718,6 +718,7 @@ mod tests {
             idle_timeout: None,
             max_requests_per_connection: None,
             per_host_max_connections: None,
+            tls: None,
         }
     }
 

@@ -7,6 +7,7 @@ use crate::lb::{self, LoadBalancer, PickContext};
 use crate::resilience::Outcome;
 use crate::resilience::outlier::{Detector, HostMonitor};
 use crate::stats::{Counter, Gauge, Histogram, Store};
+use crate::tls::ClusterTls;
 use arc_swap::ArcSwap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -93,6 +94,9 @@ impl ClusterStats {
             codes: (0..600).map(|_| OnceLock::new()).collect(),
             pool: PoolStats {
                 rq_pending_total: c("upstream_rq_pending_total"),
+                rq_pending_active: g("upstream_rq_pending_active"),
+                rq_active: g("upstream_rq_active"),
+                rq_total: c("upstream_rq_total"),
                 breakers: crate::resilience::breaker::CircuitBreakers::new(
                     &config.circuit_breakers,
                     store,
@@ -106,6 +110,7 @@ impl ClusterStats {
                 cx_http1_total: c("upstream_cx_http1_total"),
                 cx_http2_total: c("upstream_cx_http2_total"),
                 cx_destroy: c("upstream_cx_destroy"),
+                tls: None,
             },
             prefix: p,
             store: store.clone(),
@@ -147,6 +152,8 @@ pub struct Cluster {
     pub config: ClusterConfig,
     /// Stats handles.
     pub stats: ClusterStats,
+    /// Upstream TLS (client configuration in force, `ssl.*` stats), shared with the pools.
+    pub tls: Option<Arc<ClusterTls>>,
     hosts: ArcSwap<HostSet>,
     /// True once it has endpoints (EDS or DNS answered at least once, or static).
     warmed: std::sync::atomic::AtomicBool,
@@ -162,9 +169,15 @@ pub struct Cluster {
 impl Cluster {
     /// A new cluster with no hosts. With outlier detection, and inside a Tokio runtime, it
     /// also starts the detector's interval timer (one task, stopped when the cluster is
-    /// dropped).
+    /// dropped). A TLS cluster has no client configuration yet: install one (see
+    /// `tls::SecretStore::attach`) before it can warm.
     pub fn new(config: ClusterConfig, store: &Store) -> Arc<Cluster> {
-        let stats = ClusterStats::new(store, &config);
+        let mut stats = ClusterStats::new(store, &config);
+        let tls = config
+            .tls
+            .clone()
+            .map(|t| Arc::new(ClusterTls::new(t, config.protocol, store, &config.name)));
+        stats.pool.tls = tls.clone();
         let empty = HostSet {
             all: Vec::new(),
             eligible: Vec::new(),
@@ -178,6 +191,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             config,
             stats,
+            tls,
             hosts: ArcSwap::from_pointee(empty),
             warmed: std::sync::atomic::AtomicBool::new(false),
             outlier,
@@ -216,9 +230,11 @@ impl Cluster {
         self.outlier.as_ref()
     }
 
-    /// True once endpoints have arrived.
+    /// True once endpoints have arrived and, for a TLS cluster, its client configuration is in
+    /// force (Envoy warms a cluster until its SDS secrets arrive).
     pub fn is_warm(&self) -> bool {
         self.warmed.load(std::sync::atomic::Ordering::Acquire)
+            && self.tls.as_ref().is_none_or(|t| t.is_ready())
     }
 
     fn write_lock(&self) -> MutexGuard<'_, ()> {

@@ -56,10 +56,18 @@ pub struct PoolStats {
     pub cx_destroy: Counter,
     /// `upstream_rq_pending_total`: requests that had to wait for a new or free connection.
     pub rq_pending_total: Counter,
+    /// `upstream_rq_pending_active`: requests waiting for a free connection now.
+    pub rq_pending_active: Gauge,
+    /// `upstream_rq_active`: requests dispatched on a connection and not yet answered.
+    pub rq_active: Gauge,
+    /// `upstream_rq_total`: requests dispatched on a connection.
+    pub rq_total: Counter,
     /// The cluster's circuit breakers (connections and pending requests are checked in pools).
     pub breakers: crate::resilience::breaker::CircuitBreakers,
     /// `per_host_thresholds.max_connections`, applied to each host's pool.
     pub per_host_max_connections: Option<u32>,
+    /// The cluster's upstream TLS, when configured: every connection is TLS, never plaintext.
+    pub tls: Option<Arc<crate::tls::ClusterTls>>,
 }
 
 /// An upstream host.

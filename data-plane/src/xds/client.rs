@@ -9,6 +9,7 @@ use super::delta::Delta;
 use super::sotw::Sotw;
 use super::status::{StatusWriter, XdsStatus};
 use super::{ConfigSink, Subscriptions, XdsClientConfig};
+use crate::tls::TlsClient;
 use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use legate_proto::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -176,8 +177,17 @@ async fn drive<P: Protocol>(
     let mut cursor = 0usize;
     loop {
         let endpoint = &config.endpoints[cursor % config.endpoints.len()];
-        let outcome = stream_once(&mut machine, endpoint, timeout, sink, &mut status).await;
+        let outcome = stream_once(
+            &mut machine,
+            endpoint,
+            config.tls.as_ref(),
+            timeout,
+            sink,
+            &mut status,
+        )
+        .await;
         status.update(|s| s.stream_failures += 1);
+        sink.connection_failed();
         if outcome.productive {
             // The server was healthy: start over from the base interval, same server first.
             backoff.reset();
@@ -199,6 +209,7 @@ async fn drive<P: Protocol>(
 async fn stream_once<P: Protocol>(
     machine: &mut P,
     endpoint: &str,
+    tls: Option<&TlsClient>,
     timeout: Duration,
     sink: &dyn ConfigSink,
     status: &mut StatusWriter,
@@ -207,7 +218,7 @@ async fn stream_once<P: Protocol>(
         productive: false,
         reason,
     };
-    let mut client = match connect(endpoint, timeout).await {
+    let mut client = match connect(endpoint, tls, timeout).await {
         Ok(c) => c,
         Err(reason) => return failed(reason),
     };
@@ -250,8 +261,13 @@ async fn stream_once<P: Protocol>(
     Outcome { productive, reason }
 }
 
-/// A client for `endpoint` (`host:port`, or a URI with a scheme).
-async fn connect(endpoint: &str, timeout: Duration) -> Result<AdsClient, String> {
+/// A client for `endpoint` (`host:port`, or a URI with a scheme), over TLS when the xDS
+/// cluster has an `UpstreamTlsContext` (verified as any cluster's: trusted CA and SAN matchers).
+async fn connect(
+    endpoint: &str,
+    tls: Option<&TlsClient>,
+    timeout: Duration,
+) -> Result<AdsClient, String> {
     let uri = if endpoint.contains("://") {
         endpoint.to_string()
     } else {
@@ -264,7 +280,14 @@ async fn connect(endpoint: &str, timeout: Duration) -> Result<AdsClient, String>
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
-    let channel = match tokio::time::timeout(timeout, ep.connect()).await {
+    let connected = match tls {
+        None => tokio::time::timeout(timeout, ep.connect()).await,
+        Some(tls) => {
+            let connector = crate::tls::TlsConnector::new(tls.clone());
+            tokio::time::timeout(timeout, ep.connect_with_connector(connector)).await
+        }
+    };
+    let channel = match connected {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => return Err(format!("connecting to {endpoint} failed: {e}")),
         Err(_) => {

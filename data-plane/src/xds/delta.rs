@@ -16,7 +16,7 @@
 
 use super::resource::delta_resource;
 use super::status::{Received, StatusWriter};
-use super::{ConfigSink, Subscriptions, nack_status, static_type};
+use super::{ConfigSink, Subscriptions, Update, nack_status, static_type};
 use legate_proto::pb::envoy::config::core::v3::Node;
 use legate_proto::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
@@ -231,7 +231,13 @@ impl Delta {
                 version,
             });
         }
-        let result = sink.apply(t, &st.resources);
+        let touched: BTreeSet<String> = undo.iter().map(|u| u.name.clone()).collect();
+        let update = Update {
+            version_info: &resp.system_version_info,
+            resource_versions: Some(&st.versions),
+            received: &touched,
+        };
+        let result = sink.apply(t, &st.resources, &update);
         if result.is_err() {
             // Put back what was in force; what it displaces goes back to pending.
             for u in undo {
@@ -395,7 +401,15 @@ mod tests {
             (reqs[1].type_url.as_str(), reqs[1].response_nonce.as_str()),
             (CLUSTER, "1")
         );
+        let (version, _, versions) = sink.last_update(CLUSTER);
+        assert_eq!(version, "sys-1");
+        assert_eq!(versions["a"], "1", "delta: each resource's own version");
         let reqs = d.on_response(resp(CLUSTER, "2", vec![], &["a"]), &sink, &mut status);
+        let (version, received, _) = sink.last_update(CLUSTER);
+        assert_eq!(
+            (version.as_str(), received),
+            ("sys-2", vec!["a".to_string()])
+        );
         assert_eq!(reqs[0].resource_names_unsubscribe, ["a"]);
         assert!(reqs[0].resource_names_subscribe.is_empty());
         assert_eq!(sink.applied(CLUSTER), ["b"]);

@@ -57,6 +57,33 @@ pub struct XdsClientConfig {
     pub subscribe_cds: bool,
     /// Subscribe to listeners (the bootstrap's `lds_config` is ADS).
     pub subscribe_lds: bool,
+    /// TLS to the management server: the xDS cluster's `UpstreamTlsContext` (ALPN `h2`);
+    /// `None` is plaintext (h2c).
+    pub tls: Option<crate::tls::TlsClient>,
+}
+
+/// What the client knows about the response behind a candidate set offered to
+/// [`ConfigSink::apply`].
+#[derive(Clone, Copy, Debug)]
+pub struct Update<'a> {
+    /// The response's `version_info` (SotW) or `system_version_info` (delta).
+    pub version_info: &'a str,
+    /// Delta: the version of every resource of the candidate set. `None` for SotW, where a
+    /// resource has the `version_info` of the response that carried it.
+    pub resource_versions: Option<&'a BTreeMap<String, String>>,
+    /// The names the update touches, i.e. the ones Envoy would hand to a watch on that name:
+    /// SotW, the subscribed resources the response carried; delta, the resources it carried and
+    /// the names it removed (with the pending changes of rejected responses offered again).
+    pub received: &'a BTreeSet<String>,
+}
+
+impl<'a> Update<'a> {
+    /// The version of resource `name` in this update: its own (delta) or the response's (SotW).
+    pub fn version_of(&self, name: &str) -> &'a str {
+        self.resource_versions
+            .and_then(|v| v.get(name))
+            .map_or(self.version_info, String::as_str)
+    }
 }
 
 /// Receives validated updates. Implemented by the proxy runtime.
@@ -73,7 +100,13 @@ pub trait ConfigSink: Send + Sync + 'static {
     /// again; see `delta.rs`).
     /// `Err(message)` → NACK with `error_detail.message = message` (name the resource and the
     /// field); the previous set stays in force and is what the next candidate builds on.
-    fn apply(&self, type_url: &str, resources: &BTreeMap<String, Any>) -> Result<(), String>;
+    /// `update` tells the versions and which names the response touched.
+    fn apply(
+        &self,
+        type_url: &str,
+        resources: &BTreeMap<String, Any>,
+        update: &Update<'_>,
+    ) -> Result<(), String>;
 
     /// The names of `type_url` resources ([`ENDPOINT`], [`ROUTE`], and [`SECRET`] if the sink
     /// supports SDS) that the applied configuration references now; the client subscribes to
@@ -83,6 +116,11 @@ pub trait ConfigSink: Send + Sync + 'static {
     /// Connection state changes (for the `control_plane.connected_state` gauge): `true` when a
     /// stream is established, `false` when it is lost. Nothing else changes on disconnect.
     fn connected(&self, up: bool);
+
+    /// A connection attempt failed or an established stream ended (after `connected(false)`):
+    /// what Envoy reports to every subscription as a `ConnectionFailure` (`update_failure`).
+    /// Called once per attempt, before the back-off. Does nothing by default.
+    fn connection_failed(&self) {}
 }
 
 /// Runs the client forever: connect, subscribe, apply, ACK/NACK; on stream loss reconnect with
@@ -184,10 +222,15 @@ pub(crate) mod tests {
         (status::StatusWriter::new(cell.clone()), cell)
     }
 
+    /// What a sink was told about one candidate set: (version_info, names received, version
+    /// of each resource).
+    pub(crate) type SeenUpdate = (String, Vec<String>, BTreeMap<String, String>);
+
     #[derive(Default)]
     pub(crate) struct FakeSink {
         applied: Mutex<BTreeMap<String, Vec<String>>>,
         reject: Mutex<BTreeMap<String, String>>,
+        updates: Mutex<BTreeMap<String, SeenUpdate>>,
     }
 
     impl FakeSink {
@@ -203,6 +246,14 @@ pub(crate) mod tests {
             }
         }
 
+        /// The last update offered for `t` (accepted or not).
+        pub(crate) fn last_update(&self, t: &str) -> SeenUpdate {
+            self.updates
+                .lock()
+                .map(|u| u.get(t).cloned().unwrap_or_default())
+                .unwrap_or_default()
+        }
+
         pub(crate) fn applied(&self, t: &str) -> Vec<String> {
             self.applied
                 .lock()
@@ -212,7 +263,23 @@ pub(crate) mod tests {
     }
 
     impl ConfigSink for FakeSink {
-        fn apply(&self, t: &str, resources: &BTreeMap<String, Any>) -> Result<(), String> {
+        fn apply(
+            &self,
+            t: &str,
+            resources: &BTreeMap<String, Any>,
+            update: &Update<'_>,
+        ) -> Result<(), String> {
+            if let Ok(mut u) = self.updates.lock() {
+                let versions = resources
+                    .keys()
+                    .map(|n| (n.clone(), update.version_of(n).to_string()))
+                    .collect();
+                let received = update.received.iter().cloned().collect();
+                u.insert(
+                    t.to_string(),
+                    (update.version_info.to_string(), received, versions),
+                );
+            }
             if let Some(msg) = self.reject.lock().ok().and_then(|r| r.get(t).cloned()) {
                 return Err(msg);
             }

@@ -5,7 +5,7 @@
 
 use super::resource::sotw_resource;
 use super::status::{Received, StatusWriter};
-use super::{ConfigSink, Subscriptions, nack_status, static_type};
+use super::{ConfigSink, Subscriptions, Update, nack_status, static_type};
 use legate_proto::pb::envoy::config::core::v3::Node;
 use legate_proto::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use legate_proto::pb::google::protobuf::Any;
@@ -108,9 +108,17 @@ impl Sotw {
             resources: resources.len(),
             removed: 0,
         };
+        let mut carried = BTreeSet::new();
         let outcome = self
-            .candidate(t, resources)
-            .and_then(|candidate| sink.apply(t, &candidate).map(|()| candidate));
+            .candidate(t, resources, &mut carried)
+            .and_then(|candidate| {
+                let update = Update {
+                    version_info: &version_info,
+                    resource_versions: None,
+                    received: &carried,
+                };
+                sink.apply(t, &candidate, &update).map(|()| candidate)
+            });
         let error = match outcome {
             Ok(candidate) => {
                 let st = self.state(t);
@@ -146,11 +154,12 @@ impl Sotw {
 
     /// The complete set the sink is offered for a response of type `t`: the response for
     /// wildcard types; for named types the response merged over the set in force, restricted
-    /// to the names subscribed.
+    /// to the names subscribed. The names the response carried (and kept) go to `carried`.
     fn candidate(
         &mut self,
         t: &'static str,
         resources: Vec<Any>,
+        carried: &mut BTreeSet<String>,
     ) -> Result<BTreeMap<String, Any>, String> {
         let wildcard = self.subs.is_wildcard(t);
         let st = self.state(t);
@@ -167,6 +176,7 @@ impl Sotw {
                     type_url::short_name(t)
                 ));
             }
+            carried.insert(name);
         }
         if !wildcard {
             for (name, any) in &st.resources {
@@ -351,6 +361,13 @@ mod tests {
             sink.applied(ENDPOINT),
             ["a", "b"],
             "merged; unrequested zzz ignored"
+        );
+        // The sink learns the response's version and which subscribed names it carried.
+        let (version, received, versions) = sink.last_update(ENDPOINT);
+        assert_eq!((version.as_str(), received), ("e2", vec!["b".to_string()]));
+        assert_eq!(
+            versions["a"], "e2",
+            "SotW: every resource has the response's version"
         );
         let reqs = s.on_response(
             resp(CLUSTER, "v2", "4", vec![cluster("b")]),

@@ -1,0 +1,445 @@
+#!/usr/bin/env bash
+# Legate benchmark: the same load straight to the upstream, through Envoy and through
+# legate-proxy (same bootstrap, same flags, same wrk/h2load settings), in one run on one machine.
+# Prints a markdown report with medians and ratios to Envoy. See BENCHMARKS.md.
+#
+# Usage: bench/run.sh            (from anywhere inside the repository)
+# Knobs (environment variables; defaults in brackets):
+#   DURATION [10]  seconds per measured run       WARMUP [5]  seconds of each warm-up run
+#   REPS [3]       measured runs per target        CONNS [32]  concurrent connections (wrk)
+#   H2 [1]         also run h2load over h2c (H2_CONNS [8] connections x H2_STREAMS [4] streams)
+#   PIN [1]        on >= 2 cores: proxy under test on core 1; wrk, h2load, upstream, legate-cp
+#                  and this script on core 0 (the same placement for all three targets)
+#   QUIET_MAX [15] before each measured run, wait (up to QUIET_WAIT [300] s) until the machine
+#                  is at most this % busy over 2 s (something else compiling skews everything)
+#   NOISE_MAX [15] a measured run during which other processes used more than this % of one core
+#                  is discarded and redone, at most NOISE_RETRIES [3] times (same rule for all)
+#   WAIT_BUDGET [1800] once this many seconds went into waiting for quiet, stop waiting and stop
+#                  redoing noisy runs: measure as is (noisy runs are marked in the report)
+#   TARGETS ["direct envoy legate"]                SKIP_BUILD [0]  reuse existing release binaries
+#   ENVOY [/root/.cache/legate-venv/.../envoy]     CARGO_TARGET_DIR [/root/.cache/legate-target]
+#   KEEP [0]       keep the scratch directory (logs, raw wrk/h2load output, admin /stats dumps)
+#   OUT [unset]    also write the final report (markdown) to this file
+#   PERF [0]       1: `perf record` legate-proxy during its measured runs (profiles kept in the
+#                  scratch directory; perf costs CPU, so use e.g. TARGETS=legate REPS=1, not for
+#                  the numbers)
+#
+# Repetitions are interleaved (rep 1: direct, envoy, legate; rep 2: envoy, legate, direct; ...)
+# so that slow drift on a shared machine does not land on one target. Each proxy repetition is a
+# fresh process: start, wait for /ready and a proxied 200, warm up, measure, sample RSS, stop.
+set -euo pipefail
+# The whole script is one { ... } group: bash parses it completely before running it, so
+# editing this file while a benchmark runs cannot break the running instance.
+{
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-5}
+REPS=${REPS:-3}
+CONNS=${CONNS:-32}
+H2=${H2:-1}
+H2_CONNS=${H2_CONNS:-8}
+H2_STREAMS=${H2_STREAMS:-4}
+PIN=${PIN:-1}
+QUIET_MAX=${QUIET_MAX:-15}
+QUIET_WAIT=${QUIET_WAIT:-300}
+WAIT_BUDGET=${WAIT_BUDGET:-1800}
+NOISE_MAX=${NOISE_MAX:-15}
+NOISE_RETRIES=${NOISE_RETRIES:-3}
+WAITED=0
+TARGETS=${TARGETS:-"direct envoy legate"}
+SKIP_BUILD=${SKIP_BUILD:-0}
+KEEP=${KEEP:-0}
+PERF=${PERF:-0}
+[[ $PERF == 1 ]] && KEEP=1
+ENVOY=${ENVOY:-/root/.cache/legate-venv/lib/python3.11/site-packages/envoy/_bin/envoy}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/legate-target}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REL=$CARGO_TARGET_DIR/release
+WORK=$(mktemp -d /tmp/legate-bench.XXXXXX)
+PIDS=()
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $KEEP == 1 || $rc != 0 ]]; then log "scratch directory kept: $WORK"; else rm -rf "$WORK"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for tool in wrk timeout taskset curl awk sort getconf; do
+    command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y wrk nghttp2-client curl)"
+done
+if [[ $H2 == 1 ]] && ! command -v h2load >/dev/null; then
+    log "h2load not found (apt-get install -y nghttp2-client): skipping h2c"; H2=0
+fi
+[[ -x $ENVOY ]] || die "Envoy not found at $ENVOY (set ENVOY=...)"
+PROTOS=(h1)
+[[ $H2 == 1 ]] && PROTOS+=(h2)
+
+# --- CPU placement -----------------------------------------------------------------------------
+NCPU=$(nproc)
+if [[ $PIN == 1 && $NCPU -ge 2 ]]; then
+    LOAD_CPUS=0; PROXY_CPUS=1
+    taskset -cp "$LOAD_CPUS" $$ >/dev/null   # this script and everything it starts: core 0
+    PLACEMENT="proxy under test (all its threads) pinned to core 1 with taskset; wrk/h2load, the upstream, legate-cp and this script pinned to core 0 — the same placement for every target (core 1 idles during the direct runs)"
+else
+    LOAD_CPUS=0-$((NCPU - 1)); PROXY_CPUS=$LOAD_CPUS; PIN=0
+    PLACEMENT="no CPU pinning"
+fi
+
+# --- helpers -----------------------------------------------------------------------------------
+# wait_for DESC SECONDS CMD...: poll CMD every 100 ms until it succeeds or SECONDS pass.
+wait_for() {
+    local desc=$1 secs=$2; shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || die "timed out after ${secs}s waiting for $desc"
+        sleep 0.1
+    done
+}
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+        echo $((20000 + RANDOM % 20000))
+}
+rss_kb() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# task_ticks PID: utime+stime of all its threads (clock ticks; includes softirq work done in its
+# context: this kernel has no IRQ time accounting).
+task_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# task_user_ticks PID: utime only (stime = task_ticks - this).
+task_user_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12}'; }
+# child_ticks: cutime+cstime of this script (every waited-for descendant: wrk, h2load, curl, ...).
+child_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
+# busy_ticks: all CPUs' non-idle ticks.
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+CLK_TCK=$(getconf CLK_TCK)
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# to_us VALUE: wrk latency (e.g. 512.00us, 1.23ms, 1.01s) -> microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) m=1; else if (v ~ /ms$/) m=1000;
+        else if (v ~ /m$/) m=60e6; else if (v ~ /s$/) m=1e6; else m=1; printf "%.1f", n*m }'
+}
+median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+# start NAME CPUSET CMD...: background process with logs in $WORK; pid in $LAST_PID.
+start() {
+    local name=$1 cpus=$2; shift 2
+    taskset -c "$cpus" "$@" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+stop() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+# wait_quiet: until the whole machine is <= QUIET_MAX % busy over 2 s (our processes are idle
+# at this point). Sets QUIET to the last busy %.
+wait_quiet() {
+    local deadline=$((SECONDS + QUIET_WAIT)) b0 t0 b1 t1 warned=0 began=$SECONDS
+    while :; do
+        b0=$(busy_ticks); t0=$(awk '/^cpu /{s=0; for(i=2;i<=NF;i++) s+=$i; print s}' /proc/stat)
+        sleep 2
+        b1=$(busy_ticks); t1=$(awk '/^cpu /{s=0; for(i=2;i<=NF;i++) s+=$i; print s}' /proc/stat)
+        QUIET=$(awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) 'BEGIN{printf "%.0f", t ? 100*b/t : 0}')
+        if ((QUIET <= QUIET_MAX)); then WAITED=$((WAITED + SECONDS - began)); return 0; fi
+        if ((SECONDS >= deadline || WAITED + SECONDS - began >= WAIT_BUDGET)); then
+            WAITED=$((WAITED + SECONDS - began))
+            log "machine still ${QUIET}% busy (waited ${WAITED}s in total): measuring anyway (flagged)"
+            return 0
+        fi
+        ((warned)) || log "machine ${QUIET}% busy with other work (load $(loadavg)): waiting for it to go quiet"
+        warned=1
+    done
+}
+
+# --- build -------------------------------------------------------------------------------------
+cd "$ROOT"
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building release binaries (timeout 40 min)"
+    timeout 2400 cargo build --release -p legate-proxy -p legate-control-plane -p legate-test-upstream >&2 ||
+        die "cargo build failed"
+fi
+for b in legate-proxy legate-cp legate-upstream; do [[ -x $REL/$b ]] || die "$REL/$b missing"; done
+"$REL/legate-upstream" --help | grep -q -- --static-body || die "legate-upstream has no --static-body"
+
+# --- upstream, control plane, bootstrap --------------------------------------------------------
+start upstream "$LOAD_CPUS" "$REL/legate-upstream" --name bench --static-body ok --listen 127.0.0.1:0
+UP_PID=$LAST_PID
+wait_for "legate-upstream to listen" 20 grep -q 'listening on' "$WORK/upstream.out"
+UPSTREAM=$(sed -n 's/.*listening on //p' "$WORK/upstream.out" | head -1)
+log "upstream $UPSTREAM (pid $UP_PID)"
+
+LISTEN_PORT=$(free_port)
+cat >"$WORK/services.yaml" <<EOF
+services:
+  bench:
+    endpoints: [$UPSTREAM]
+ambassadors:
+  bench:
+    listen: 127.0.0.1:$LISTEN_PORT
+    routes: [{ prefix: /, service: bench }]
+EOF
+start legate-cp "$LOAD_CPUS" "$REL/legate-cp" serve --config "$WORK/services.yaml" \
+    --xds 127.0.0.1:0 --admin 127.0.0.1:0 --address-file "$WORK/cp-addr.json" -l warn
+CP_PID=$LAST_PID
+wait_for "legate-cp address file" 20 test -s "$WORK/cp-addr.json"
+XDS=$(sed -n 's/.*"xds": *"\([^"]*\)".*/\1/p' "$WORK/cp-addr.json")
+[[ -n $XDS ]] || die "no xds address in $(cat "$WORK/cp-addr.json")"
+timeout 30 "$REL/legate-cp" bootstrap envoy --node bench --xds "$XDS" --admin 127.0.0.1:0 >"$WORK/bootstrap.yaml" ||
+    die "legate-cp bootstrap failed"
+log "legate-cp pid $CP_PID, xds $XDS; bootstrap $WORK/bootstrap.yaml; ambassador 127.0.0.1:$LISTEN_PORT"
+
+# --- load runs ---------------------------------------------------------------------------------
+WRK_ARGS=(-t1 "-c$CONNS" --latency)
+H2_ARGS=(-t1 "-c$H2_CONNS" "-m$H2_STREAMS")
+
+# run_wrk OUTFILE SECONDS URL -> sets RPS P50 P99 (us) REQS ERRS
+run_wrk() {
+    local out=$1 secs=$2 url=$3
+    timeout $((secs + 30)) taskset -c "$LOAD_CPUS" wrk "${WRK_ARGS[@]}" "-d${secs}s" "$url" >"$out" 2>&1 ||
+        die "wrk failed: $(tail -5 "$out")"
+    RPS=$(awk '/^Requests\/sec:/{print $2}' "$out")
+    P50=$(to_us "$(awk '$1=="50%"{print $2}' "$out")")
+    P99=$(to_us "$(awk '$1=="99%"{print $2}' "$out")")
+    REQS=$(awk '/requests in/{print $1}' "$out")
+    ERRS=$(awk '/Non-2xx/{n+=$NF} /Socket errors/{gsub(/,/,""); n+=$4+$6+$8+$10} END{print n+0}' "$out")
+}
+# run_h2 OUTFILE SECONDS URL -> same variables (percentiles from h2load's per-request log)
+run_h2() {
+    local out=$1 secs=$2 url=$3
+    timeout $((secs + 30)) taskset -c "$LOAD_CPUS" h2load "${H2_ARGS[@]}" -D "$secs" --log-file="$out.log" "$url" >"$out" 2>&1 ||
+        die "h2load failed: $(tail -5 "$out")"
+    RPS=$(awk '/^finished in/{gsub(/,/,""); print $4}' "$out")
+    REQS=$(awk '/^requests:/{print $8}' "$out")                               # succeeded
+    ERRS=$(awk '/^requests:/{print $10 + $12 + $14}' "$out")                  # failed+errored+timeout
+    ERRS=$((ERRS + $(awk '/^status codes:/{gsub(/,/,""); print $5+$7+$9}' "$out")))   # 3xx+4xx+5xx
+    # log lines: start(us) <TAB> status <TAB> duration(us)
+    read -r P50 P99 < <(awk -F'\t' '{print $3}' "$out.log" | sort -n |
+        awk '{a[NR]=$1} END{ if (NR==0) {print "nan nan"; exit}
+             i=int(NR*0.50+0.5); j=int(NR*0.99+0.5); if(i<1)i=1; if(j<1)j=1; print a[i], a[j] }')
+    rm -f "$out.log"
+}
+
+# sampler PID FILE: VmRSS every 100 ms, the maximum kept in FILE, until FILE.stop exists.
+sampler() {
+    local pid=$1 file=$2 peak=0 k v _
+    while [[ ! -e $file.stop ]] && [[ -r /proc/$pid/status ]]; do
+        while read -r k v _; do
+            if [[ $k == VmRSS: ]]; then ((v > peak)) && peak=$v; break; fi
+        done <"/proc/$pid/status"
+        echo "$peak" >"$file"
+        sleep 0.1
+    done
+}
+
+RESULTS=$WORK/results.tsv   # target proto rep rps p50 p99 reqs errs cpu_us/req other% busy_before% load1 user_us/req sys_us/req
+MEM=$WORK/mem.tsv           # target rep idle peak hwm after (KiB)
+: >"$RESULTS"; : >"$MEM"
+DISCARDED=$WORK/discarded.tsv; : >"$DISCARDED"
+
+# one_run TARGET PROTO REP URL PID: warm-up, wait for quiet, one measured run; appends to RESULTS.
+# A run during which other processes used more than NOISE_MAX % of a core is discarded and redone
+# (at most NOISE_RETRIES times; the same rule for every target).
+one_run() {
+    local target=$1 proto=$2 rep=$3 url=$4 pid=$5 runner=run_wrk attempt
+    [[ $proto == h2 ]] && runner=run_h2
+    $runner "$WORK/$target.$proto.$rep.warmup" "$WARMUP" "$url"
+    ((ERRS == 0)) || die "$target/$proto warm-up: $ERRS errors; see $WORK/$target.$proto.$rep.warmup"
+    for attempt in $(seq 0 "$NOISE_RETRIES"); do
+        wait_quiet
+        local p0 o0 c0 b0 p1 o1 c1 b1
+        local u0 u1
+        u0=$(task_user_ticks "$pid"); p0=$(task_ticks "$pid"); o0=$(($(task_ticks "$UP_PID") + $(task_ticks "$CP_PID"))); c0=$(child_ticks); b0=$(busy_ticks)
+        if [[ $target != direct ]]; then o0=$((o0 + p0)); fi
+        local perf_pid=
+        if [[ $PERF == 1 && $target == legate && $attempt == 0 ]]; then
+            timeout $((DURATION + 30)) taskset -c "$LOAD_CPUS" perf record -F 999 -p "$pid" \
+                -o "$WORK/legate.$proto.$rep.perf.data" -- sleep "$DURATION" >"$WORK/perf.$proto.$rep.log" 2>&1 &
+            perf_pid=$!
+        fi
+        $runner "$WORK/$target.$proto.$rep" "$DURATION" "$url"
+        if [[ -n $perf_pid ]]; then
+            wait "$perf_pid" || true
+            perf report -i "$WORK/legate.$proto.$rep.perf.data" --no-children --sort dso,sym --stdio 2>/dev/null |
+                grep -v '^#' | grep '%' | head -60 >"$WORK/legate.$proto.$rep.perf.txt" || true
+            log "perf profile: $WORK/legate.$proto.$rep.perf.txt"
+        fi
+        u1=$(task_user_ticks "$pid"); p1=$(task_ticks "$pid"); o1=$(($(task_ticks "$UP_PID") + $(task_ticks "$CP_PID"))); c1=$(child_ticks); b1=$(busy_ticks)
+        if [[ $target != direct ]]; then o1=$((o1 + p1)); fi
+        ((ERRS == 0)) || die "$target/$proto rep $rep: $ERRS errors; see $WORK/$target.$proto.$rep"
+        # CPU of the target process per request; CPU used by anything else (% of one core)
+        local cpu foreign cpu_user cpu_sys
+        cpu_user=$(awk -v d=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN{printf "%.1f", n ? d/hz*1e6/n : 0}')
+        cpu_sys=$(awk -v d=$((p1 - p0 - u1 + u0)) -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN{printf "%.1f", n ? d/hz*1e6/n : 0}')
+        cpu=$(awk -v d=$((p1 - p0)) -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN{printf "%.1f", n ? d/hz*1e6/n : 0}')
+        foreign=$(awk -v f=$(((b1 - b0) - (o1 - o0) - (c1 - c0))) -v hz="$CLK_TCK" -v s="$DURATION" 'BEGIN{printf "%.0f", 100*f/hz/s}')
+        local line
+        line=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$target" "$proto" "$rep" "$RPS" "$P50" "$P99" \
+            "$REQS" "$ERRS" "$cpu" "$foreign" "$QUIET" "$(cut -d' ' -f1 /proc/loadavg)" "$cpu_user" "$cpu_sys")
+        log "$target/$proto rep $rep: $RPS req/s, p50 ${P50}us, p99 ${P99}us, ${cpu}us CPU/req (user ${cpu_user}, sys ${cpu_sys}); other CPU ${foreign}% of a core, load $(loadavg)"
+        if [[ -n $perf_pid ]]; then
+            log "  profiled run (perf costs CPU): not counted; redoing"
+            echo "$line" >>"$DISCARDED"
+            continue
+        fi
+        if ((foreign > NOISE_MAX && attempt < NOISE_RETRIES && WAITED < WAIT_BUDGET)); then
+            log "  discarded: other processes used ${foreign}% of a core (> ${NOISE_MAX}%); redoing"
+            echo "$line" >>"$DISCARDED"
+            continue
+        fi
+        echo "$line" >>"$RESULTS"
+        return 0
+    done
+}
+
+run_target() {
+    local target=$1 rep=$2 pid url bin proto
+    if [[ $target == direct ]]; then
+        for proto in "${PROTOS[@]}"; do one_run direct "$proto" "$rep" "http://$UPSTREAM/" "$UP_PID"; done
+        return
+    fi
+    case $target in
+        envoy) bin=$ENVOY ;;
+        legate) bin=$REL/legate-proxy ;;
+        *) die "unknown target $target" ;;
+    esac
+    local admin_file=$WORK/$target.$rep.admin
+    start "$target.$rep" "$PROXY_CPUS" "$bin" -c "$WORK/bootstrap.yaml" --concurrency 1 --disable-hot-restart \
+        -l warning --admin-address-path "$admin_file"
+    pid=$LAST_PID
+    wait_for "$target admin address" 30 test -s "$admin_file"
+    local admin; admin=$(cat "$admin_file")
+    wait_for "$target /ready LIVE" 30 sh -c "curl -sf --max-time 2 http://$admin/ready | grep -q LIVE"
+    url="http://127.0.0.1:$LISTEN_PORT/"
+    wait_for "$target to proxy to the upstream" 30 sh -c "test \"\$(curl -s --max-time 2 $url)\" = ok"
+    sleep 1
+    local idle; idle=$(rss_kb "$pid" VmRSS)
+    rm -f "$WORK/$target.rss" "$WORK/$target.rss.stop"
+    sampler "$pid" "$WORK/$target.rss" &
+    local spid=$!
+    PIDS+=("$spid")
+    for proto in "${PROTOS[@]}"; do one_run "$target" "$proto" "$rep" "$url" "$pid"; done
+    touch "$WORK/$target.rss.stop"; wait "$spid" 2>/dev/null || true
+    local peak hwm after
+    peak=$(cat "$WORK/$target.rss" 2>/dev/null || echo 0)
+    hwm=$(rss_kb "$pid" VmHWM)
+    sleep 2
+    after=$(rss_kb "$pid" VmRSS)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$rep" "$idle" "$peak" "$hwm" "$after" >>"$MEM"
+    log "$target rep $rep RSS: idle ${idle} KiB, peak in run ${peak} KiB (VmHWM ${hwm}), after ${after} KiB"
+    kill -0 "$pid" 2>/dev/null || die "$target exited during the run; see $WORK/$target.$rep.err"
+    curl -s --max-time 5 "http://$admin/stats" >"$WORK/$target.$rep.stats" || true
+    stop "$pid"
+}
+
+log "machine: $NCPU cores, load $(loadavg); $PLACEMENT"
+UPTIME_START=$(uptime)
+read -r -a ORDER <<<"$TARGETS"
+for rep in $(seq "$REPS"); do
+    for i in "${!ORDER[@]}"; do
+        run_target "${ORDER[$(((i + rep - 1) % ${#ORDER[@]}))]}" "$rep"
+    done
+done
+UPTIME_END=$(uptime)
+
+# --- report ------------------------------------------------------------------------------------
+med() { awk -F'\t' -v t="$1" -v p="$2" -v c="$3" '$1==t && $2==p {print $c}' "$RESULTS" | median; }
+medm() { awk -F'\t' -v t="$1" -v c="$2" '$1==t {print $c}' "$MEM" | median; }
+maxcol() { awk -F'\t' -v c="$1" 'NR==1||$c>m{m=$c} END{print m+0}' "$2"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="" || b=="" || b+0==0 || a=="nan" || b=="nan") print "-"; else printf "%.2fx", a/b }'; }
+fmt_us() { awk -v v="$1" 'BEGIN{ if (v=="" || v=="nan") print "-"; else if (v>=1000) printf "%.2f ms", v/1000; else printf "%.0f µs", v }'; }
+fmt_mb() { awk -v v="$1" 'BEGIN{ if (v=="" || v=="nan" || v+0==0) print "-"; else printf "%.1f MiB", v/1024 }'; }
+verdict() { awk -v r="$1" -v op="$2" -v g="$3" 'BEGIN{ sub(/x$/,"",r); if (r=="-") print "n/a";
+    else if ((op==">=" && r+0>=g) || (op=="<=" && r+0<=g)) print "**met**"; else print "**not met**" }'; }
+name_of() { case $1 in legate) echo legate-proxy ;; direct) echo "direct (no proxy)" ;; *) echo "$1" ;; esac; }
+has() { [[ " $TARGETS " == *" $1 "* ]]; }
+
+{
+    echo "## Legate benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "- machine: $NCPU cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
+    echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
+    echo "- Envoy $("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: //p' | head -1)"
+    echo "- legate-proxy $("$REL/legate-proxy" --version 2>/dev/null | sed -n 's/.*version: //p' | head -1)"
+    echo "- load: wrk $(wrk --version 2>&1 | head -1 | awk '{print $2}') \`wrk ${WRK_ARGS[*]} -d${DURATION}s URL\`$([[ $H2 == 1 ]] && echo "; h2load $(h2load --version | awk '{print $2}') \`h2load ${H2_ARGS[*]} -D $DURATION URL\` (h2c with prior knowledge; proxy → upstream stays HTTP/1.1)")"
+    echo "- upstream: \`legate-upstream --static-body ok\`; proxies: \`-c bootstrap.yaml --concurrency 1 --disable-hot-restart -l warning\` on the same bootstrap file"
+    echo "- per target: $REPS fresh starts, interleaved; each does a ${WARMUP}s warm-up then one ${DURATION}s measured run per protocol; medians over the $REPS"
+    echo "- placement: $PLACEMENT"
+    echo "- noise control: before each measured run the machine had to be ≤ ${QUIET_MAX}% busy for 2 s (waited ${WAITED}s in total); runs during which other processes used > ${NOISE_MAX}% of a core were redone: $(wc -l <"$DISCARDED") discarded; $(awk -F'\t' -v m="$NOISE_MAX" '$10>m' "$RESULTS" | wc -l) noisy run(s) kept after the retries ran out (⚠ below); max other CPU in a kept run: $(maxcol 10 "$RESULTS")% of a core"
+    echo "- uptime at start: \`$UPTIME_START\`"
+    echo "- uptime at end: \`$UPTIME_END\`"
+    echo
+    for proto in "${PROTOS[@]}"; do
+        if [[ $proto == h1 ]]; then echo "### HTTP/1.1 keep-alive (wrk, $CONNS connections)"; else echo "### h2c (h2load, $H2_CONNS connections × $H2_STREAMS streams)"; fi
+        echo
+        echo "| target | RPS | p50 | p99 | CPU/request of the target process (user + sys) | RSS idle | RSS peak (sampled) | VmHWM | RSS after |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        for t in $TARGETS; do
+            mem="| | | |"
+            [[ $t != direct ]] && mem="$(fmt_mb "$(medm "$t" 3)") | $(fmt_mb "$(medm "$t" 4)") | $(fmt_mb "$(medm "$t" 5)") | $(fmt_mb "$(medm "$t" 6)")"
+            [[ $t == direct ]] && mem="(upstream) | | | "
+            printf '| %s | %.0f | %s | %s | %.1f µs (%.1f + %.1f) | %s |\n' "$(name_of "$t")" "$(med "$t" "$proto" 4)" \
+                "$(fmt_us "$(med "$t" "$proto" 5)")" "$(fmt_us "$(med "$t" "$proto" 6)")" "$(med "$t" "$proto" 9)" \
+                "$(med "$t" "$proto" 13)" "$(med "$t" "$proto" 14)" "$mem"
+        done
+        echo
+        if has envoy && has legate; then
+            r_rps=$(ratio "$(med legate "$proto" 4)" "$(med envoy "$proto" 4)")
+            r_p50=$(ratio "$(med legate "$proto" 5)" "$(med envoy "$proto" 5)")
+            r_p99=$(ratio "$(med legate "$proto" 6)" "$(med envoy "$proto" 6)")
+            r_cpu=$(ratio "$(med legate "$proto" 9)" "$(med envoy "$proto" 9)")
+            r_rss=$(ratio "$(medm legate 4)" "$(medm envoy 4)")
+            echo "| legate-proxy ÷ Envoy | ratio | target | verdict |"
+            echo "|---|---:|---:|---|"
+            echo "| RPS | $r_rps | ≥ 3x | $(verdict "$r_rps" '>=' 3) |"
+            echo "| p50 latency | $r_p50 | | |"
+            echo "| p99 latency | $r_p99 | ≤ 0.5x | $(verdict "$r_p99" '<=' 0.5) |"
+            echo "| RSS (peak during the run) | $r_rss | ≤ 0.25x | $(verdict "$r_rss" '<=' 0.25) |"
+            echo "| CPU per request | $r_cpu | | |"
+            echo
+        fi
+        if has direct; then
+            line="RPS as a fraction of direct:"
+            for t in $TARGETS; do [[ $t == direct ]] || line+=" $(name_of "$t") $(ratio "$(med "$t" "$proto" 4)" "$(med direct "$proto" 4)");"; done
+            echo "${line%;}."
+            echo
+        fi
+    done
+    echo "<details><summary>every measured run</summary>"
+    echo
+    echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | other CPU % | busy before % | load1 |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    sort -t$'\t' -k2,2 -k1,1 -k3,3n "$RESULTS" | awk -F'\t' -v m="$NOISE_MAX" '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s%s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$10,($10>m?" ⚠":""),$11,$12}'
+    echo
+    if [[ -s $DISCARDED ]]; then
+        echo "Discarded runs (other processes > ${NOISE_MAX}% of a core, or profiled):"
+        echo
+        echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | other CPU % | busy before % | load1 |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        awk -F'\t' '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$10,$11,$12}' "$DISCARDED"
+        echo
+    fi
+    echo "| proxy | rep | RSS idle KiB | peak KiB | VmHWM KiB | after KiB |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    sort "$MEM" | awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6}'
+    echo
+    echo "</details>"
+} >"$WORK/report.md"
+
+cat "$WORK/report.md"
+if [[ -n ${OUT:-} ]]; then cp "$WORK/report.md" "$OUT"; fi
+exit 0
+}
