@@ -10,6 +10,7 @@
 //! [`Upstream`]: legate_test_upstream::Upstream
 
 mod bins;
+mod config_file;
 mod control_plane;
 mod envoy;
 mod h2c;
@@ -19,6 +20,7 @@ mod recorder;
 mod wait;
 
 pub use bins::{cargo_bin, envoy_bin, workspace_root};
+pub use config_file::{ConfigFile, Yaml};
 pub use control_plane::ControlPlane;
 pub use envoy::{Envoy, Flavor};
 pub use h2c::{H2Response, grpc_frame, h2c_send};

@@ -10,7 +10,6 @@
 use std::ffi::OsStr;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,7 +20,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use legate_e2e::upstream::Upstream;
 use legate_e2e::{
-    ControlPlane, Envoy, Flavor, HttpResponse, cargo_bin, free_port, http_get, run_with_deadline,
+    ConfigFile, ControlPlane, Envoy, Flavor, HttpResponse, Yaml, cargo_bin, free_port, http_get,
+    run_with_deadline,
 };
 use prost::Message;
 use serde_json::Value;
@@ -91,62 +91,6 @@ async fn start_data_plane(kind: DataPlane, bootstrap_yaml: String) -> RunningDat
 // ---------------------------------------------------------------------------
 // Configuration files
 // ---------------------------------------------------------------------------
-
-/// The services and ambassadors of a legate-cp YAML file.
-#[derive(Clone, Debug, Default)]
-struct Yaml {
-    services: Vec<(String, Vec<SocketAddr>)>,
-    ambassadors: Vec<(String, u16)>,
-}
-
-impl Yaml {
-    fn service(mut self, name: &str, endpoints: &[SocketAddr]) -> Yaml {
-        self.services.push((name.to_owned(), endpoints.to_vec()));
-        self
-    }
-
-    /// An ambassador listening on `127.0.0.1:<port>`, calling every service.
-    fn ambassador(mut self, name: &str, port: u16) -> Yaml {
-        self.ambassadors.push((name.to_owned(), port));
-        self
-    }
-
-    fn render(&self) -> String {
-        let mut out = String::from("services:\n");
-        for (name, endpoints) in &self.services {
-            let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
-            out += &format!("  {name}:\n    endpoints: [{}]\n", list.join(", "));
-        }
-        out += "ambassadors:\n";
-        for (name, port) in &self.ambassadors {
-            out += &format!("  {name}:\n    listen: 127.0.0.1:{port}\n");
-        }
-        out
-    }
-}
-
-/// A config file alone in its own temp dir (legate-cp watches the directory).
-struct ConfigFile {
-    dir: TempDir,
-    path: PathBuf,
-}
-
-impl ConfigFile {
-    fn new(text: &str) -> ConfigFile {
-        let dir = TempDir::with_prefix("legate-e2e-config-").expect("temp dir");
-        let path = dir.path().join("legate.yaml");
-        std::fs::write(&path, text).expect("writing config");
-        ConfigFile { dir, path }
-    }
-
-    /// Replaces the file atomically: write a temp file next to it, rename it
-    /// over the original.
-    fn replace(&self, text: &str) {
-        let tmp = self.dir.path().join(".legate.yaml.tmp");
-        std::fs::write(&tmp, text).expect("writing temp config");
-        std::fs::rename(&tmp, &self.path).expect("renaming temp config over the config");
-    }
-}
 
 /// 1-based (line, column) of byte `offset` in `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

@@ -24,8 +24,8 @@ use legate_control_plane::server::registry::Registry;
 use legate_control_plane::translate::{self, Resources};
 use legate_e2e::upstream::Upstream;
 use legate_e2e::{
-    ControlPlane, Envoy, Flavor, HttpResponse, cargo_bin, envoy_bin, free_port, http_get,
-    http_send, run_with_deadline, wait_until,
+    ConfigFile, ControlPlane, Envoy, Flavor, HttpResponse, Yaml, cargo_bin, envoy_bin, free_port,
+    http_get, http_send, run_with_deadline, wait_until,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -64,39 +64,12 @@ const CONFIG_DUMP_TYPES: [&str; 6] = [
 // Configuration files
 // ---------------------------------------------------------------------------
 
-/// The services and ambassadors of a legate-cp YAML file.
-#[derive(Clone, Debug, Default)]
-struct Yaml {
-    services: Vec<(String, Vec<SocketAddr>)>,
-    ambassadors: Vec<(String, u16)>,
+/// The resources legate-cp would serve to ambassador `amb` of `yaml`.
+trait Translate {
+    fn translate(&self, amb: &str) -> Resources;
 }
 
-impl Yaml {
-    fn service(mut self, name: &str, endpoints: &[SocketAddr]) -> Yaml {
-        self.services.push((name.to_owned(), endpoints.to_vec()));
-        self
-    }
-
-    /// An ambassador listening on `127.0.0.1:<port>`, calling every service.
-    fn ambassador(mut self, name: &str, port: u16) -> Yaml {
-        self.ambassadors.push((name.to_owned(), port));
-        self
-    }
-
-    fn render(&self) -> String {
-        let mut out = String::from("services:\n");
-        for (name, endpoints) in &self.services {
-            let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
-            out += &format!("  {name}:\n    endpoints: [{}]\n", list.join(", "));
-        }
-        out += "ambassadors:\n";
-        for (name, port) in &self.ambassadors {
-            out += &format!("  {name}:\n    listen: 127.0.0.1:{port}\n");
-        }
-        out
-    }
-
-    /// The resources legate-cp would serve to ambassador `amb`.
+impl Translate for Yaml {
     fn translate(&self, amb: &str) -> Resources {
         let config =
             legate_control_plane::config::load_str(Path::new("inline.yaml"), &self.render())
@@ -109,29 +82,6 @@ impl Yaml {
             .get(amb)
             .unwrap_or_else(|| panic!("no ambassador {amb} in the test config"));
         translate::ambassador(&config, ambassador)
-    }
-}
-
-/// A config file alone in its own temp dir (legate-cp watches the directory).
-struct ConfigFile {
-    dir: TempDir,
-    path: PathBuf,
-}
-
-impl ConfigFile {
-    fn new(text: &str) -> ConfigFile {
-        let dir = TempDir::with_prefix("legate-proxy-e2e-config-").expect("temp dir");
-        let path = dir.path().join("legate.yaml");
-        std::fs::write(&path, text).expect("writing config");
-        ConfigFile { dir, path }
-    }
-
-    /// Replaces the file atomically: write a temp file next to it, rename it
-    /// over the original.
-    fn replace(&self, text: &str) {
-        let tmp = self.dir.path().join(".legate.yaml.tmp");
-        std::fs::write(&tmp, text).expect("writing temp config");
-        std::fs::rename(&tmp, &self.path).expect("renaming temp config over the config");
     }
 }
 

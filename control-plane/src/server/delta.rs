@@ -4,19 +4,19 @@
 //! is stale. On reconnect the client's `initial_resource_versions` say what it already has, so
 //! unchanged resources are not sent again; deleted names go in `removed_resources`.
 
+use super::drive::StreamMachine;
 use super::registry::Registry;
 use super::sotw::control_plane_id;
 use super::stream::{StreamCore, aliases, clusters_still_referenced};
 use super::subscription::Subscription;
-use crate::cache::{Resource, Snapshots};
-use futures::StreamExt;
+use crate::cache::Resource;
 use legate_proto::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
 use legate_proto::type_url;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tonic::Status;
 
 /// What the client holds of one resource.
@@ -65,6 +65,27 @@ pub struct DeltaStream {
     out: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 }
 
+impl StreamMachine for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
+    fn core_mut(&mut self) -> &mut StreamCore {
+        &mut self.core
+    }
+
+    fn out(&self) -> &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>> {
+        &self.out
+    }
+
+    async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
+        self.handle_request(req).await
+    }
+
+    async fn push_all(&mut self) -> Result<(), Status> {
+        self.push_changes().await
+    }
+}
+
 impl DeltaStream {
     /// A stream that writes responses to `out`.
     pub fn new(
@@ -78,42 +99,7 @@ impl DeltaStream {
         }
     }
 
-    /// Runs until the client goes away or the response channel closes.
-    pub async fn run(
-        mut self,
-        mut requests: tonic::Streaming<DeltaDiscoveryRequest>,
-        mut updates: watch::Receiver<Arc<Snapshots>>,
-    ) {
-        loop {
-            tokio::select! {
-                req = requests.next() => match req {
-                    Some(Ok(req)) => {
-                        if let Err(status) = self.on_request(req).await {
-                            let _ = self.out.send(Err(status)).await;
-                            return;
-                        }
-                    }
-                    Some(Err(status)) => {
-                        tracing::debug!(stream = self.core.id, %status, "stream ended with error");
-                        return;
-                    }
-                    None => return,
-                },
-                changed = updates.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let snapshots = updates.borrow_and_update().clone();
-                    self.core.set_snapshots(snapshots);
-                    if self.push_all().await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
+    async fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Status> {
         let t = self.core.request_type(&req.type_url)?;
         self.core.observe_node(req.node.as_ref());
         self.core.observe_request(&t, &req.resource_names_subscribe);
@@ -186,10 +172,10 @@ impl DeltaStream {
                 });
             }
         }
-        self.push_all().await
+        self.push_changes().await
     }
 
-    async fn push_all(&mut self) -> Result<(), Status> {
+    async fn push_changes(&mut self) -> Result<(), Status> {
         for t in self.core.push_order() {
             if !self.types.contains_key(t) {
                 continue;

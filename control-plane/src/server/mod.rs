@@ -6,6 +6,7 @@
 
 pub mod csds;
 pub mod delta;
+mod drive;
 pub mod reflection;
 pub mod registry;
 mod services;

@@ -2,6 +2,7 @@
 
 use super::XdsServer;
 use super::delta::DeltaStream;
+use super::drive::{Responses, StreamMachine, drive};
 use super::registry::StreamKind;
 use super::sotw::SotwStream;
 use super::stream::StreamCore;
@@ -45,19 +46,7 @@ impl XdsServer {
         kind: StreamKind,
         fixed: Option<&'static str>,
     ) -> Response<SotwOut> {
-        let peer = super::peer_string(req.remote_addr());
-        let updates = self.cache.subscribe();
-        let core = StreamCore::new(
-            self.registry.clone(),
-            kind,
-            fixed,
-            peer,
-            updates.borrow().clone(),
-        );
-        let (tx, rx) = mpsc::channel(OUT_BUFFER);
-        let stream = SotwStream::new(core, tx);
-        tokio::spawn(stream.run(req.into_inner(), updates));
-        Response::new(ReceiverStream::new(rx))
+        self.open(req, kind, fixed, SotwStream::new)
     }
 
     fn open_delta(
@@ -66,6 +55,20 @@ impl XdsServer {
         kind: StreamKind,
         fixed: Option<&'static str>,
     ) -> Response<DeltaOut> {
+        self.open(req, kind, fixed, DeltaStream::new)
+    }
+
+    /// Registers a stream and runs its state machine (made by `machine`) in its own task.
+    fn open<M>(
+        &self,
+        req: Request<Streaming<M::Request>>,
+        kind: StreamKind,
+        fixed: Option<&'static str>,
+        machine: fn(StreamCore, Responses<M>) -> M,
+    ) -> Response<ReceiverStream<Result<M::Response, Status>>>
+    where
+        M: StreamMachine + 'static,
+    {
         let peer = super::peer_string(req.remote_addr());
         let updates = self.cache.subscribe();
         let core = StreamCore::new(
@@ -76,8 +79,7 @@ impl XdsServer {
             updates.borrow().clone(),
         );
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
-        let stream = DeltaStream::new(core, tx);
-        tokio::spawn(stream.run(req.into_inner(), updates));
+        tokio::spawn(drive(machine(core, tx), req.into_inner(), updates));
         Response::new(ReceiverStream::new(rx))
     }
 }

@@ -4,17 +4,17 @@
 //! `error_detail` marks a NACK, which is recorded and never answered by resending the same
 //! version; a re-subscribed name is sent again; LDS/CDS responses are complete.
 
+use super::drive::StreamMachine;
 use super::registry::Registry;
 use super::stream::{StreamCore, aliases, clusters_still_referenced, set_version};
 use super::subscription::Subscription;
-use crate::cache::{Resource, Snapshots};
-use futures::StreamExt;
+use crate::cache::Resource;
 use legate_proto::pb::envoy::config::core::v3::ControlPlane;
 use legate_proto::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use legate_proto::type_url;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tonic::Status;
 
 /// Identifies this control plane in responses.
@@ -47,6 +47,27 @@ pub struct SotwStream {
     out: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 }
 
+impl StreamMachine for SotwStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+
+    fn core_mut(&mut self) -> &mut StreamCore {
+        &mut self.core
+    }
+
+    fn out(&self) -> &mpsc::Sender<Result<DiscoveryResponse, Status>> {
+        &self.out
+    }
+
+    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
+        self.handle_request(req).await
+    }
+
+    async fn push_all(&mut self) -> Result<(), Status> {
+        self.push_changes().await
+    }
+}
+
 impl SotwStream {
     /// A stream that writes responses to `out`.
     pub fn new(core: StreamCore, out: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Self {
@@ -57,42 +78,7 @@ impl SotwStream {
         }
     }
 
-    /// Runs until the client goes away or the response channel closes.
-    pub async fn run(
-        mut self,
-        mut requests: tonic::Streaming<DiscoveryRequest>,
-        mut updates: watch::Receiver<Arc<Snapshots>>,
-    ) {
-        loop {
-            tokio::select! {
-                req = requests.next() => match req {
-                    Some(Ok(req)) => {
-                        if let Err(status) = self.on_request(req).await {
-                            let _ = self.out.send(Err(status)).await;
-                            return;
-                        }
-                    }
-                    Some(Err(status)) => {
-                        tracing::debug!(stream = self.core.id, %status, "stream ended with error");
-                        return;
-                    }
-                    None => return,
-                },
-                changed = updates.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let snapshots = updates.borrow_and_update().clone();
-                    self.core.set_snapshots(snapshots);
-                    if self.push_all().await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
+    async fn handle_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
         let t = self.core.request_type(&req.type_url)?;
         self.core.observe_node(req.node.as_ref());
         self.core.observe_request(&t, &req.resource_names);
@@ -136,12 +122,12 @@ impl SotwStream {
         let described = next.describe();
         st.subscription = next;
         registry.update_type(self.core.id, &t, |s| s.subscribed = described);
-        self.push_all().await
+        self.push_changes().await
     }
 
     /// Pushes every type whose content changed (or that must be resent), in make-before-break
     /// order on ADS: listeners and routes wait while clusters or endpoints are in flight.
-    async fn push_all(&mut self) -> Result<(), Status> {
+    async fn push_changes(&mut self) -> Result<(), Status> {
         for t in self.core.push_order() {
             if !self.types.contains_key(t) {
                 continue;
