@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Legate benchmark: the same load straight to the upstream, through Envoy and through
-# legate-proxy (same bootstrap, same flags, same wrk/h2load settings), in one run on one machine.
-# Prints a markdown report with medians and ratios to Envoy. See BENCHMARKS.md.
+# legate-proxy (same bootstrap, same flags, same wrk/h2load settings), in one run on one machine;
+# and through both proxies to an upstream that requires mTLS (certificates from
+# `legate-cp certs init`, delivered over SDS). Prints a markdown report with medians and ratios
+# to Envoy. See BENCHMARKS.md.
 #
 # Usage: bench/run.sh            (from anywhere inside the repository)
 # Knobs (environment variables; defaults in brackets):
@@ -9,14 +11,16 @@
 #   REPS [3]       measured runs per target        CONNS [32]  concurrent connections (wrk)
 #   H2 [1]         also run h2load over h2c (H2_CONNS [8] connections x H2_STREAMS [4] streams)
 #   PIN [1]        on >= 2 cores: proxy under test on core 1; wrk, h2load, upstream, legate-cp
-#                  and this script on core 0 (the same placement for all three targets)
+#                  and this script on core 0 (the same placement for all targets)
 #   QUIET_MAX [15] before each measured run, wait (up to QUIET_WAIT [300] s) until the machine
 #                  is at most this % busy over 2 s (something else compiling skews everything)
 #   NOISE_MAX [15] a measured run during which other processes used more than this % of one core
 #                  is discarded and redone, at most NOISE_RETRIES [3] times (same rule for all)
 #   WAIT_BUDGET [1800] once this many seconds went into waiting for quiet, stop waiting and stop
 #                  redoing noisy runs: measure as is (noisy runs are marked in the report)
-#   TARGETS ["direct envoy legate"]                SKIP_BUILD [0]  reuse existing release binaries
+#   TARGETS ["direct envoy legate envoy-mtls legate-mtls"]  (the -mtls ones: the proxy speaks
+#                  mTLS to the upstream; there is no direct mTLS target: wrk has no client
+#                  certificates)                   SKIP_BUILD [0]  reuse existing release binaries
 #   ENVOY [/root/.cache/legate-venv/.../envoy]     CARGO_TARGET_DIR [/root/.cache/legate-target]
 #   KEEP [0]       keep the scratch directory (logs, raw wrk/h2load output, admin /stats dumps)
 #   OUT [unset]    also write the final report (markdown) to this file
@@ -24,7 +28,7 @@
 #                  scratch directory; perf costs CPU, so use e.g. TARGETS=legate REPS=1, not for
 #                  the numbers)
 #
-# Repetitions are interleaved (rep 1: direct, envoy, legate; rep 2: envoy, legate, direct; ...)
+# Repetitions are interleaved (the order of TARGETS rotates by one per repetition)
 # so that slow drift on a shared machine does not land on one target. Each proxy repetition is a
 # fresh process: start, wait for /ready and a proxied 200, warm up, measure, sample RSS, stop.
 set -euo pipefail
@@ -46,45 +50,19 @@ WAIT_BUDGET=${WAIT_BUDGET:-1800}
 NOISE_MAX=${NOISE_MAX:-15}
 NOISE_RETRIES=${NOISE_RETRIES:-3}
 WAITED=0
-TARGETS=${TARGETS:-"direct envoy legate"}
-SKIP_BUILD=${SKIP_BUILD:-0}
-KEEP=${KEEP:-0}
+TARGETS=${TARGETS:-"direct envoy legate envoy-mtls legate-mtls"}
 PERF=${PERF:-0}
 [[ $PERF == 1 ]] && KEEP=1
-ENVOY=${ENVOY:-/root/.cache/legate-venv/lib/python3.11/site-packages/envoy/_bin/envoy}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/legate-target}
-
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-REL=$CARGO_TARGET_DIR/release
-WORK=$(mktemp -d /tmp/legate-bench.XXXXXX)
-PIDS=()
-
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ $KEEP == 1 || $rc != 0 ]]; then log "scratch directory kept: $WORK"; else rm -rf "$WORK"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+NAME=bench
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for tool in wrk timeout taskset curl awk sort getconf; do
-    command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y wrk nghttp2-client curl)"
+    need "$tool" "apt-get install -y wrk nghttp2-client curl"
 done
 if [[ $H2 == 1 ]] && ! command -v h2load >/dev/null; then
     log "h2load not found (apt-get install -y nghttp2-client): skipping h2c"; H2=0
 fi
-[[ -x $ENVOY ]] || die "Envoy not found at $ENVOY (set ENVOY=...)"
 PROTOS=(h1)
 [[ $H2 == 1 ]] && PROTOS+=(h2)
 
@@ -100,20 +78,6 @@ else
 fi
 
 # --- helpers -----------------------------------------------------------------------------------
-# wait_for DESC SECONDS CMD...: poll CMD every 100 ms until it succeeds or SECONDS pass.
-wait_for() {
-    local desc=$1 secs=$2; shift 2
-    local deadline=$((SECONDS + secs))
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || die "timed out after ${secs}s waiting for $desc"
-        sleep 0.1
-    done
-}
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo $((20000 + RANDOM % 20000))
-}
-rss_kb() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # task_ticks PID: utime+stime of all its threads (clock ticks; includes softirq work done in its
 # context: this kernel has no IRQ time accounting).
 task_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
@@ -124,27 +88,12 @@ child_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
 # busy_ticks: all CPUs' non-idle ticks.
 busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 CLK_TCK=$(getconf CLK_TCK)
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # to_us VALUE: wrk latency (e.g. 512.00us, 1.23ms, 1.01s) -> microseconds.
 to_us() {
     awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) m=1; else if (v ~ /ms$/) m=1000;
         else if (v ~ /m$/) m=60e6; else if (v ~ /s$/) m=1e6; else m=1; printf "%.1f", n*m }'
 }
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
-# start NAME CPUSET CMD...: background process with logs in $WORK; pid in $LAST_PID.
-start() {
-    local name=$1 cpus=$2; shift 2
-    taskset -c "$cpus" "$@" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-stop() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 # wait_quiet: until the whole machine is <= QUIET_MAX % busy over 2 s (our processes are idle
 # at this point). Sets QUIET to the last busy %.
 wait_quiet() {
@@ -165,42 +114,67 @@ wait_quiet() {
     done
 }
 
-# --- build -------------------------------------------------------------------------------------
-cd "$ROOT"
-if [[ $SKIP_BUILD != 1 ]]; then
-    log "building release binaries (timeout 40 min)"
-    timeout 2400 cargo build --release -p legate-proxy -p legate-control-plane -p legate-test-upstream >&2 ||
-        die "cargo build failed"
-fi
-for b in legate-proxy legate-cp legate-upstream; do [[ -x $REL/$b ]] || die "$REL/$b missing"; done
+# --- build ---------------------------------------------------------------------------------------
+build_release
 "$REL/legate-upstream" --help | grep -q -- --static-body || die "legate-upstream has no --static-body"
 
-# --- upstream, control plane, bootstrap --------------------------------------------------------
-start upstream "$LOAD_CPUS" "$REL/legate-upstream" --name bench --static-body ok --listen 127.0.0.1:0
-UP_PID=$LAST_PID
-wait_for "legate-upstream to listen" 20 grep -q 'listening on' "$WORK/upstream.out"
-UPSTREAM=$(sed -n 's/.*listening on //p' "$WORK/upstream.out" | head -1)
-log "upstream $UPSTREAM (pid $UP_PID)"
+has() { [[ " $TARGETS " == *" $1 "* ]]; }
+MTLS=0
+[[ " $TARGETS " == *-mtls* ]] && MTLS=1
+
+# --- upstreams, control planes, bootstraps -----------------------------------------------------
+# OURS: the benchmark's own processes besides the target and the load generator (their CPU is
+# not counted as noise).
+OURS=()
+start_upstream bench "$LOAD_CPUS" --static-body ok
+UP_PID=$LAST_PID; OURS+=("$LAST_PID"); PLAIN_UPSTREAM=$UPSTREAM
+log "upstream $PLAIN_UPSTREAM (pid $UP_PID)"
 
 LISTEN_PORT=$(free_port)
 cat >"$WORK/services.yaml" <<EOF
 services:
   bench:
-    endpoints: [$UPSTREAM]
+    endpoints: [$PLAIN_UPSTREAM]
 ambassadors:
   bench:
     listen: 127.0.0.1:$LISTEN_PORT
     routes: [{ prefix: /, service: bench }]
 EOF
-start legate-cp "$LOAD_CPUS" "$REL/legate-cp" serve --config "$WORK/services.yaml" \
-    --xds 127.0.0.1:0 --admin 127.0.0.1:0 --address-file "$WORK/cp-addr.json" -l warn
-CP_PID=$LAST_PID
-wait_for "legate-cp address file" 20 test -s "$WORK/cp-addr.json"
-XDS=$(sed -n 's/.*"xds": *"\([^"]*\)".*/\1/p' "$WORK/cp-addr.json")
-[[ -n $XDS ]] || die "no xds address in $(cat "$WORK/cp-addr.json")"
-timeout 30 "$REL/legate-cp" bootstrap envoy --node bench --xds "$XDS" --admin 127.0.0.1:0 >"$WORK/bootstrap.yaml" ||
-    die "legate-cp bootstrap failed"
-log "legate-cp pid $CP_PID, xds $XDS; bootstrap $WORK/bootstrap.yaml; ambassador 127.0.0.1:$LISTEN_PORT"
+start_control_plane legate-cp "$LOAD_CPUS" "$WORK/services.yaml" bench
+OURS+=("$LAST_PID"); PLAIN_BOOTSTRAP=$BOOTSTRAP
+log "legate-cp pid $LAST_PID, xds $XDS; bootstrap $BOOTSTRAP; ambassador 127.0.0.1:$LISTEN_PORT"
+
+if [[ $MTLS == 1 ]]; then
+    "$REL/legate-upstream" --help | grep -q -- --client-ca || die "legate-upstream has no --client-ca (TLS)"
+    # One CA; the upstream's server certificate (service `bench`) and the proxies' client
+    # certificate (service `client`), both from `legate-cp certs init`.
+    timeout 60 "$REL/legate-cp" certs init --out "$WORK/certs" --service bench --service client >&2 ||
+        die "legate-cp certs init failed"
+    start_upstream bench-mtls "$LOAD_CPUS" --static-body ok --tls-cert "$WORK/certs/bench.pem" \
+        --tls-key "$WORK/certs/bench.key" --client-ca "$WORK/certs/ca.pem"
+    OURS+=("$LAST_PID"); MTLS_UPSTREAM=$UPSTREAM
+    MTLS_PORT=$(free_port)
+    cat >"$WORK/services-mtls.yaml" <<EOF
+services:
+  bench:
+    endpoints: [$MTLS_UPSTREAM]
+    tls:
+      ca: certs/ca.pem
+      cert: certs/client.pem
+      key: certs/client.key
+      sni: bench
+      verify_san: [spiffe://example.org/ns/default/sa/bench]
+ambassadors:
+  bench:
+    listen: 127.0.0.1:$MTLS_PORT
+    routes: [{ prefix: /, service: bench }]
+EOF
+    start_control_plane legate-cp-mtls "$LOAD_CPUS" "$WORK/services-mtls.yaml" bench
+    OURS+=("$LAST_PID"); MTLS_BOOTSTRAP=$BOOTSTRAP
+    log "mTLS upstream $MTLS_UPSTREAM; legate-cp xds $XDS; bootstrap $BOOTSTRAP; ambassador 127.0.0.1:$MTLS_PORT"
+fi
+# ours_ticks: CPU ticks of OURS.
+ours_ticks() { local t=0 p; for p in "${OURS[@]}"; do t=$((t + $(task_ticks "$p"))); done; echo "$t"; }
 
 # --- load runs ---------------------------------------------------------------------------------
 WRK_ARGS=(-t1 "-c$CONNS" --latency)
@@ -262,7 +236,7 @@ one_run() {
         wait_quiet
         local p0 o0 c0 b0 p1 o1 c1 b1
         local u0 u1
-        u0=$(task_user_ticks "$pid"); p0=$(task_ticks "$pid"); o0=$(($(task_ticks "$UP_PID") + $(task_ticks "$CP_PID"))); c0=$(child_ticks); b0=$(busy_ticks)
+        u0=$(task_user_ticks "$pid"); p0=$(task_ticks "$pid"); o0=$(ours_ticks); c0=$(child_ticks); b0=$(busy_ticks)
         if [[ $target != direct ]]; then o0=$((o0 + p0)); fi
         local perf_pid=
         if [[ $PERF == 1 && $target == legate && $attempt == 0 ]]; then
@@ -277,7 +251,7 @@ one_run() {
                 grep -v '^#' | grep '%' | head -60 >"$WORK/legate.$proto.$rep.perf.txt" || true
             log "perf profile: $WORK/legate.$proto.$rep.perf.txt"
         fi
-        u1=$(task_user_ticks "$pid"); p1=$(task_ticks "$pid"); o1=$(($(task_ticks "$UP_PID") + $(task_ticks "$CP_PID"))); c1=$(child_ticks); b1=$(busy_ticks)
+        u1=$(task_user_ticks "$pid"); p1=$(task_ticks "$pid"); o1=$(ours_ticks); c1=$(child_ticks); b1=$(busy_ticks)
         if [[ $target != direct ]]; then o1=$((o1 + p1)); fi
         ((ERRS == 0)) || die "$target/$proto rep $rep: $ERRS errors; see $WORK/$target.$proto.$rep"
         # CPU of the target process per request; CPU used by anything else (% of one core)
@@ -306,24 +280,17 @@ one_run() {
 }
 
 run_target() {
-    local target=$1 rep=$2 pid url bin proto
+    local target=$1 rep=$2 pid url proto
     if [[ $target == direct ]]; then
-        for proto in "${PROTOS[@]}"; do one_run direct "$proto" "$rep" "http://$UPSTREAM/" "$UP_PID"; done
+        for proto in "${PROTOS[@]}"; do one_run direct "$proto" "$rep" "http://$PLAIN_UPSTREAM/" "$UP_PID"; done
         return
     fi
-    case $target in
-        envoy) bin=$ENVOY ;;
-        legate) bin=$REL/legate-proxy ;;
-        *) die "unknown target $target" ;;
-    esac
-    local admin_file=$WORK/$target.$rep.admin
-    start "$target.$rep" "$PROXY_CPUS" "$bin" -c "$WORK/bootstrap.yaml" --concurrency 1 --disable-hot-restart \
-        -l warning --admin-address-path "$admin_file"
+    local bootstrap=$PLAIN_BOOTSTRAP port=$LISTEN_PORT
+    [[ $target == *-mtls ]] && { bootstrap=$MTLS_BOOTSTRAP; port=$MTLS_PORT; }
+    start_proxy "${target%-mtls}" "$target.$rep" "$PROXY_CPUS" "$bootstrap"
     pid=$LAST_PID
-    wait_for "$target admin address" 30 test -s "$admin_file"
-    local admin; admin=$(cat "$admin_file")
-    wait_for "$target /ready LIVE" 30 sh -c "curl -sf --max-time 2 http://$admin/ready | grep -q LIVE"
-    url="http://127.0.0.1:$LISTEN_PORT/"
+    local admin=$ADMIN
+    url="http://127.0.0.1:$port/"
     wait_for "$target to proxy to the upstream" 30 sh -c "test \"\$(curl -s --max-time 2 $url)\" = ok"
     sleep 1
     local idle; idle=$(rss_kb "$pid" VmRSS)
@@ -364,8 +331,31 @@ fmt_us() { awk -v v="$1" 'BEGIN{ if (v=="" || v=="nan") print "-"; else if (v>=1
 fmt_mb() { awk -v v="$1" 'BEGIN{ if (v=="" || v=="nan" || v+0==0) print "-"; else printf "%.1f MiB", v/1024 }'; }
 verdict() { awk -v r="$1" -v op="$2" -v g="$3" 'BEGIN{ sub(/x$/,"",r); if (r=="-") print "n/a";
     else if ((op==">=" && r+0>=g) || (op=="<=" && r+0<=g)) print "**met**"; else print "**not met**" }'; }
-name_of() { case $1 in legate) echo legate-proxy ;; direct) echo "direct (no proxy)" ;; *) echo "$1" ;; esac; }
-has() { [[ " $TARGETS " == *" $1 "* ]]; }
+name_of() {
+    case $1 in
+        legate) echo legate-proxy ;; direct) echo "direct (no proxy)" ;;
+        legate-mtls) echo "legate-proxy, mTLS upstream" ;; envoy-mtls) echo "envoy, mTLS upstream" ;;
+        *) echo "$1" ;;
+    esac
+}
+# ratios ENVOY_TARGET LEGATE_TARGET TITLE: legate-proxy ÷ Envoy against the issue's targets
+# (for the protocol in $proto).
+ratios() {
+    local e=$1 l=$2 r_rps r_p50 r_p99 r_cpu r_rss
+    r_rps=$(ratio "$(med "$l" "$proto" 4)" "$(med "$e" "$proto" 4)")
+    r_p50=$(ratio "$(med "$l" "$proto" 5)" "$(med "$e" "$proto" 5)")
+    r_p99=$(ratio "$(med "$l" "$proto" 6)" "$(med "$e" "$proto" 6)")
+    r_cpu=$(ratio "$(med "$l" "$proto" 9)" "$(med "$e" "$proto" 9)")
+    r_rss=$(ratio "$(medm "$l" 4)" "$(medm "$e" 4)")
+    echo "| $3 | ratio | target | verdict |"
+    echo "|---|---:|---:|---|"
+    echo "| RPS | $r_rps | ≥ 3x | $(verdict "$r_rps" '>=' 3) |"
+    echo "| p50 latency | $r_p50 | | |"
+    echo "| p99 latency | $r_p99 | ≤ 0.5x | $(verdict "$r_p99" '<=' 0.5) |"
+    echo "| RSS (peak during the run) | $r_rss | ≤ 0.25x | $(verdict "$r_rss" '<=' 0.25) |"
+    echo "| CPU per request | $r_cpu | | |"
+    echo
+}
 
 {
     echo "## Legate benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -376,6 +366,7 @@ has() { [[ " $TARGETS " == *" $1 "* ]]; }
     echo "- legate-proxy $("$REL/legate-proxy" --version 2>/dev/null | sed -n 's/.*version: //p' | head -1)"
     echo "- load: wrk $(wrk --version 2>&1 | head -1 | awk '{print $2}') \`wrk ${WRK_ARGS[*]} -d${DURATION}s URL\`$([[ $H2 == 1 ]] && echo "; h2load $(h2load --version | awk '{print $2}') \`h2load ${H2_ARGS[*]} -D $DURATION URL\` (h2c with prior knowledge; proxy → upstream stays HTTP/1.1)")"
     echo "- upstream: \`legate-upstream --static-body ok\`; proxies: \`-c bootstrap.yaml --concurrency 1 --disable-hot-restart -l warning\` on the same bootstrap file"
+    [[ $MTLS == 1 ]] && echo "- mTLS upstream (the \`-mtls\` targets): \`legate-upstream --static-body ok --tls-cert bench.pem --tls-key bench.key --client-ca ca.pem\` (rustls, requires a client certificate), certificates from \`legate-cp certs init --service bench --service client\`; the service has \`tls: {ca, cert: client.pem, key: client.key, sni: bench, verify_san: [spiffe://example.org/ns/default/sa/bench]}\` (UpstreamTlsContext, certificates over SDS), HTTP/1.1 over TLS to the upstream; both proxies get the same bootstrap from a second legate-cp; no direct run (wrk has no client certificates)"
     echo "- per target: $REPS fresh starts, interleaved; each does a ${WARMUP}s warm-up then one ${DURATION}s measured run per protocol; medians over the $REPS"
     echo "- placement: $PLACEMENT"
     echo "- noise control: before each measured run the machine had to be ≤ ${QUIET_MAX}% busy for 2 s (waited ${WAITED}s in total); runs during which other processes used > ${NOISE_MAX}% of a core were redone: $(wc -l <"$DISCARDED") discarded; $(awk -F'\t' -v m="$NOISE_MAX" '$10>m' "$RESULTS" | wc -l) noisy run(s) kept after the retries ran out (⚠ below); max other CPU in a kept run: $(maxcol 10 "$RESULTS")% of a core"
@@ -396,24 +387,11 @@ has() { [[ " $TARGETS " == *" $1 "* ]]; }
                 "$(med "$t" "$proto" 13)" "$(med "$t" "$proto" 14)" "$mem"
         done
         echo
-        if has envoy && has legate; then
-            r_rps=$(ratio "$(med legate "$proto" 4)" "$(med envoy "$proto" 4)")
-            r_p50=$(ratio "$(med legate "$proto" 5)" "$(med envoy "$proto" 5)")
-            r_p99=$(ratio "$(med legate "$proto" 6)" "$(med envoy "$proto" 6)")
-            r_cpu=$(ratio "$(med legate "$proto" 9)" "$(med envoy "$proto" 9)")
-            r_rss=$(ratio "$(medm legate 4)" "$(medm envoy 4)")
-            echo "| legate-proxy ÷ Envoy | ratio | target | verdict |"
-            echo "|---|---:|---:|---|"
-            echo "| RPS | $r_rps | ≥ 3x | $(verdict "$r_rps" '>=' 3) |"
-            echo "| p50 latency | $r_p50 | | |"
-            echo "| p99 latency | $r_p99 | ≤ 0.5x | $(verdict "$r_p99" '<=' 0.5) |"
-            echo "| RSS (peak during the run) | $r_rss | ≤ 0.25x | $(verdict "$r_rss" '<=' 0.25) |"
-            echo "| CPU per request | $r_cpu | | |"
-            echo
-        fi
+        if has envoy && has legate; then ratios envoy legate "legate-proxy ÷ Envoy"; fi
+        if has envoy-mtls && has legate-mtls; then ratios envoy-mtls legate-mtls "mTLS upstream: legate-proxy ÷ Envoy"; fi
         if has direct; then
             line="RPS as a fraction of direct:"
-            for t in $TARGETS; do [[ $t == direct ]] || line+=" $(name_of "$t") $(ratio "$(med "$t" "$proto" 4)" "$(med direct "$proto" 4)");"; done
+            for t in $TARGETS; do [[ $t == direct || $t == *-mtls ]] || line+=" $(name_of "$t") $(ratio "$(med "$t" "$proto" 4)" "$(med direct "$proto" 4)");"; done
             echo "${line%;}."
             echo
         fi

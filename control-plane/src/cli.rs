@@ -151,9 +151,20 @@ pub enum BootstrapKind {
         #[arg(long, default_value = "127.0.0.1:18000")]
         xds: String,
         /// Declare the `default` file_watcher certificate provider over DIR/<node>.pem,
-        /// DIR/<node>.key and DIR/ca.pem (the layout of `legate-cp certs init`).
+        /// DIR/<node>.key and DIR/ca.pem (the layout of `legate-cp certs init`): the
+        /// application's certificate and CA for services with `tls` (gRFC A29).
         #[arg(long)]
         cert_dir: Option<PathBuf>,
+        /// Reach the control plane over TLS (`channel_creds` type `tls`, gRFC A65), verifying
+        /// it with this CA (PEM file path, read by the application).
+        #[arg(long)]
+        xds_tls_ca: Option<PathBuf>,
+        /// Client certificate for mTLS towards the control plane.
+        #[arg(long, requires_all = ["xds_tls_key", "xds_tls_ca"])]
+        xds_tls_cert: Option<PathBuf>,
+        /// Private key of --xds-tls-cert.
+        #[arg(long, requires = "xds_tls_cert")]
+        xds_tls_key: Option<PathBuf>,
     },
 }
 
@@ -260,8 +271,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     node,
                     xds,
                     cert_dir,
+                    xds_tls_ca,
+                    xds_tls_cert,
+                    xds_tls_key,
                 },
         } => {
+            let xds_tls = xds_client_tls(xds_tls_ca, xds_tls_cert, xds_tls_key, None)?.map(|t| {
+                crate::grpc_bootstrap::XdsChannelTls {
+                    ca: t.ca,
+                    client: t.client,
+                }
+            });
             let (host, port) = split_host_port(&xds)?;
             let host = if host.contains(':') {
                 format!("[{host}]")
@@ -273,6 +293,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 id_suffix: format!("{:08x}", rand::random::<u32>()),
                 xds: format!("{host}:{port}"),
                 cert_dir,
+                xds_tls,
             };
             println!("{}", serde_json::to_string_pretty(&b.to_json())?);
             Ok(ExitCode::SUCCESS)

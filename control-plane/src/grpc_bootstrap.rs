@@ -6,7 +6,14 @@
 //!
 //! With `--cert-dir DIR`, the file also declares the `file_watcher` certificate provider
 //! `default` over `DIR/<node>.pem`, `DIR/<node>.key` and `DIR/ca.pem` (the layout of
-//! `legate-cp certs init --service <node>`), which gRFC A29 security refers to by name.
+//! `legate-cp certs init --service <node>`). The gRPC flavour's TLS clusters name it (gRFC A29,
+//! `translate/grpc/tls.rs`): one instance, the application's own identity and trust, for
+//! every TLS service it calls.
+//!
+//! With `--xds-tls-ca` (and `--xds-tls-cert`/`--xds-tls-key` for mTLS), the xDS server entry's
+//! `channel_creds` is `[{"type": "tls", "config": {...}}]` (gRFC A65) instead of `insecure`,
+//! for a control plane serving xDS over TLS (`serve --xds-tls-cert ...`). No `insecure`
+//! fallback follows it: a client that lacks `tls` fails rather than talk in plaintext.
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -28,6 +35,31 @@ pub struct GrpcBootstrap {
     pub xds: String,
     /// Where the application's certificate, key and CA are (see the module docs).
     pub cert_dir: Option<PathBuf>,
+    /// TLS towards the control plane (absolute paths); `None` is plaintext.
+    pub xds_tls: Option<XdsChannelTls>,
+}
+
+/// The files of the `tls` channel credentials towards the control plane (gRFC A65).
+#[derive(Clone, Debug)]
+pub struct XdsChannelTls {
+    /// CA that verifies the control plane's certificate (`ca_certificate_file`).
+    pub ca: PathBuf,
+    /// Client certificate and key for mTLS (`certificate_file`, `private_key_file`).
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl XdsChannelTls {
+    /// The `channel_creds` entry.
+    fn channel_creds(&self) -> Value {
+        let path = |p: &Path| absolute(p).display().to_string();
+        let mut config = json!({"ca_certificate_file": path(&self.ca)});
+        if let Some((cert, key)) = &self.client {
+            config["certificate_file"] = json!(path(cert));
+            config["private_key_file"] = json!(path(key));
+        }
+        config["refresh_interval"] = json!(REFRESH_INTERVAL);
+        json!({"type": "tls", "config": config})
+    }
 }
 
 impl GrpcBootstrap {
@@ -36,7 +68,10 @@ impl GrpcBootstrap {
         let mut out = json!({
             "xds_servers": [{
                 "server_uri": self.xds,
-                "channel_creds": [{"type": "insecure"}],
+                "channel_creds": [self.xds_tls.as_ref().map_or_else(
+                    || json!({"type": "insecure"}),
+                    XdsChannelTls::channel_creds,
+                )],
                 "server_features": ["xds_v3"],
             }],
             "node": {
@@ -82,6 +117,7 @@ mod tests {
             id_suffix: "0000abcd".into(),
             xds: "127.0.0.1:18000".into(),
             cert_dir: cert_dir.map(PathBuf::from),
+            xds_tls: None,
         }
         .to_json()
     }
@@ -127,5 +163,45 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(Path::new(&cert).is_absolute(), "{cert}");
+    }
+
+    #[test]
+    fn xds_tls_becomes_tls_channel_creds() {
+        let with = |client: bool| {
+            GrpcBootstrap {
+                node: "checkout".into(),
+                id_suffix: "0000abcd".into(),
+                xds: "127.0.0.1:18000".into(),
+                cert_dir: None,
+                xds_tls: Some(XdsChannelTls {
+                    ca: "/etc/legate/certs/ca.pem".into(),
+                    client: client.then(|| {
+                        (
+                            "/etc/legate/certs/checkout.pem".into(),
+                            "/etc/legate/certs/checkout.key".into(),
+                        )
+                    }),
+                }),
+            }
+            .to_json()["xds_servers"][0]["channel_creds"]
+                .clone()
+        };
+        assert_eq!(
+            with(true),
+            json!([{"type": "tls", "config": {
+                "ca_certificate_file": "/etc/legate/certs/ca.pem",
+                "certificate_file": "/etc/legate/certs/checkout.pem",
+                "private_key_file": "/etc/legate/certs/checkout.key",
+                "refresh_interval": "60s",
+            }}])
+        );
+        assert_eq!(
+            with(false),
+            json!([{"type": "tls", "config": {
+                "ca_certificate_file": "/etc/legate/certs/ca.pem",
+                "refresh_interval": "60s",
+            }}]),
+            "TLS without a client certificate"
+        );
     }
 }

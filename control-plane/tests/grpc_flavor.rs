@@ -314,13 +314,25 @@ fn invariants_between_flavors() {
 
     let grpc = all_resources(&snapshots, Flavor::Grpc);
     assert!(!grpc.is_empty());
+    let mut grpc_ledger = false;
     for (t, any) in &grpc {
         assert_ne!(t, SECRET, "a gRPC client got a secret");
         match t.as_str() {
             CLUSTER => {
                 let c: Cluster = unpack(any).expect("cluster");
-                assert!(c.transport_socket.is_none(), "{}: TLS is A29-only", c.name);
-                assert_ne!(c.name, "ledger", "a TLS service is left out until A29");
+                let json = legate_proto::json::to_json(&c).expect("json").to_string();
+                assert!(!json.contains("sds"), "{}: SDS in the gRPC flavour", c.name);
+                if c.name == "ledger" {
+                    // gRFC A29: certificate providers of the client's bootstrap.
+                    assert!(
+                        json.contains("\"ca_certificate_provider_instance\"")
+                            && json.contains("\"tls_certificate_provider_instance\""),
+                        "{json}"
+                    );
+                    grpc_ledger = true;
+                } else {
+                    assert!(c.transport_socket.is_none(), "{}", c.name);
+                }
             }
             LISTENER => {
                 let l: Listener = unpack(any).expect("listener");
@@ -354,6 +366,7 @@ fn invariants_between_flavors() {
             other => panic!("unexpected type {other}"),
         }
     }
+    assert!(grpc_ledger, "the TLS service is offered to gRPC clients");
     // The Envoy flavour of `ledger` carries its TLS through SDS; never the gRPC one.
     let ledger = snapshots.by_ambassador["checkout"]
         .of(CLUSTER)

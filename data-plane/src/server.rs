@@ -1,10 +1,15 @@
 //! Process wiring: bootstrap → stats → runtime manager → static resources → admin → ADS.
+//!
+//! Threads, as in Envoy: the main thread runs a current-thread runtime for xDS, the admin API
+//! and the stats flush; `--concurrency N` worker threads each run their own event loop
+//! ([`Workers`]) with their share of every listener's connections.
 
 use crate::admin::{self, AdminCtx};
 use crate::bootstrap::{self, BootstrapConfig};
 use crate::cli::{Mode, Options};
 use crate::config::{self, Discovery};
 use crate::proxy::listener::ListenerManager;
+use crate::proxy::workers::Workers;
 use crate::runtime::Runtime;
 use crate::runtime::manager::{InitPolicy, Manager};
 use crate::stats::Store;
@@ -51,8 +56,7 @@ pub fn main() -> ExitCode {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -62,7 +66,14 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(opts, boot, workers))
+    let threads = match Workers::start(workers) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("legate-proxy: cannot start the worker threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(opts, boot, workers, threads))
 }
 
 fn init_tracing(level: &str) {
@@ -155,7 +166,8 @@ impl Embedded {
 
 /// Runs `legate-proxy` inside another program (the demo) on the caller's tokio runtime: the
 /// same wiring as the `legate-proxy` binary (static resources, admin, ADS), without tracing
-/// initialisation or signal handling, which stay the caller's. Returns once the admin listener
+/// initialisation or signal handling, which stay the caller's, and without worker threads
+/// (listeners run on the caller's runtime; `--concurrency` only sets `server.concurrency`). Returns once the admin listener
 /// is bound and the ADS client is started; the proxy's tasks then run until the runtime shuts
 /// down. Errors read like the binary's, without the `legate-proxy: ` prefix.
 pub async fn run_embedded(boot: BootstrapConfig, opts: Options) -> Result<Embedded, String> {
@@ -165,11 +177,11 @@ pub async fn run_embedded(boot: BootstrapConfig, opts: Options) -> Result<Embedd
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    start(&opts, boot, workers).await
+    start(&opts, boot, workers, Workers::ambient()).await
 }
 
-async fn run(opts: Options, boot: BootstrapConfig, workers: usize) -> ExitCode {
-    let mut proxy = match start(&opts, boot, workers).await {
+async fn run(opts: Options, boot: BootstrapConfig, workers: usize, threads: Workers) -> ExitCode {
+    let mut proxy = match start(&opts, boot, workers, threads).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("legate-proxy: {e}");
@@ -192,7 +204,12 @@ async fn run(opts: Options, boot: BootstrapConfig, workers: usize) -> ExitCode {
 }
 
 /// Everything but the wait for a signal: shared by [`run`] and [`run_embedded`].
-async fn start(opts: &Options, boot: BootstrapConfig, workers: usize) -> Result<Embedded, String> {
+async fn start(
+    opts: &Options,
+    boot: BootstrapConfig,
+    workers: usize,
+    threads: Workers,
+) -> Result<Embedded, String> {
     let started = Instant::now();
     // The bootstrap is in force from now on (its `last_updated` in `/config_dump`).
     let loaded = SystemTime::now();
@@ -201,7 +218,11 @@ async fn start(opts: &Options, boot: BootstrapConfig, workers: usize) -> Result<
     // Envoy shows histograms as of the last stats flush (stats_flush_interval, default 5 s).
     store.spawn_flush_task(Duration::from_secs(5));
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::default()));
-    let listeners = Arc::new(ListenerManager::new(store.clone(), runtime.clone()));
+    let listeners = Arc::new(ListenerManager::with_workers(
+        store.clone(),
+        runtime.clone(),
+        threads,
+    ));
     let init = InitPolicy {
         wait_cds: boot.ads.is_some() && boot.cds_via_ads,
         wait_lds: boot.ads.is_some() && boot.lds_via_ads,
@@ -223,13 +244,28 @@ async fn start(opts: &Options, boot: BootstrapConfig, workers: usize) -> Result<
             std::fs::write(path, &bound)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
+        // One descriptor pool (decoded and freed again) for both. `/server_info` and the
+        // bootstrap in `/config_dump` show the node as the xDS client sends it: the
+        // bootstrap's, with the user agent set (Envoy sets it on its bootstrap at start-up).
+        let (bootstrap, node) = {
+            let codec = legate_proto::json::Codec::new();
+            // Every message here came from the descriptor pool's own types: encoding cannot fail.
+            let mut bootstrap = codec.to_json(&boot.bootstrap).unwrap_or_default();
+            let node = codec
+                .to_json(&xds::with_user_agent(boot.node.clone()))
+                .unwrap_or_else(|_| serde_json::json!({}));
+            if let Some(b) = bootstrap.as_object_mut() {
+                b.insert("node".into(), node.clone());
+            }
+            (bootstrap, node)
+        };
         let ctx = Arc::new(AdminCtx {
             store: store.clone(),
             manager: manager.clone(),
-            bootstrap: boot.to_json(),
+            bootstrap,
             bootstrap_loaded: loaded,
             options: admin::command_line_options(opts, workers),
-            node: legate_proto::json::to_json(&boot.node).unwrap_or_default(),
+            node,
             started,
             quit: quit_tx,
         });
@@ -238,6 +274,8 @@ async fn start(opts: &Options, boot: BootstrapConfig, workers: usize) -> Result<
     if let Some(ads) = &boot.ads {
         let (endpoints, connect_timeout, tls) = xds_endpoints(&boot, &ads.cluster_name)
             .map_err(|e| format!("error initializing configuration: {e}"))?;
+        // The xDS channel's handshakes count as the xDS cluster's `ssl.*`, as in Envoy.
+        let tls = tls.map(|t| t.with_stats(crate::tls::SslStats::new(&store, &ads.cluster_name)));
         let cfg = XdsClientConfig {
             endpoints,
             node: boot.node.clone(),

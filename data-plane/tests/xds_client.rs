@@ -433,6 +433,38 @@ async fn delta_receives_all_four_types_and_acks_them() {
     receives_everything_and_acks(true).await;
 }
 
+/// legate-proxy names itself as Envoy does (`user_agent_name: envoy`), with its own version
+/// string; legate-cp reads the user agent and serves the Envoy flavour.
+#[tokio::test]
+async fn node_carries_the_envoy_user_agent() {
+    use legate_control_plane::cache::Flavor;
+    use legate_proto::pb::envoy::config::core::v3::node::UserAgentVersionType;
+    let cp = ControlPlane::start(BASE);
+    let sink = Arc::new(TestSink::default());
+    let _client = cp.client(&sink, false);
+    converge(&cp, &sink).await;
+    let seen = cp
+        .registry()
+        .snapshot()
+        .into_iter()
+        .last()
+        .expect("a client");
+    assert_eq!(seen.user_agent, "envoy");
+    assert_eq!(seen.flavor, Some(Flavor::Envoy));
+    let node = seen.node.expect("the node");
+    assert_eq!(
+        node.user_agent_version_type,
+        Some(UserAgentVersionType::UserAgentVersion(format!(
+            "legate-proxy/{}",
+            env!("CARGO_PKG_VERSION")
+        )))
+    );
+    assert_eq!(
+        (node.id.as_str(), node.cluster.as_str()),
+        ("proxy-1", "checkout")
+    );
+}
+
 async fn nack_then_recover(delta: bool) {
     const MESSAGE: &str = "cluster payments: connect_timeout: must be positive";
     let mut cp = ControlPlane::start(BASE);

@@ -62,6 +62,22 @@ pub const MIX: [Call; 8] = [
     },
 ];
 
+/// The call to the mTLS service, added to every round of [`MIX`] when the demo runs it.
+pub const LEDGER: Call = Call {
+    path: "/ledger/entries",
+    service: crate::mtls::SERVICE,
+};
+
+/// The app's calls, in order: [`MIX`], and [`LEDGER`] when `mtls` (the local demo runs the
+/// mTLS service; docker compose does not).
+pub fn mix(mtls: bool) -> Vec<Call> {
+    let mut calls = MIX.to_vec();
+    if mtls {
+        calls.push(LEDGER);
+    }
+    calls
+}
+
 /// How long one call may take before the app gives up (above the route timeouts).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -257,14 +273,21 @@ impl AppStats {
     }
 }
 
-/// Calls the ambassador at `target` `rate` times a second, cycling through [`MIX`], until `stop`
-/// turns true; then waits (up to [`CALL_TIMEOUT`]) for the calls in flight.
+/// Calls the ambassador at `target` `rate` times a second, cycling through `calls` (see
+/// [`mix`]), until `stop` turns true; then waits (up to [`CALL_TIMEOUT`]) for the calls in
+/// flight.
 pub async fn run(
     target: SocketAddr,
     rate: f64,
+    calls: Vec<Call>,
     stats: Arc<Mutex<AppStats>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let calls = if calls.is_empty() {
+        MIX.to_vec()
+    } else {
+        calls
+    };
     let client = client();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -278,7 +301,7 @@ pub async fn run(
         if *stop.borrow() {
             break;
         }
-        let call = MIX[n % MIX.len()];
+        let call = calls[n % calls.len()];
         n += 1;
         let (client, stats) = (client.clone(), stats.clone());
         in_flight.spawn(async move {

@@ -1,9 +1,11 @@
 //! `legate-demo`: the ambassador pattern on one machine, in one command.
 //!
 //! `cargo run --release -p legate-demo` starts, on loopback:
-//! - legate-cp (in-process) serving `examples/services.yaml` when run from the repository root
-//!   (so editing that file changes the running demo), else a copy of it embedded at build time;
-//! - the upstream instances of [`topology::INSTANCES`] (one of them flaky), in-process;
+//! - legate-cp (in-process) serving a copy of `examples/services.yaml` (when run from the
+//!   repository root, else of a copy embedded at build time) that follows every edit of it,
+//!   with the mTLS service `ledger` added (see [`mtls`]);
+//! - the upstream instances of [`topology::INSTANCES`] (one of them flaky), and `ledger-1`
+//!   (TLS, requiring client certificates made by `legate-cp certs init` at start), in-process;
 //! - the ambassador: legate-proxy in-process, or stock Envoy (`--envoy`, from `ENVOY_BIN`) as a
 //!   child process, both on the bootstrap `legate-cp bootstrap envoy --node checkout` prints;
 //! - an "app" calling `http://127.0.0.1:10000/payments/...` and friends at a steady rate;
@@ -13,6 +15,7 @@
 
 mod ambassador;
 mod app;
+mod mtls;
 mod summary;
 mod topology;
 
@@ -146,6 +149,8 @@ fn main() -> ExitCode {
                     target,
                     rate: output.rate,
                     config_file: None,
+                    served_as: None,
+                    mtls: false,
                 };
                 app_only(sources, &output, &mut signals).await
             }
@@ -236,7 +241,8 @@ async fn local(args: Local, signals: &mut Signals) -> anyhow::Result<()> {
 
 async fn local_in(args: &Local, dir: &Path, signals: &mut Signals) -> anyhow::Result<()> {
     let offset = args.port_offset;
-    let (source, edit) = choose_source(args.config.as_deref(), offset, dir)?;
+    let served = choose_source(args.config.as_deref(), offset, dir)?;
+    let source = served.path.clone();
     let kind = if args.envoy {
         let bin = std::env::var_os("ENVOY_BIN")
             .filter(|p| !p.is_empty())
@@ -254,7 +260,16 @@ async fn local_in(args: &Local, dir: &Path, signals: &mut Signals) -> anyhow::Re
         Kind::Legate
     };
 
-    let upstreams = start_upstreams(offset).await?;
+    let mut upstreams = start_upstreams(offset).await?;
+    let mut roles: Vec<&str> = INSTANCES.iter().map(|i| i.role).collect();
+    if let Some(certs) = &served.certs {
+        upstreams.push(certs.start_upstream(offset).await?);
+        roles.push(mtls::ROLE);
+    }
+    let follower = served
+        .follow
+        .clone()
+        .map(|(from, to)| follow(from, to, offset));
     let xds = topology::loopback(topology::XDS_PORT, offset);
     let cp_admin = topology::loopback(topology::CP_ADMIN_PORT, offset);
     let cp = ControlPlane::start(source.clone(), xds, cp_admin).await?;
@@ -290,8 +305,16 @@ async fn local_in(args: &Local, dir: &Path, signals: &mut Signals) -> anyhow::Re
         amb.admin,
         amb.pid().map(|p| format!(", pid {p}")).unwrap_or_default(),
     );
-    for (u, i) in upstreams.iter().zip(INSTANCES.iter()) {
-        banner.push_str(&format!("  {:<18} {:<22} {}\n", u.name, u.addr, i.role));
+    for (u, role) in upstreams.iter().zip(roles) {
+        banner.push_str(&format!("  {:<18} {:<22} {role}\n", u.name, u.addr));
+    }
+    if let Some(certs) = &served.certs {
+        banner.push_str(&format!(
+            "mTLS: {} calls {} with certificates from `legate-cp certs init` in {}\n",
+            AMBASSADOR,
+            mtls::SERVICE,
+            certs.dir.display()
+        ));
     }
     banner.push_str(&format!(
         "logs: {}{}\n",
@@ -317,10 +340,18 @@ async fn local_in(args: &Local, dir: &Path, signals: &mut Signals) -> anyhow::Re
         cp_admin,
         target,
         rate: args.output.rate,
-        config_file: Some(edit),
+        config_file: Some(served.edit.clone()),
+        served_as: served
+            .follow
+            .as_ref()
+            .map(|(from, to)| (to.display().to_string(), from.display().to_string())),
+        mtls: served.certs.is_some(),
     };
     let result = traffic(sources, &args.output, signals, Some(&mut amb)).await;
     amb.stop().await;
+    if let Some(f) = follower {
+        f.abort();
+    }
     drop(cp);
     for u in upstreams {
         u.stop().await;
@@ -328,44 +359,111 @@ async fn local_in(args: &Local, dir: &Path, signals: &mut Signals) -> anyhow::Re
     result
 }
 
-/// Which YAML the control plane serves, and what the walkthrough should tell the user to edit.
-fn choose_source(
-    config: Option<&Path>,
-    offset: u16,
-    dir: &Path,
-) -> anyhow::Result<(PathBuf, String)> {
-    let copy = dir.join("services.yaml");
+/// What the control plane serves.
+struct Served {
+    /// The file (or directory) legate-cp serves.
+    path: PathBuf,
+    /// What the walkthrough tells the user to edit.
+    edit: String,
+    /// The file the served copy follows, and the copy.
+    follow: Option<(PathBuf, PathBuf)>,
+    /// The mTLS service's certificates, when it runs.
+    certs: Option<mtls::Certs>,
+}
+
+/// Which YAML the control plane serves. A file (`--config`, else `examples/services.yaml`
+/// when run from the repository root, else a copy of the embedded one written to `dir`) is
+/// served as a copy in `dir/served/` (see [`mtls`]), next to the certificates made now; the
+/// copy follows every edit of the file. A directory is served as it is, without the mTLS
+/// service.
+fn choose_source(config: Option<&Path>, offset: u16, dir: &Path) -> anyhow::Result<Served> {
     let source = match config {
         Some(p) => p.to_path_buf(),
         None if Path::new(topology::EXAMPLE_PATH).is_file() => {
             PathBuf::from(topology::EXAMPLE_PATH)
         }
         None => {
+            let copy = dir.join("services.yaml");
             std::fs::write(&copy, topology::EMBEDDED_YAML)
                 .with_context(|| format!("writing {}", copy.display()))?;
-            copy.clone()
+            copy
         }
     };
-    if offset == 0 {
-        let shown = source.display().to_string();
-        return Ok((source, shown));
-    }
     if source.is_dir() {
-        bail!(
-            "--port-offset needs a YAML file, not the directory {}",
-            source.display()
+        if offset != 0 {
+            bail!(
+                "--port-offset needs a YAML file, not the directory {}",
+                source.display()
+            );
+        }
+        tracing::warn!(
+            "serving the directory {} as it is: the mTLS service {} needs a single YAML file",
+            source.display(),
+            mtls::SERVICE
         );
+        let edit = source.display().to_string();
+        return Ok(Served {
+            path: source,
+            edit,
+            follow: None,
+            certs: None,
+        });
     }
     let text = std::fs::read_to_string(&source)
         .with_context(|| format!("reading {}", source.display()))?;
-    std::fs::write(&copy, topology::shift_ports(&text, offset))
+    let served_dir = dir.join("served");
+    std::fs::create_dir_all(&served_dir)
+        .with_context(|| format!("creating {}", served_dir.display()))?;
+    let certs = mtls::Certs::generate(&served_dir.join("certs"))?;
+    let copy = served_dir.join("services.yaml");
+    std::fs::write(&copy, mtls::served_copy(&text, offset))
         .with_context(|| format!("writing {}", copy.display()))?;
-    let shown = format!(
-        "{} (ports +{offset} of {})",
-        copy.display(),
-        source.display()
-    );
-    Ok((copy, shown))
+    let mut edit = source.display().to_string();
+    if offset != 0 {
+        edit.push_str(&format!(" (served with ports +{offset})"));
+    }
+    Ok(Served {
+        path: copy.clone(),
+        edit,
+        follow: Some((source, copy)),
+        certs: Some(certs),
+    })
+}
+
+/// How often the served copy checks its source for edits.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Keeps the served copy `to` in step with `from`: on every change of `from`, writes the new
+/// copy (atomically, by rename, so the control plane never reads half a file).
+fn follow(from: PathBuf, to: PathBuf, offset: u16) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = tokio::fs::read_to_string(&from).await.ok();
+        let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tmp = to.with_file_name(".services.yaml.tmp");
+        loop {
+            tick.tick().await;
+            // An editor's save may briefly remove the file: try again at the next tick.
+            let Ok(text) = tokio::fs::read_to_string(&from).await else {
+                continue;
+            };
+            if last.as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            let copy = mtls::served_copy(&text, offset);
+            let written = async {
+                tokio::fs::write(&tmp, copy).await?;
+                tokio::fs::rename(&tmp, &to).await
+            };
+            match written.await {
+                Ok(()) => {
+                    tracing::info!(source = %from.display(), "edit copied to the served file");
+                    last = Some(text);
+                }
+                Err(e) => tracing::warn!(served = %to.display(), error = %e, "cannot update"),
+            }
+        }
+    })
 }
 
 async fn start_upstreams(offset: u16) -> anyhow::Result<Vec<Upstream>> {
@@ -526,11 +624,12 @@ async fn traffic(
     let tty = std::io::stdout().is_terminal();
     let target = sources.target;
     let rate = output.rate;
+    let mix = app::mix(sources.mtls);
     let mut summary = Summary::new(sources);
     summary.sample(Duration::ZERO).await;
     let stats = Arc::new(Mutex::new(AppStats::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = tokio::spawn(app::run(target, rate, stats.clone(), stop_rx));
+    let app = tokio::spawn(app::run(target, rate, mix, stats.clone(), stop_rx));
     let started = Instant::now();
     let end = output
         .duration

@@ -37,6 +37,10 @@ pub struct Sources {
     pub rate: f64,
     /// The YAML file to edit, if the demo knows it.
     pub config_file: Option<String>,
+    /// The file legate-cp serves and the file it copies (errors name the latter).
+    pub served_as: Option<(String, String)>,
+    /// Whether the app calls the mTLS service.
+    pub mtls: bool,
 }
 
 /// The ambassador's counters and gauges (`name: value` lines of `/stats`).
@@ -78,6 +82,36 @@ fn clusters_in(map: &StatMap) -> BTreeSet<String> {
         .filter(|c| *c != XDS_CLUSTER)
         .map(str::to_owned)
         .collect()
+}
+
+/// Whether the ambassador talks TLS to `cluster` (it has Envoy's `ssl.*` stats).
+fn is_tls(map: &StatMap, cluster: &str) -> bool {
+    map.contains_key(&format!("cluster.{cluster}.ssl.handshake"))
+}
+
+/// A cluster's name as the tables show it: `ledger (mTLS)` for a TLS cluster.
+fn shown(map: &StatMap, cluster: &str) -> String {
+    if is_tls(map, cluster) {
+        format!("{cluster} (mTLS)")
+    } else {
+        cluster.to_owned()
+    }
+}
+
+/// Envoy's TLS counters of one cluster over a span: completed handshakes, and failures
+/// (`connection_error` and the `fail_verify_*` counters).
+fn tls_counts(now: &StatMap, before: &StatMap, cluster: &str) -> (u64, u64) {
+    let delta = |name: &str| stat(now, cluster, name).saturating_sub(stat(before, cluster, name));
+    let failures = [
+        "ssl.connection_error",
+        "ssl.fail_verify_error",
+        "ssl.fail_verify_san",
+        "ssl.fail_verify_no_cert",
+    ]
+    .iter()
+    .map(|n| delta(n))
+    .sum();
+    (delta("ssl.handshake"), failures)
 }
 
 /// The ambassador's numbers for one cluster over a span.
@@ -221,6 +255,14 @@ impl Summary {
             Err(e) => self.admin_error = Some(e),
         }
         self.cp = fetch_cp(&self.client, self.sources.cp_admin).await;
+        // An error in the served copy is at the same line of the file the user edits.
+        if let Some((served, source)) = &self.sources.served_as {
+            for e in &mut self.cp.errors {
+                if let Some(rest) = e.strip_prefix(served.as_str()) {
+                    *e = format!("{source}{rest}");
+                }
+            }
+        }
     }
 
     fn clusters(&self, app: &BTreeMap<String, Counts>) -> BTreeSet<String> {
@@ -243,7 +285,7 @@ impl Summary {
         if let Some(file) = &s.config_file {
             let _ = writeln!(
                 out,
-                "edit {file}: a saved change applies within ~100 ms (walkthrough: README.md)"
+                "edit {file}: a saved change applies within a second (walkthrough: README.md)"
             );
         }
         let cp = &self.cp;
@@ -306,7 +348,7 @@ impl Summary {
             let _ = writeln!(
                 out,
                 "{:<16} {:>5} {:>6} {:>7} {:>7} {:>7} {:>7} {:>9} │ {:>7} {:>6} {:>7} │ {}",
-                truncate(&c, 16),
+                truncate(&shown(&self.latest, &c), 16),
                 w.requests,
                 pct(w.ok, w.requests),
                 ms(w.latency.quantile(0.5)),
@@ -322,6 +364,22 @@ impl Summary {
             if let Some(f) = &t.last_failure {
                 failures.push(format!("{c}: {f}"));
             }
+        }
+        let tls: Vec<String> = self
+            .clusters(&total.total)
+            .into_iter()
+            .filter(|c| is_tls(&self.latest, c))
+            .map(|c| {
+                let (handshakes, failures) = tls_counts(&self.latest, &baseline, &c);
+                format!("{c}: {handshakes} TLS handshakes, {failures} failed")
+            })
+            .collect();
+        if !tls.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nmTLS (the ambassador's ssl.* stats, since traffic started): {}",
+                tls.join(" · ")
+            );
         }
         if !failures.is_empty() {
             let _ = writeln!(out, "\nlast failure seen by the app:");
@@ -356,7 +414,7 @@ impl Summary {
             let _ = writeln!(
                 out,
                 "{:<16} {:>8} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9}  {}",
-                truncate(&c, 16),
+                truncate(&shown(&self.latest, &c), 16),
                 t.requests,
                 pct_sign(t.ok, t.requests),
                 ms(t.latency.quantile(0.5)),
@@ -402,6 +460,13 @@ impl Summary {
                     "last_failure": t.last_failure,
                 }),
             );
+            if is_tls(&self.latest, &c) {
+                let (handshakes, failures) = tls_counts(&self.latest, &baseline, &c);
+                clusters[&c]["tls"] = json!({
+                    "handshakes": handshakes,
+                    "failures": failures,
+                });
+            }
         }
         json!({
             "ambassador": {

@@ -9,12 +9,18 @@
 //!
 //! Every call, failed or not, is counted per instance ([`GrpcUpstream::calls`]).
 //!
+//! With [`ServerTls`] an instance speaks TLS only and, given a client CA, requires a client
+//! certificate that chains to it (mTLS); it records each distinct client certificate it saw
+//! ([`GrpcUpstream::peer_certificates`]), so a test can tell who called.
+//!
 //! The service is written out by hand (what tonic's code generator would emit), so building
 //! needs no `protoc`.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -63,6 +69,8 @@ pub struct State {
     pub calls: AtomicU64,
     /// Calls answered with an error.
     pub failures: AtomicU64,
+    /// The distinct client certificates (DER, leaf only) of calls over mTLS.
+    pub peers: Mutex<BTreeSet<Vec<u8>>>,
 }
 
 impl State {
@@ -79,6 +87,12 @@ impl State {
         req: Request<pb::HelloRequest>,
     ) -> Result<Response<pb::HelloReply>, Status> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(leaf) = req.peer_certs().and_then(|certs| certs.first().cloned()) {
+            self.peers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(leaf.to_vec());
+        }
         let listed = req
             .metadata()
             .get(FAIL_ON)
@@ -170,14 +184,78 @@ where
     }
 }
 
-/// Serves the greeter on `listener` until `shutdown` resolves.
+/// TLS of a server: its certificate chain and key, and the CA that client certificates must
+/// chain to (`None`: no client certificate is asked for).
+#[derive(Clone)]
+pub struct ServerTls {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("mtls", &self.client_ca.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Reads the PEM files: certificate chain, private key, and the optional client CA.
+    pub fn from_files(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<Self> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("reading `{}`: {e}", p.display()))
+        };
+        Ok(ServerTls {
+            cert: read(cert)?,
+            key: read(key)?,
+            client_ca: client_ca.map(read).transpose()?,
+        })
+    }
+
+    /// True when a client certificate is required.
+    pub fn is_mtls(&self) -> bool {
+        self.client_ca.is_some()
+    }
+
+    fn config(&self) -> tonic::transport::ServerTlsConfig {
+        // tonic builds its rustls configuration with the process default provider: make it
+        // `ring`, the only one this workspace builds (a no-op once installed).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&self.cert, &self.key));
+        match &self.client_ca {
+            Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(ca)),
+            None => config,
+        }
+    }
+}
+
+/// The DER of the first certificate of a PEM file's content (to compare with
+/// [`GrpcUpstream::peer_certificates`]); `None` when there is none.
+pub fn first_certificate_der(pem: &[u8]) -> Option<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()
+        .and_then(Result::ok)
+        .map(|der| der.to_vec())
+}
+
+/// Serves the greeter on `listener` until `shutdown` resolves: in plaintext (h2c), or over TLS
+/// only when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
+    tls: Option<ServerTls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.config())?;
+    }
+    builder
         .add_service(GreeterServer::new(state))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
@@ -198,8 +276,33 @@ impl GrpcUpstream {
         Self::start_on("127.0.0.1:0".parse().expect("literal address"), instance).await
     }
 
+    /// Starts instance `instance` on a free loopback port, speaking TLS only (see
+    /// [`ServerTls`]).
+    pub async fn start_tls(instance: &str, tls: ServerTls) -> std::io::Result<GrpcUpstream> {
+        Self::start_with(
+            "127.0.0.1:0".parse().expect("literal address"),
+            instance,
+            Some(tls),
+        )
+        .await
+    }
+
     /// Starts instance `instance` on `addr`.
     pub async fn start_on(addr: SocketAddr, instance: &str) -> std::io::Result<GrpcUpstream> {
+        Self::start_with(addr, instance, None).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        instance: &str,
+        tls: Option<ServerTls>,
+    ) -> std::io::Result<GrpcUpstream> {
+        if let Some(tls) = &tls {
+            // Fail here, not in the spawned task, on files tonic cannot use.
+            tonic::transport::Server::builder()
+                .tls_config(tls.config())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(instance));
@@ -207,7 +310,12 @@ impl GrpcUpstream {
         let shutdown = async {
             let _ = rx.await;
         };
-        tokio::spawn(serve(listener, state.clone(), shutdown));
+        let (serving, instance) = (state.clone(), instance.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = serve(listener, serving, tls, shutdown).await {
+                eprintln!("legate-grpc-upstream {instance}: {e:#}");
+            }
+        });
         Ok(GrpcUpstream {
             addr,
             state,
@@ -233,6 +341,17 @@ impl GrpcUpstream {
     /// Calls answered with an error so far.
     pub fn failures(&self) -> u64 {
         self.state.failures.load(Ordering::Relaxed)
+    }
+
+    /// The distinct client certificates (DER of the leaf) seen on calls, in byte order.
+    pub fn peer_certificates(&self) -> Vec<Vec<u8>> {
+        self.state
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Makes every call fail with `UNAVAILABLE` (or stops doing so).
@@ -301,6 +420,73 @@ mod tests {
         let err = say_hello(up.addr(), "x", &[]).await.expect_err("failing");
         assert_eq!(err.code(), tonic::Code::Unavailable);
         assert_eq!((up.calls(), up.failures()), (4, 2));
+    }
+
+    /// `SayHello` over TLS verified by `ca` (server name `localhost`), presenting `identity`.
+    async fn say_hello_tls(
+        addr: SocketAddr,
+        ca: &[u8],
+        identity: Option<(&[u8], &[u8])>,
+    ) -> Result<pb::HelloReply, Status> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost");
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .tls_config(tls)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("{e:?}")))?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let path = http::uri::PathAndQuery::from_static("/helloworld.Greeter/SayHello");
+        let req = Request::new(pb::HelloRequest { name: "tls".into() });
+        grpc.unary(req, path, tonic_prost::ProstCodec::default())
+            .await
+            .map(Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn tls_mode_requires_a_client_certificate_and_records_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        legate_control_plane::certs::init(&legate_control_plane::certs::InitOptions::new(
+            dir.path(),
+            "example.org",
+            &["payments", "checkout"],
+        ))
+        .expect("certs init");
+        let file = |name: &str| std::fs::read(dir.path().join(name)).expect("cert file");
+        let tls = ServerTls::from_files(
+            &dir.path().join("payments.pem"),
+            &dir.path().join("payments.key"),
+            Some(&dir.path().join("ca.pem")),
+        )
+        .expect("server tls");
+        assert!(tls.is_mtls());
+        let up = GrpcUpstream::start_tls("a", tls).await.expect("start");
+        let (ca, cert, key) = (file("ca.pem"), file("checkout.pem"), file("checkout.key"));
+
+        let reply = say_hello_tls(up.addr(), &ca, Some((&cert, &key)))
+            .await
+            .expect("mTLS call");
+        assert_eq!(reply.instance, "a");
+        let leaf = first_certificate_der(&cert).expect("PEM leaf");
+        assert_eq!(up.peer_certificates(), vec![leaf]);
+
+        say_hello_tls(up.addr(), &ca, None)
+            .await
+            .expect_err("no client certificate");
+        say_hello(up.addr(), "plaintext", &[])
+            .await
+            .expect_err("plaintext");
+        assert_eq!(up.calls(), 1, "refused handshakes make no calls");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! All Envoy messages come from `envoy-types`; nothing here is generated or copied.
 
 pub mod any;
+pub mod descriptors;
 pub mod json;
 pub mod type_url;
 

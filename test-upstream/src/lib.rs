@@ -1,5 +1,5 @@
-//! A small, scriptable HTTP/1.1 + h2c upstream (fault injector) for Legate's
-//! tests, demo and benchmarks.
+//! A small, scriptable HTTP/1.1 + h2c (or, with TLS, h2 and HTTP/1.1 over
+//! rustls) upstream (fault injector) for Legate's tests, demo and benchmarks.
 //!
 //! The listener auto-detects HTTP/1.1 and HTTP/2 with prior knowledge (h2c)
 //! on one port. Every request is answered by a [`Behaviour`]; the default one
@@ -56,6 +56,20 @@
 //! flaky or slow without headers, or — with `static_body` — answers every
 //! request `200` with a fixed `text/plain` body and nothing else, for
 //! benchmarks.
+//!
+//! # TLS
+//!
+//! [`UpstreamBuilder::tls`] (flags `--tls-cert`, `--tls-key`, `--client-ca`)
+//! terminates TLS with rustls: ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3, and,
+//! with a client CA, client certificates from that CA required (a client
+//! without one fails the handshake, counted in
+//! [`Stats::tls_handshake_errors`]). Every response on a TLS connection
+//! carries [`CLIENT_SERIAL_HEADER`] (the serial of the client certificate the
+//! connection was made with), [`TLS_VERSION_HEADER`] and [`TLS_ALPN_HEADER`];
+//! [`Upstream::client_serials`] counts connections per serial.
+//! [`UpstreamBuilder::close_after_response`] (`--close-after-response`)
+//! closes each connection after its first response, so that every request
+//! is a new connection (and handshake).
 
 mod behaviour;
 mod body;
@@ -63,6 +77,7 @@ mod fault;
 mod log;
 mod request;
 mod server;
+mod tls;
 
 pub use behaviour::{
     Action, Behaviour, DEFAULT_SLOW_BODY_CHUNKS, Echo, FAULT_BODY_CHUNKS_HEADER,
@@ -75,3 +90,7 @@ pub use fault::FaultConfig;
 pub use log::{Attempt, AttemptLog, DEFAULT_LOG_CAPACITY, Outcome};
 pub use request::{REQUEST_ID_HEADER, RequestInfo, TEST_ID_HEADER};
 pub use server::{INSTANCE_HEADER, Stats, Upstream, UpstreamBuilder, dead_addr};
+pub use tls::{
+    CLIENT_SERIAL_HEADER, TLS_ALPN_HEADER, TLS_VERSION_HEADER, TlsSettings, certificate_serial,
+    pem_file_serial,
+};

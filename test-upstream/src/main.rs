@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +10,17 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use http::StatusCode;
-use legate_test_upstream::{FaultConfig, Upstream};
+use legate_test_upstream::{FaultConfig, TlsSettings, Upstream};
 
 /// An HTTP/1.1 + h2c echo upstream and fault injector for Legate tests, the
 /// demo and benchmarks. Per-request faults come from `x-fault-*` headers.
+///
+/// With --tls-cert and --tls-key it serves HTTPS instead (rustls; ALPN h2 and
+/// http/1.1; TLS 1.2 and 1.3), and with --client-ca it requires client
+/// certificates from that CA (mTLS). Responses on TLS connections carry
+/// `x-legate-client-serial: <hex>` (the serial of the client certificate the
+/// connection was made with), `x-legate-tls-version: TLSv1.2|TLSv1.3` and
+/// `x-legate-tls-alpn: h2|http/1.1` (when ALPN chose one).
 #[derive(Debug, Parser)]
 #[command(name = "legate-upstream", version)]
 struct Args {
@@ -40,6 +48,21 @@ struct Args {
     /// (`content-type: text/plain`); fault headers and other flags are ignored.
     #[arg(long, value_name = "TEXT")]
     static_body: Option<String>,
+    /// Serve TLS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM bundle); a client
+    /// without one fails the handshake. Needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Close every connection after its first response (HTTP/1.1
+    /// `connection: close`, HTTP/2 GOAWAY): one connection (and TLS
+    /// handshake) per request.
+    #[arg(long)]
+    close_after_response: bool,
 }
 
 /// Parses a `--fail-rate` value.
@@ -60,9 +83,22 @@ async fn main() -> anyhow::Result<()> {
         delay: Duration::from_millis(args.delay_ms),
         static_body: args.static_body.map(Bytes::from),
     };
-    let upstream = Upstream::start_with(&args.name, args.listen, Arc::new(config))
+    let mut builder = Upstream::builder(&args.name)
+        .addr(args.listen)
+        .behaviour(Arc::new(config))
+        .close_after_response(args.close_after_response);
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        let mut tls = TlsSettings::new(cert, key);
+        if let Some(ca) = args.client_ca {
+            tls = tls.client_ca(ca);
+        }
+        builder = builder.tls(tls);
+    }
+    let upstream = builder
+        .start()
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .with_context(|| format!("starting on {}", args.listen))?;
+    // Scripts read the address as everything after "listening on ": keep this line as is.
     println!(
         "legate-upstream {} listening on {}",
         upstream.name, upstream.addr

@@ -1,9 +1,11 @@
 //! The listener, the connection loop and the [`Upstream`] handle.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, TRAILER};
@@ -14,7 +16,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::behaviour::{Action, Behaviour, Echo, Plan, ResetKind};
@@ -22,9 +26,13 @@ use crate::body::ScriptedBody;
 use crate::fault::FaultConfig;
 use crate::log::{AttemptLog, Outcome, PendingAttempt};
 use crate::request::RequestInfo;
+use crate::tls::{CLIENT_SERIAL_HEADER, ConnTls, TLS_ALPN_HEADER, TLS_VERSION_HEADER, TlsSettings};
 
 /// Response header naming the instance that served the request.
 pub const INSTANCE_HEADER: &str = "x-upstream-instance";
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
@@ -47,6 +55,11 @@ pub struct Stats {
     pub http1_requests: u64,
     /// HTTP/2 requests received.
     pub http2_requests: u64,
+    /// TLS handshakes completed (TLS instances only).
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed or timed out, e.g. a client without the required
+    /// certificate (TLS instances only).
+    pub tls_handshake_errors: u64,
 }
 
 /// State shared by all connections of one upstream.
@@ -58,12 +71,20 @@ struct Shared {
     /// The instance name as a header value, if it is a valid one.
     instance_header: Option<HeaderValue>,
     log: Arc<AttemptLog>,
+    /// TLS termination, if configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Close every connection after its first response.
+    close_after_response: bool,
     connections: AtomicU64,
     http1_connections: AtomicU64,
     http2_connections: AtomicU64,
     requests: AtomicU64,
     http1_requests: AtomicU64,
     http2_requests: AtomicU64,
+    tls_handshakes: AtomicU64,
+    tls_handshake_errors: AtomicU64,
+    /// Connections per client certificate serial.
+    client_serials: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Per-connection state.
@@ -71,6 +92,10 @@ struct Shared {
 struct Conn {
     /// Whether the connection has been counted as HTTP/1 or HTTP/2 yet.
     classified: AtomicBool,
+    /// What the TLS handshake established (empty for plaintext).
+    tls: ConnTls,
+    /// Signalled when the connection should close after the response in flight.
+    close: Notify,
 }
 
 /// A running upstream server. Dropping it (or calling [`Upstream::shutdown`])
@@ -100,6 +125,8 @@ pub struct UpstreamBuilder {
     addr: SocketAddr,
     behaviour: Arc<dyn Behaviour>,
     log: Option<Arc<AttemptLog>>,
+    tls: Option<TlsSettings>,
+    close_after_response: bool,
 }
 
 impl std::fmt::Debug for UpstreamBuilder {
@@ -108,6 +135,8 @@ impl std::fmt::Debug for UpstreamBuilder {
             .field("name", &self.name)
             .field("addr", &self.addr)
             .field("shared_log", &self.log.is_some())
+            .field("tls", &self.tls)
+            .field("close_after_response", &self.close_after_response)
             .finish_non_exhaustive()
     }
 }
@@ -138,8 +167,27 @@ impl UpstreamBuilder {
         self
     }
 
-    /// Binds the address and serves in a tokio task.
+    /// Terminates TLS on every connection (see [`TlsSettings`]): with a client CA, clients
+    /// must present a certificate from it. Responses then carry
+    /// [`CLIENT_SERIAL_HEADER`](crate::CLIENT_SERIAL_HEADER) and
+    /// [`TLS_VERSION_HEADER`](crate::TLS_VERSION_HEADER).
+    pub fn tls(mut self, tls: TlsSettings) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Closes every connection after its first response (HTTP/1.1: `connection: close`;
+    /// HTTP/2: a graceful GOAWAY), so that each request gets a new connection (and, with TLS,
+    /// a new handshake). Default: connections are kept alive.
+    pub fn close_after_response(mut self, close: bool) -> Self {
+        self.close_after_response = close;
+        self
+    }
+
+    /// Binds the address and serves in a tokio task. Fails if the address cannot be bound or
+    /// the TLS files cannot be used (`InvalidInput`, naming the file).
     pub async fn start(self) -> io::Result<Upstream> {
+        let tls = self.tls.as_ref().map(TlsSettings::acceptor).transpose()?;
         let listener = TcpListener::bind(self.addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -148,12 +196,17 @@ impl UpstreamBuilder {
             instance_header: HeaderValue::from_str(&self.name).ok(),
             behaviour: self.behaviour,
             log: self.log.unwrap_or_else(AttemptLog::shared),
+            tls,
+            close_after_response: self.close_after_response,
             connections: AtomicU64::new(0),
             http1_connections: AtomicU64::new(0),
             http2_connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             http1_requests: AtomicU64::new(0),
             http2_requests: AtomicU64::new(0),
+            tls_handshakes: AtomicU64::new(0),
+            tls_handshake_errors: AtomicU64::new(0),
+            client_serials: Mutex::new(BTreeMap::new()),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Upstream {
@@ -216,6 +269,8 @@ impl Upstream {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             behaviour: Arc::new(Echo),
             log: None,
+            tls: None,
+            close_after_response: false,
         }
     }
 
@@ -240,7 +295,24 @@ impl Upstream {
             requests: s.requests.load(Ordering::SeqCst),
             http1_requests: s.http1_requests.load(Ordering::SeqCst),
             http2_requests: s.http2_requests.load(Ordering::SeqCst),
+            tls_handshakes: s.tls_handshakes.load(Ordering::SeqCst),
+            tls_handshake_errors: s.tls_handshake_errors.load(Ordering::SeqCst),
         }
+    }
+
+    /// How many TLS connections presented each client certificate, by serial (lowercase hex,
+    /// as in [`CLIENT_SERIAL_HEADER`](crate::CLIENT_SERIAL_HEADER)).
+    pub fn client_serials(&self) -> BTreeMap<String, u64> {
+        self.shared
+            .client_serials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether this instance terminates TLS.
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.is_some()
     }
 
     /// The attempt log this instance records into (possibly shared).
@@ -307,20 +379,66 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Serves one connection, auto-detecting HTTP/1.1 or h2c.
+/// Serves one connection: the TLS handshake if configured, then HTTP/1.1 or HTTP/2
+/// (auto-detected: h2c by its preface in plaintext, and whatever ALPN chose under TLS).
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    let conn = Arc::new(Conn::default());
-    let service = service_fn(move |req| {
-        let shared = shared.clone();
+    let Some(acceptor) = shared.tls.clone() else {
+        return serve_http(stream, shared, Conn::default()).await;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            shared.tls_handshakes.fetch_add(1, Ordering::SeqCst);
+            let info = ConnTls::of(tls.get_ref().1);
+            if let Some(serial) = info.client_serial.as_ref().and_then(|v| v.to_str().ok()) {
+                *shared
+                    .client_serials
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(serial.to_owned())
+                    .or_default() += 1;
+            }
+            let conn = Conn {
+                tls: info,
+                ..Conn::default()
+            };
+            serve_http(tls, shared, conn).await;
+        }
+        // Handshake failures (no or untrusted client certificate, protocol errors) and
+        // timeouts only affect this connection.
+        Ok(Err(_)) | Err(_) => {
+            shared.tls_handshake_errors.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (auto-detected) over `io` until the client goes away, or, with
+/// `close_after_response`, until the first response is out.
+async fn serve_http<I>(io: I, shared: Arc<Shared>, conn: Conn)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(conn);
+    let service = {
         let conn = conn.clone();
-        async move { handle(&shared, &conn, req).await }
-    });
+        service_fn(move |req| {
+            let shared = shared.clone();
+            let conn = conn.clone();
+            async move { handle(&shared, &conn, req).await }
+        })
+    };
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
     // Connection errors (client resets, protocol errors, scripted resets)
     // only affect this connection; there is nobody to report them to.
-    let _ = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = conn.close.notified() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// The service error for `x-fault-reset: before-headers`: hyper closes an
@@ -353,8 +471,13 @@ async fn handle(
     if !conn.classified.swap(true, Ordering::SeqCst) {
         connections.fetch_add(1, Ordering::SeqCst);
     }
+    if shared.close_after_response {
+        conn.close.notify_one();
+    }
     if let Some(body) = &shared.static_body {
-        return Ok(static_response(shared, body.clone(), req.into_body()).await);
+        let mut resp = static_response(shared, body.clone(), req.into_body()).await;
+        connection_headers(shared, conn, h2, resp.headers_mut());
+        return Ok(resp);
     }
 
     let (parts, body) = req.into_parts();
@@ -377,13 +500,32 @@ async fn handle(
     let (result, outcome) = if plan.reset == Some(ResetKind::BeforeHeaders) {
         (Err(ScriptedReset), Outcome::Reset(ResetKind::BeforeHeaders))
     } else {
-        let (resp, outcome) = respond(shared, &info, &plan);
+        let (mut resp, outcome) = respond(shared, &info, &plan);
+        connection_headers(shared, conn, h2, resp.headers_mut());
         (Ok(resp), outcome)
     };
     if let Some(pending) = pending {
         pending.finish(outcome);
     }
     result
+}
+
+/// The response headers that describe the connection: the client certificate serial, TLS
+/// version and ALPN protocol under TLS, and `connection: close` on HTTP/1 with `close_after_response` (so the
+/// client never reuses a connection the upstream is about to close).
+fn connection_headers(shared: &Shared, conn: &Conn, h2: bool, headers: &mut HeaderMap) {
+    if let Some(serial) = &conn.tls.client_serial {
+        headers.insert(CLIENT_SERIAL_HEADER, serial.clone());
+    }
+    if let Some(version) = &conn.tls.version {
+        headers.insert(TLS_VERSION_HEADER, version.clone());
+    }
+    if let Some(alpn) = &conn.tls.alpn {
+        headers.insert(TLS_ALPN_HEADER, alpn.clone());
+    }
+    if shared.close_after_response && !h2 {
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 /// Builds the response for a plan that does answer (possibly aborting the

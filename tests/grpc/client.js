@@ -2,7 +2,10 @@
 // A proxyless gRPC client on @grpc/grpc-js with @grpc/grpc-js-xds, driven by legate's tests
 // (tests/tests/grpc_clients.rs). Same protocol as client.py:
 //
-//   NODE_PATH=<node_modules> GRPC_XDS_BOOTSTRAP=bootstrap.json node client.js --proto greeter.proto
+//   NODE_PATH=<node_modules> GRPC_XDS_BOOTSTRAP=bootstrap.json node client.js --proto greeter.proto [--xds-creds]
+//
+// With --xds-creds the clients use XdsChannelCredentials with a plaintext fallback (the TLS the
+// control plane sends for a cluster, gRFC A29, is used); without it they are plaintext.
 //
 // prints {"ready": true}, then answers one JSON line per JSON command line on stdin:
 //   {"op": "call", "target": "xds:///payments", "n": 10, "metadata": {...}, "timeout": 5}
@@ -20,6 +23,7 @@ if (protoFlag < 0 || !process.argv[protoFlag + 1]) {
   console.error('usage: client.js --proto greeter.proto');
   process.exit(2);
 }
+const xdsCreds = process.argv.includes('--xds-creds');
 xds.register();
 const definition = protoLoader.loadSync(process.argv[protoFlag + 1], { keepCase: true });
 const Greeter = grpc.loadPackageDefinition(definition).helloworld.Greeter;
@@ -27,7 +31,9 @@ const Greeter = grpc.loadPackageDefinition(definition).helloworld.Greeter;
 const clients = new Map();
 function client(target) {
   if (!clients.has(target)) {
-    clients.set(target, new Greeter(target, grpc.credentials.createInsecure()));
+    const insecure = grpc.credentials.createInsecure();
+    const creds = xdsCreds ? new xds.XdsChannelCredentials(insecure) : insecure;
+    clients.set(target, new Greeter(target, creds));
   }
   return clients.get(target);
 }

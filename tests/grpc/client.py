@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """A proxyless gRPC (grpcio) client driven by legate's tests (tests/tests/grpc_clients.rs).
 
-    GRPC_XDS_BOOTSTRAP=bootstrap.json python client.py --proto greeter.proto
+    GRPC_XDS_BOOTSTRAP=bootstrap.json python client.py --proto greeter.proto [--xds-creds]
+
+With --xds-creds the channels use xDS credentials with a plaintext fallback
+(grpc.xds_channel_credentials): the TLS the control plane sends for a cluster (gRFC A29) is
+used, and a cluster without TLS is called in plaintext. Without it the channels are plaintext
+and grpcio ignores any security configuration it receives.
 
 Generates the Greeter stubs from --proto with grpcio-tools into a temporary directory, prints
 {"ready": true}, then answers one JSON line per JSON command line on stdin:
@@ -27,9 +32,11 @@ import tempfile
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--proto", required=True)
+    parser.add_argument("--xds-creds", action="store_true")
     args = parser.parse_args()
 
     import grpc
+    import grpc.experimental
     from grpc_tools import protoc
 
     out = tempfile.mkdtemp(prefix="legate-grpc-py-")
@@ -56,7 +63,12 @@ def main():
 
     def stub(target):
         if target not in channels:
-            channel = grpc.insecure_channel(target)
+            if args.xds_creds:
+                creds = grpc.xds_channel_credentials(
+                    fallback_credentials=grpc.experimental.insecure_channel_credentials())
+                channel = grpc.secure_channel(target, creds)
+            else:
+                channel = grpc.insecure_channel(target)
             channels[target] = (channel, pb2_grpc.GreeterStub(channel))
         return channels[target][1]
 

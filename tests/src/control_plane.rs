@@ -39,7 +39,15 @@ impl ControlPlane {
 
     /// Like [`ControlPlane::start`] with an already built `legate-cp` binary.
     pub async fn start_with_bin(bin: &Path, config: &Path) -> ControlPlane {
-        Self::spawn(bin, config, "127.0.0.1:0").await
+        Self::spawn(bin, config, "127.0.0.1:0", &[]).await
+    }
+
+    /// Like [`ControlPlane::start`], with more `serve` arguments (e.g. `--xds-tls-cert F`).
+    pub async fn start_with_args(config: &Path, extra: &[std::ffi::OsString]) -> ControlPlane {
+        let bin = tokio::task::spawn_blocking(|| cargo_bin("legate-control-plane", "legate-cp"))
+            .await
+            .expect("building legate-cp");
+        Self::spawn(&bin, config, "127.0.0.1:0", extra).await
     }
 
     /// Like [`ControlPlane::start`], with the xDS server on the fixed address `xds`
@@ -49,13 +57,18 @@ impl ControlPlane {
         let bin = tokio::task::spawn_blocking(|| cargo_bin("legate-control-plane", "legate-cp"))
             .await
             .expect("building legate-cp");
-        let cp = Self::spawn(&bin, config, &xds.to_string()).await;
+        let cp = Self::spawn(&bin, config, &xds.to_string(), &[]).await;
         assert_eq!(cp.xds, xds, "legate-cp bound another xDS address");
         cp
     }
 
-    /// Starts `bin serve` with `--xds <xds>` and waits until it is ready.
-    async fn spawn(bin: &Path, config: &Path, xds: &str) -> ControlPlane {
+    /// Starts `bin serve` with `--xds <xds>` and `extra` and waits until it is ready.
+    async fn spawn(
+        bin: &Path,
+        config: &Path,
+        xds: &str,
+        extra: &[std::ffi::OsString],
+    ) -> ControlPlane {
         let dir = TempDir::with_prefix("legate-cp-").expect("creating temp dir");
         let addr_file = dir.path().join("cp-addr.json");
         let mut cmd = Command::new(bin);
@@ -64,7 +77,8 @@ impl ControlPlane {
             .arg(config)
             .args(["--xds", xds, "--admin", "127.0.0.1:0"])
             .arg("--address-file")
-            .arg(&addr_file);
+            .arg(&addr_file)
+            .args(extra);
         let process = Process::spawn("legate-cp", cmd, dir);
 
         let (xds, admin) = process

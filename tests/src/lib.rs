@@ -34,3 +34,33 @@ use std::time::Duration;
 
 /// How long a spawned process gets to become ready.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs one scenario fn as two tests, `<name>_envoy` and `<name>_legate`, so a failure
+/// names the proxy. Assertions are identical: the scenario only gets the flavour. With
+/// `ignore_legate = "why"` the legate-proxy test is `#[ignore]`d with that reason.
+#[macro_export]
+macro_rules! flavors {
+    ($scenario:ident, $envoy:ident, $legate:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $envoy() {
+            $scenario($crate::Flavor::Envoy).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $legate() {
+            $scenario($crate::Flavor::Legate).await
+        }
+    };
+    ($scenario:ident, $envoy:ident, $legate:ident, ignore_legate = $why:literal) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $envoy() {
+            $scenario($crate::Flavor::Envoy).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = $why]
+        async fn $legate() {
+            $scenario($crate::Flavor::Legate).await
+        }
+    };
+}

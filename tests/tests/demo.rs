@@ -1,8 +1,9 @@
 //! The demo (issue 7): docker-compose.yml is valid for both profiles and mounts files that
 //! exist, the shared bootstrap is what `legate-cp bootstrap envoy` prints and both data planes
 //! accept it, and a bounded `legate-demo` run keeps ≥ 99% success through the ambassador
-//! despite the flaky instance (with retries and an ejection to show for it), against
-//! legate-proxy and against Envoy. Ctrl-C stops the demo and its Envoy child.
+//! despite the flaky instance (with retries and an ejection to show for it), and calls its mTLS
+//! service `ledger` successfully over TLS, against legate-proxy and against Envoy. Ctrl-C stops
+//! the demo and its Envoy child.
 //!
 //! There is no Docker engine in CI: compose is checked with Debian's `docker-compose config`
 //! (`.ci/run` installs it), never run.
@@ -28,9 +29,10 @@ const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
 /// Where compose mounts examples/ (and what the container commands refer to).
 const CONTAINER_CONFIG_DIR: &str = "/etc/legate/";
 
-/// Every port the demo uses by default (upstreams, ambassador admin and listener, legate-cp).
-const DEMO_PORTS: [u16; 10] = [
-    9001, 9002, 9003, 9004, 9011, 9021, 9901, 10000, 18000, 19000,
+/// Every port the demo uses by default (upstreams, the mTLS upstream, ambassador admin and
+/// listener, legate-cp).
+const DEMO_PORTS: [u16; 11] = [
+    9001, 9002, 9003, 9004, 9011, 9021, 9031, 9901, 10000, 18000, 19000,
 ];
 
 fn docker_compose() -> PathBuf {
@@ -382,6 +384,22 @@ fn assert_resilient(summary: &Json, kind: &str) {
             > 0,
         "{show}"
     );
+    // The mTLS service: called, answered by its TLS instance, every call a success, over TLS
+    // handshakes that all completed.
+    let ledger = &summary["clusters"]["ledger"];
+    let requests = ledger["requests"].as_u64().unwrap_or(0);
+    assert!(requests >= 10, "ledger got traffic: {requests}\n{show}");
+    assert_eq!(ledger["successes"].as_u64(), Some(requests), "{show}");
+    assert_eq!(
+        ledger["instances"]["ledger-1"].as_u64(),
+        Some(requests),
+        "{show}"
+    );
+    assert!(
+        ledger["tls"]["handshakes"].as_u64().unwrap_or(0) >= 1,
+        "the ambassador reached ledger over TLS\n{show}"
+    );
+    assert_eq!(ledger["tls"]["failures"].as_u64(), Some(0), "{show}");
 }
 
 #[test]

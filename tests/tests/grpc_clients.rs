@@ -5,6 +5,10 @@
 //!   endpoint removed from the YAML stops receiving calls, UNAVAILABLE is retried as the policy
 //!   says, outlier detection ejects a failing instance.
 //! - Node `@grpc/grpc-js` + `@grpc/grpc-js-xds` (`tests/grpc/client.js`): the basic scenario.
+//! - mTLS (gRFC A29) with certificates from `legate-cp certs init`: grpcio and grpc-js-xds with
+//!   xDS credentials call TLS-only greeters that require their client certificate; the same
+//!   client in plaintext fails. grpcio also reaches a legate-cp serving xDS over mTLS through
+//!   the bootstrap's `tls` channel credentials (gRFC A65).
 //!
 //! The peers are installed by `.ci/run` and found through `LEGATE_PYTHON` (a Python with grpcio
 //! and grpcio-tools) and `LEGATE_NODE_MODULES` (a node_modules with the three @grpc packages);
@@ -16,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use legate_e2e::{ControlPlane, cargo_bin, run_with_deadline, workspace_root};
-use legate_grpc_test_server::{FAIL_ON, GrpcUpstream};
+use legate_grpc_test_server::{FAIL_ON, GrpcUpstream, ServerTls, first_certificate_der};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -131,29 +135,83 @@ fn dns(up: &GrpcUpstream) -> String {
     format!("'localhost:{}'", up.addr().port())
 }
 
-/// `legate-cp bootstrap grpc --node <node> --xds <cp> [--cert-dir DIR]` into
-/// `dir/bootstrap.json`. With `certs`, `legate-cp certs init` first writes a CA and a leaf for
-/// `node` there.
-fn bootstrap(cp: &ControlPlane, node: &str, dir: &Path, certs: bool) -> PathBuf {
-    let bin = cargo_bin("legate-control-plane", "legate-cp");
-    let mut cmd = Command::new(&bin);
-    cmd.args(["bootstrap", "grpc", "--node", node])
-        .args(["--xds", &cp.xds.to_string()]);
-    if certs {
-        let cert_dir = dir.join("certs");
-        let out = run_with_deadline(
-            Command::new(&bin)
-                .args(["certs", "init", "--service", node, "--out"])
-                .arg(&cert_dir),
-            DEADLINE,
-        )
-        .expect("running legate-cp certs init");
+/// A directory of certificates from `legate-cp certs init --service S...` (a CA and a leaf per
+/// service, with SPIFFE ID `spiffe://example.org/ns/default/sa/S`).
+struct Certs {
+    dir: TempDir,
+}
+
+impl Certs {
+    fn init(services: &[&str]) -> Certs {
+        let dir = TempDir::with_prefix("legate-grpc-certs-").expect("temp dir");
+        let mut cmd = Command::new(cargo_bin("legate-control-plane", "legate-cp"));
+        cmd.args(["certs", "init", "--out"]).arg(dir.path());
+        for s in services {
+            cmd.args(["--service", s]);
+        }
+        let out = run_with_deadline(&mut cmd, DEADLINE).expect("running legate-cp certs init");
         assert!(
             out.status.success(),
             "certs init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        cmd.arg("--cert-dir").arg(&cert_dir);
+        Certs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The TLS of a greeter serving as `service` and requiring a client certificate of the CA.
+    fn server_tls(&self, service: &str) -> ServerTls {
+        ServerTls::from_files(
+            &self.file(&format!("{service}.pem")),
+            &self.file(&format!("{service}.key")),
+            Some(&self.file("ca.pem")),
+        )
+        .expect("greeter TLS")
+    }
+
+    /// The DER of `service`'s leaf, as a server sees it presented.
+    fn leaf_der(&self, service: &str) -> Vec<u8> {
+        let pem = std::fs::read(self.file(&format!("{service}.pem"))).expect("leaf");
+        first_certificate_der(&pem).expect("a PEM certificate")
+    }
+}
+
+/// How a test client is set up, beyond its node name.
+#[derive(Default)]
+struct ClientSetup<'a> {
+    /// `bootstrap grpc --cert-dir`: the `default` certificate provider over these certificates.
+    cert_dir: Option<&'a Path>,
+    /// `bootstrap grpc --xds-tls-ca ca.pem --xds-tls-cert <node>.pem --xds-tls-key <node>.key`
+    /// from these certificates: `tls` channel credentials towards legate-cp (gRFC A65).
+    xds_tls: Option<&'a Certs>,
+    /// Channels with xDS credentials (plaintext fallback) rather than plaintext.
+    xds_creds: bool,
+}
+
+/// `legate-cp bootstrap grpc --node <node> --xds <cp> [...]` (see [`ClientSetup`]) into
+/// `dir/bootstrap.json`; returns the path and the node id.
+fn bootstrap(cp: &ControlPlane, node: &str, dir: &Path, setup: &ClientSetup) -> (PathBuf, String) {
+    let bin = cargo_bin("legate-control-plane", "legate-cp");
+    let mut cmd = Command::new(&bin);
+    cmd.args(["bootstrap", "grpc", "--node", node])
+        .args(["--xds", &cp.xds.to_string()]);
+    if let Some(certs) = setup.cert_dir {
+        cmd.arg("--cert-dir").arg(certs);
+    }
+    if let Some(certs) = setup.xds_tls {
+        cmd.arg("--xds-tls-ca")
+            .arg(certs.file("ca.pem"))
+            .arg("--xds-tls-cert")
+            .arg(certs.file(&format!("{node}.pem")))
+            .arg("--xds-tls-key")
+            .arg(certs.file(&format!("{node}.key")));
     }
     let out = run_with_deadline(&mut cmd, DEADLINE).expect("running legate-cp bootstrap grpc");
     assert!(
@@ -166,11 +224,19 @@ fn bootstrap(cp: &ControlPlane, node: &str, dir: &Path, certs: bool) -> PathBuf 
     assert_eq!(json["node"]["metadata"]["LEGATE_FLAVOR"], "grpc");
     assert_eq!(
         json["certificate_providers"]["default"]["plugin_name"] == "file_watcher",
-        certs
+        setup.cert_dir.is_some()
     );
+    let creds = &json["xds_servers"][0]["channel_creds"];
+    let expected = if setup.xds_tls.is_some() {
+        "tls"
+    } else {
+        "insecure"
+    };
+    assert_eq!(creds[0]["type"], expected, "{creds}");
+    let id = json["node"]["id"].as_str().expect("node.id").to_string();
     let path = dir.join("bootstrap.json");
     std::fs::write(&path, &out.stdout).expect("writing bootstrap");
-    path
+    (path, id)
 }
 
 // ---------------------------------------------------------------------------
@@ -196,18 +262,25 @@ struct Driver {
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
     stderr: PathBuf,
+    /// The bootstrap's `node.id`.
+    node_id: String,
     _dir: TempDir,
 }
 
 impl Driver {
     async fn start(language: Language, cp: &ControlPlane, node: &str) -> Driver {
-        Self::start_with(language, cp, node, false).await
+        Self::start_with(language, cp, node, &ClientSetup::default()).await
     }
 
-    /// Like [`Driver::start`]; with `certs`, the bootstrap also declares certificate providers.
-    async fn start_with(language: Language, cp: &ControlPlane, node: &str, certs: bool) -> Driver {
+    /// Like [`Driver::start`], set up as `setup` says.
+    async fn start_with(
+        language: Language,
+        cp: &ControlPlane,
+        node: &str,
+        setup: &ClientSetup<'_>,
+    ) -> Driver {
         let dir = TempDir::with_prefix("legate-grpc-client-").expect("temp dir");
-        let bootstrap = bootstrap(cp, node, dir.path(), certs);
+        let (bootstrap, node_id) = bootstrap(cp, node, dir.path(), setup);
         let scripts = workspace_root().join("tests/grpc");
         let mut cmd = match language {
             Language::Python => {
@@ -223,6 +296,9 @@ impl Driver {
             }
         };
         let stderr = dir.path().join("client.stderr.log");
+        if setup.xds_creds {
+            cmd.arg("--xds-creds");
+        }
         cmd.arg("--proto")
             .arg(proto())
             .env("GRPC_XDS_BOOTSTRAP", &bootstrap)
@@ -240,6 +316,7 @@ impl Driver {
             stdin,
             stdout,
             stderr,
+            node_id,
             _dir: dir,
         };
         let ready = d.read().await;
@@ -514,7 +591,12 @@ async fn every_lb_policy(language: Language) {
     yaml += "ambassadors:\n  checkout:\n    listen: 127.0.0.1:10000\n";
     let config = ConfigFile::new(&yaml);
     let cp = ControlPlane::start(&config.path).await;
-    let mut client = Driver::start_with(language, &cp, "checkout", true).await;
+    let certs = Certs::init(&["checkout"]);
+    let setup = ClientSetup {
+        cert_dir: Some(certs.path()),
+        ..Default::default()
+    };
+    let mut client = Driver::start_with(language, &cp, "checkout", &setup).await;
     for lb in policies {
         let target = lb.replace('_', "-");
         client
@@ -534,4 +616,221 @@ async fn python_accepts_every_lb_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_accepts_every_lb_policy() {
     every_lb_policy(Language::Node).await;
+}
+
+// ---------------------------------------------------------------------------
+// mTLS
+// ---------------------------------------------------------------------------
+
+/// The NACKs legate-cp recorded for the client `node_id`: (type URL, last error message).
+async fn nacks_of(cp: &ControlPlane, node_id: &str) -> Vec<(String, String)> {
+    let clients = cp.clients().await;
+    let Some(all) = clients.as_array() else {
+        panic!("/clients is not an array: {clients}");
+    };
+    let mine: Vec<&Value> = all.iter().filter(|c| c["node_id"] == node_id).collect();
+    assert!(!mine.is_empty(), "{node_id} is not connected: {clients:#}");
+    mine.iter()
+        .filter_map(|c| c["types"].as_object())
+        .flatten()
+        .filter(|(_, t)| t["nacks"].as_u64().unwrap_or(0) > 0)
+        .map(|(t, s)| {
+            let message = s["last_nack"].as_str().unwrap_or_default().to_string();
+            (t.clone(), message)
+        })
+        .collect()
+}
+
+fn all_unavailable(batch: &[Outcome]) -> bool {
+    batch
+        .iter()
+        .all(|o| matches!(o, Outcome::Err(e) if e.contains("UNAVAILABLE")))
+}
+
+/// gRFC A29 with certificates from `legate-cp certs init`. `payments` has `tls` (CA, client
+/// certificate, the SPIFFE ID it must show) and two greeters that speak TLS only and require a
+/// client certificate of the CA. A client whose bootstrap declares the `default` certificate
+/// provider (`--cert-dir`) and whose channels use xDS credentials calls them over mTLS, showing
+/// its own leaf; `impostor` (the same greeter, expected to be `ledger`) fails SAN verification;
+/// `plain`, in the same responses, is still called in plaintext; legate-cp sees no NACK. Without
+/// xDS credentials the client is plaintext and the greeters refuse it. Without the certificate
+/// provider, the client NACKs the TLS clusters and only those.
+async fn mtls(language: Language) {
+    let certs = Certs::init(&["checkout", "payments"]);
+    let a = GrpcUpstream::start_tls("a", certs.server_tls("payments"))
+        .await
+        .expect("a");
+    let b = GrpcUpstream::start_tls("b", certs.server_tls("payments"))
+        .await
+        .expect("b");
+    let plain = GrpcUpstream::start("plain").await.expect("plain");
+    let d = certs.path().display();
+    let tls = |san: &str| {
+        format!(
+            "{{ ca: '{d}/ca.pem', cert: '{d}/checkout.pem', key: '{d}/checkout.key', \
+             verify_san: ['spiffe://example.org/ns/default/sa/{san}'] }}"
+        )
+    };
+    let yaml = format!(
+        "services:\n  \
+           payments:\n    protocol: grpc\n    endpoints: {both}\n    tls: {payments}\n  \
+           impostor:\n    protocol: grpc\n    endpoints: [{a}]\n    tls: {ledger}\n  \
+           plain:\n    protocol: grpc\n    endpoints: [{p}]\n\
+         ambassadors:\n  checkout:\n    listen: 127.0.0.1:10000\n",
+        both = endpoint_list(&[ip(&a), ip(&b)]),
+        payments = tls("payments"),
+        ledger = tls("ledger"),
+        a = ip(&a),
+        p = ip(&plain),
+    );
+    let config = ConfigFile::new(&yaml);
+    let cp = ControlPlane::start(&config.path).await;
+
+    let secure = ClientSetup {
+        cert_dir: Some(certs.path()),
+        xds_creds: true,
+        ..Default::default()
+    };
+    let mut client = Driver::start_with(language, &cp, "checkout", &secure).await;
+    let batch = client
+        .call_until("mTLS calls on both greeters", "payments", 20, |b| {
+            instances(b).len() == 2
+        })
+        .await;
+    assert!(all_ok(&batch));
+    let leaf = certs.leaf_der("checkout");
+    assert_eq!(
+        a.peer_certificates(),
+        vec![leaf.clone()],
+        "a saw the client's leaf"
+    );
+    assert_eq!(b.peer_certificates(), vec![leaf], "b saw the client's leaf");
+    client
+        .call_until("plaintext calls on `plain`", "plain", 4, |_| true)
+        .await;
+    assert!(plain.peer_certificates().is_empty());
+
+    let a_before = a.calls();
+    let batch = client.call("impostor", 4, &[]).await;
+    assert!(all_unavailable(&batch), "SAN mismatch: {batch:?}");
+    assert_eq!(a.calls(), a_before, "refused before any call");
+    assert_eq!(
+        nacks_of(&cp, &client.node_id).await,
+        vec![],
+        "the client accepted everything"
+    );
+
+    // Without xDS credentials the channel is plaintext: the TLS-only greeters refuse it.
+    let plaintext = ClientSetup {
+        cert_dir: Some(certs.path()),
+        ..Default::default()
+    };
+    let mut client = Driver::start_with(language, &cp, "checkout", &plaintext).await;
+    client
+        .call_until("configuration (calls on `plain`)", "plain", 2, |_| true)
+        .await;
+    let before = a.calls() + b.calls();
+    let batch = client.call("payments", 4, &[]).await;
+    assert!(all_unavailable(&batch), "plaintext to TLS-only: {batch:?}");
+    assert_eq!(a.calls() + b.calls(), before, "no call got through");
+
+    // Without the certificate provider: the TLS clusters are NACKed, the others work.
+    let no_provider = ClientSetup {
+        xds_creds: true,
+        ..Default::default()
+    };
+    let mut client = Driver::start_with(language, &cp, "checkout", &no_provider).await;
+    client
+        .call_until("calls on `plain`", "plain", 2, |_| true)
+        .await;
+    let batch = client.call("payments", 2, &[]).await;
+    assert!(
+        batch.iter().all(|o| matches!(o, Outcome::Err(_))),
+        "{batch:?}"
+    );
+    let nacks = nacks_of(&cp, &client.node_id).await;
+    assert!(
+        nacks
+            .iter()
+            .any(|(t, m)| t.ends_with("envoy.config.cluster.v3.Cluster")
+                && m.contains("certificate_provider_instance")
+                && m.contains("default")),
+        "a NACK of the TLS clusters naming the missing provider: {nacks:?}"
+    );
+    assert_eq!(a.calls() + b.calls(), before, "no call got through");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_calls_over_mtls_with_xds_credentials() {
+    mtls(Language::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_calls_over_mtls_with_xds_credentials() {
+    mtls(Language::Node).await;
+}
+
+/// gRFC A65: legate-cp serves xDS over mTLS (`serve --xds-tls-cert ... --xds-client-ca`), and
+/// grpcio reaches it with the `tls` channel credentials of `bootstrap grpc --xds-tls-*`. With
+/// `insecure` channel credentials the same client gets no configuration and makes no call.
+/// (grpc-js-xds 1.14 accepts only `insecure` and `google_default` channel credentials.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_reaches_legate_cp_over_mtls_with_tls_channel_creds() {
+    let certs = Certs::init(&["checkout", "legate-cp"]);
+    let a = GrpcUpstream::start("a").await.expect("a");
+    let yaml = format!(
+        "services:\n  payments:\n    protocol: grpc\n    endpoints: [{}]\n\
+         ambassadors:\n  checkout:\n    listen: 127.0.0.1:10000\n",
+        ip(&a)
+    );
+    let config = ConfigFile::new(&yaml);
+    let serve_tls: Vec<std::ffi::OsString> = vec![
+        "--xds-tls-cert".into(),
+        certs.file("legate-cp.pem").into(),
+        "--xds-tls-key".into(),
+        certs.file("legate-cp.key").into(),
+        "--xds-client-ca".into(),
+        certs.file("ca.pem").into(),
+    ];
+    let cp = ControlPlane::start_with_args(&config.path, &serve_tls).await;
+
+    let setup = ClientSetup {
+        xds_tls: Some(&certs),
+        ..Default::default()
+    };
+    let mut client = Driver::start_with(Language::Python, &cp, "checkout", &setup).await;
+    client
+        .call_until(
+            "calls configured over the mTLS xDS channel",
+            "payments",
+            4,
+            |b| instances(b).len() == 1,
+        )
+        .await;
+    let clients = cp.clients().await;
+    let listed = clients
+        .as_array()
+        .expect("clients")
+        .iter()
+        .any(|c| c["node_id"] == client.node_id.as_str() && c["flavor"] == "grpc");
+    assert!(listed, "{} is a gRPC client: {clients:#}", client.node_id);
+
+    let mut plaintext = Driver::start(Language::Python, &cp, "checkout").await;
+    let before = a.calls();
+    let batch = plaintext.call("payments", 1, &[]).await;
+    assert!(
+        batch.iter().all(|o| matches!(o, Outcome::Err(_))),
+        "{batch:?}"
+    );
+    assert_eq!(a.calls(), before, "no configuration, no call");
+    let clients = cp.clients().await;
+    let connected = clients
+        .as_array()
+        .expect("clients")
+        .iter()
+        .any(|c| c["node_id"] == plaintext.node_id.as_str());
+    assert!(
+        !connected,
+        "a plaintext xDS client got through: {clients:#}"
+    );
 }

@@ -19,9 +19,10 @@
 //! - ClusterLoadAssignment `S`: one weighted locality of IP-literal addresses. DNS endpoints
 //!   are resolved by the loading stage ([`Resolved`]), never here: translation stays pure.
 //!
-//! Services with `tls` are left out until the A29 certificate-provider form is served (see
-//! [`excluded`]): a gRPC client must never get an SDS-based TLS context, and must never be
-//! sent to a TLS upstream in plaintext.
+//! - A service with `tls`: the cluster's transport socket is the gRFC A29 form, certificate
+//!   provider instances of the client's bootstrap (see [`tls`]); never SDS, never key material.
+//!   A TLS service that gRPC cannot express (no `ca`) is left out ([`excluded`]) rather than
+//!   sent in plaintext.
 
 use super::Resources;
 use super::util::{ads_config_source, duration, u32_value};
@@ -55,6 +56,8 @@ use prost::Name;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
+pub mod tls;
+
 /// Addresses of the DNS names that endpoints use, resolved by the loading stage (the control
 /// plane resolves for gRPC clients, which accept only IP literals). A name that is missing
 /// contributes no endpoint.
@@ -87,12 +90,10 @@ pub fn ambassador(config: &Config, amb: &Ambassador, resolved: &Resolved) -> Res
     out
 }
 
-/// Why a service is not offered to gRPC clients, if it is not.
+/// Why a service is not offered to gRPC clients, if it is not: only a TLS service that gRPC
+/// cannot express (see [`tls::unverifiable`]).
 pub fn excluded(svc: &Service) -> Option<&'static str> {
-    svc.tls.as_ref().map(|_| {
-        "it uses TLS, which gRPC clients get only through certificate providers (gRFC A29), \
-         not served yet"
-    })
+    svc.tls.as_ref().and_then(tls::unverifiable)
 }
 
 /// The route configuration name of a service's gRPC listener.
@@ -221,6 +222,7 @@ pub fn cluster(svc: &Service) -> Cluster {
                 ..Default::default()
             }),
         outlier_detection: svc.outlier_detection.as_ref().map(outlier_detection),
+        transport_socket: svc.tls.as_ref().map(tls::transport_socket),
         ..Default::default()
     }
 }
@@ -368,6 +370,12 @@ mod tests {
     use super::*;
     use crate::config::load_str;
     use legate_proto::any::unpack;
+    use legate_proto::pb::envoy::config::core::v3::transport_socket;
+    use legate_proto::pb::envoy::extensions::transport_sockets::tls::v3::{
+        CertificateProviderPluginInstance, CertificateValidationContext, UpstreamTlsContext,
+        common_tls_context::ValidationContextType,
+    };
+    use legate_proto::pb::envoy::r#type::matcher::v3::string_matcher;
     use std::path::Path;
 
     fn load(text: &str) -> Config {
@@ -666,8 +674,9 @@ ambassadors:
     }
 
     #[test]
-    fn tls_services_are_left_out_and_nothing_uses_sds() {
+    fn unverified_tls_services_are_left_out() {
         let config = load(FULL);
+        assert!(excluded(&config.services["secure"]).is_some_and(|why| why.contains("`ca`")));
         let r = grpc(&config);
         let names: Vec<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, vec!["fewest", "hashing", "payments"]);
@@ -676,6 +685,112 @@ ambassadors:
         assert!(r.listeners.iter().all(|l| l.api_listener.is_some()));
         assert_eq!(r.routes.len(), 3);
         assert_eq!(r.endpoints.len(), 3);
+    }
+
+    fn tls_context(c: &Cluster) -> UpstreamTlsContext {
+        let ts = c.transport_socket.as_ref().expect("a transport socket");
+        assert_eq!(ts.name, "envoy.transport_sockets.tls");
+        let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+            panic!("no typed_config");
+        };
+        unpack(any).expect("an UpstreamTlsContext")
+    }
+
+    #[test]
+    #[allow(deprecated)] // match_subject_alt_names: what gRPC reads.
+    fn tls_services_get_certificate_providers_and_never_sds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::certs::init(&crate::certs::InitOptions::new(
+            dir.path(),
+            "example.org",
+            &["checkout"],
+        ))
+        .expect("certs");
+        let d = dir.path().display();
+        let yaml = format!(
+            "services:\n  \
+               mutual:\n    protocol: grpc\n    endpoints: [127.0.0.1:9443]\n    tls:\n      \
+                 ca: {d}/ca.pem\n      cert: {d}/checkout.pem\n      key: {d}/checkout.key\n      \
+                 sni: mutual.internal\n      min_version: '1.3'\n      alpn: [h2]\n      \
+                 verify_san: [spiffe://example.org/ns/default/sa/mutual, {{ dns: payments.internal }}, {{ ip: 127.0.0.1 }}]\n  \
+               oneway:\n    protocol: grpc\n    endpoints: [127.0.0.1:9444]\n    tls: {{ ca: {d}/ca.pem }}\n  \
+               unverified:\n    protocol: grpc\n    endpoints: [127.0.0.1:9445]\n    tls: {{ sni: x }}\n\
+             ambassadors:\n  checkout:\n    listen: 127.0.0.1:10000\n"
+        );
+        let config = load_str(&dir.path().join("t.yaml"), &yaml).expect("valid");
+        let r = grpc(&config);
+        let names: Vec<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["mutual", "oneway"], "`unverified` is left out");
+        assert!(r.secrets.is_empty());
+
+        let mutual = tls_context(&r.clusters[0]);
+        assert_eq!(mutual.sni, "mutual.internal");
+        let common = mutual.common_tls_context.expect("common_tls_context");
+        let provider = |p: &Option<CertificateProviderPluginInstance>| {
+            p.as_ref().map(|p| p.instance_name.clone())
+        };
+        assert_eq!(
+            provider(&common.tls_certificate_provider_instance).as_deref(),
+            Some(crate::grpc_bootstrap::CERTIFICATE_PROVIDER)
+        );
+        assert!(common.tls_certificate_sds_secret_configs.is_empty());
+        assert!(common.tls_certificates.is_empty());
+        assert_eq!(common.tls_params, None, "gRPC NACKs tls_params");
+        assert!(common.alpn_protocols.is_empty());
+        let Some(ValidationContextType::ValidationContext(vc)) = &common.validation_context_type
+        else {
+            panic!(
+                "not a plain validation_context: {:?}",
+                common.validation_context_type
+            );
+        };
+        assert_eq!(
+            provider(&vc.ca_certificate_provider_instance).as_deref(),
+            Some("default")
+        );
+        assert_eq!(vc.trusted_ca, None);
+        assert!(vc.match_typed_subject_alt_names.is_empty());
+        let sans: Vec<String> = vc
+            .match_subject_alt_names
+            .iter()
+            .map(|m| match &m.match_pattern {
+                Some(string_matcher::MatchPattern::Exact(v)) if !m.ignore_case => v.clone(),
+                other => panic!("not an exact matcher: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sans,
+            vec![
+                "spiffe://example.org/ns/default/sa/mutual",
+                "payments.internal",
+                "127.0.0.1"
+            ]
+        );
+
+        let oneway = tls_context(&r.clusters[1]);
+        let common = oneway.common_tls_context.expect("common_tls_context");
+        assert_eq!(
+            common.tls_certificate_provider_instance, None,
+            "TLS, not mTLS"
+        );
+        assert!(matches!(
+            common.validation_context_type,
+            Some(ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    ca_certificate_provider_instance: Some(_),
+                    ..
+                }
+            ))
+        ));
+        assert_eq!(oneway.sni, "");
+
+        // Nothing of the sidecars' form reaches a gRPC client: no SDS, no file, no key.
+        for c in &r.clusters {
+            let json = legate_proto::json::to_json(c).expect("json").to_string();
+            for absent in ["sds", "inline", "filename", "tls_params", "BEGIN"] {
+                assert!(!json.contains(absent), "{absent} in {json}");
+            }
+        }
     }
 
     #[test]

@@ -7,12 +7,13 @@
 use super::AdminCtx;
 use super::time::rfc3339;
 use crate::runtime::manager::DumpEntry;
+use legate_proto::json::Codec;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-fn resource(e: &DumpEntry) -> Value {
-    legate_proto::json::any_to_json(&e.any).unwrap_or(Value::Null)
+fn resource(codec: &Codec, e: &DumpEntry) -> Value {
+    codec.any_to_json(&e.any).unwrap_or(Value::Null)
 }
 
 /// An object of the given fields, without those that are empty (`""`, `[]`).
@@ -31,10 +32,10 @@ fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
 }
 
 /// A dynamic resource: `version_info`, the resource under `key`, `last_updated`.
-fn dynamic(key: &str, e: &DumpEntry) -> Value {
+fn dynamic(codec: &Codec, key: &str, e: &DumpEntry) -> Value {
     object([
         ("version_info", Value::String(e.version.clone())),
-        (key, resource(e)),
+        (key, resource(codec, e)),
         ("last_updated", Value::String(rfc3339(e.updated))),
     ])
 }
@@ -66,6 +67,8 @@ fn statics(
 
 /// The whole dump; `include_eds` adds the EndpointsConfigDump as Envoy's `?include_eds`.
 pub fn dump(ctx: &AdminCtx, include_eds: bool) -> Value {
+    // Decoded for this dump only and freed after it: the proxy keeps no descriptor pool.
+    let codec = Codec::new();
     let parts = ctx.manager.dump();
     let static_clusters = statics(
         ctx,
@@ -84,7 +87,9 @@ pub fn dump(ctx: &AdminCtx, include_eds: bool) -> Value {
     let (warming, active): (Vec<&DumpEntry>, Vec<&DumpEntry>) =
         parts.dynamic_clusters.iter().partition(|e| e.warming);
     let clusters = |list: Vec<&DumpEntry>| -> Value {
-        list.into_iter().map(|e| dynamic("cluster", e)).collect()
+        list.into_iter()
+            .map(|e| dynamic(&codec, "cluster", e))
+            .collect()
     };
     let listeners: Vec<Value> = parts
         .dynamic_listeners
@@ -95,13 +100,13 @@ pub fn dump(ctx: &AdminCtx, include_eds: bool) -> Value {
             } else {
                 "active_state"
             };
-            json!({"name": e.name, state: dynamic("listener", e)})
+            json!({"name": e.name, state: dynamic(&codec, "listener", e)})
         })
         .collect();
     let routes: Vec<Value> = parts
         .routes
         .iter()
-        .map(|e| dynamic("route_config", e))
+        .map(|e| dynamic(&codec, "route_config", e))
         .collect();
     let mut configs = vec![
         object([
@@ -131,7 +136,7 @@ pub fn dump(ctx: &AdminCtx, include_eds: bool) -> Value {
         let eds: Vec<Value> = parts
             .endpoints
             .iter()
-            .map(|e| json!({"endpoint_config": resource(e)}))
+            .map(|e| json!({"endpoint_config": resource(&codec, e)}))
             .collect();
         configs.push(object([
             (
@@ -169,7 +174,7 @@ pub fn dump(ctx: &AdminCtx, include_eds: bool) -> Value {
                 ("name", Value::String(e.name.clone())),
                 ("version_info", Value::String(e.version.clone())),
                 ("last_updated", Value::String(rfc3339(e.updated))),
-                ("secret", resource(e)),
+                ("secret", resource(&codec, e)),
             ])
         })
         .collect();
@@ -195,4 +200,113 @@ fn with_type(mut v: Value, type_url: &str) -> Value {
         *map = typed;
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use legate_control_plane::cache::SnapshotCache;
+    use legate_control_plane::certs::{InitOptions, init};
+    use legate_proto::descriptors::full_set_uses_on_this_thread;
+    use legate_proto::type_url::ADS_ORDER;
+    use std::path::Path;
+
+    /// Every resource legate-cp sends for the example configuration, and for a service with
+    /// mTLS (UpstreamTlsContext over SDS, and the secrets).
+    fn legate_cp_resources(dir: &Path) -> Vec<DumpEntry> {
+        init(&InitOptions::new(
+            dir.join("certs"),
+            "example.org",
+            &["payments", "checkout"],
+        ))
+        .expect("certs");
+        let tls_yaml = dir.join("tls.yaml");
+        std::fs::write(
+            &tls_yaml,
+            "services:\n  payments:\n    endpoints: [127.0.0.1:9001]\n    protocol: http2\n    \
+             tls: { ca: certs/ca.pem, cert: certs/checkout.pem, key: certs/checkout.key, \
+             sni: payments, verify_san: [spiffe://example.org/ns/default/sa/payments] }\n\
+             ambassadors:\n  checkout:\n    listen: 127.0.0.1:10000\n",
+        )
+        .expect("write");
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/services.yaml");
+        let mut entries = Vec::new();
+        for file in [example, tls_yaml] {
+            let config = legate_control_plane::config::load(&file)
+                .unwrap_or_else(|e| panic!("{}: {e:?}", file.display()));
+            let snapshots = SnapshotCache::new().publish(&config, 1);
+            for snapshot in snapshots.by_ambassador.values() {
+                for t in ADS_ORDER {
+                    for r in snapshot
+                        .of(t)
+                        .map(|s| s.items.values())
+                        .into_iter()
+                        .flatten()
+                    {
+                        entries.push(DumpEntry {
+                            name: r.name.clone(),
+                            any: r.any.clone(),
+                            updated: SystemTime::UNIX_EPOCH,
+                            version: "1".into(),
+                            warming: false,
+                        });
+                    }
+                }
+            }
+        }
+        entries
+    }
+
+    /// `/config_dump` of what legate-cp sends decodes only the core descriptor set, and shows
+    /// exactly what the whole set shows.
+    #[test]
+    fn legate_cp_resources_dump_with_the_core_descriptor_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entries = legate_cp_resources(dir.path());
+        let before = full_set_uses_on_this_thread();
+        let codec = Codec::new();
+        let dumped: Vec<Value> = entries.iter().map(|e| resource(&codec, e)).collect();
+        assert!(!codec.used_full_set());
+        drop(codec);
+        assert_eq!(full_set_uses_on_this_thread(), before);
+        let text = serde_json::to_string(&dumped).expect("JSON");
+        for expected in [
+            "envoy.extensions.transport_sockets.tls.v3.Secret",
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+        ] {
+            assert!(text.contains(expected), "no {expected} in {text}");
+        }
+        for (entry, ours) in entries.iter().zip(&dumped) {
+            let whole = legate_proto::json::any_to_json(&entry.any).expect("whole set");
+            assert_eq!(ours, &whole, "{}", entry.name);
+        }
+    }
+
+    /// A resource with a type outside the core set is still dumped in full.
+    #[test]
+    fn other_types_are_dumped_through_the_whole_set() {
+        let listener: legate_proto::pb::envoy::config::listener::v3::Listener =
+            legate_proto::json::from_json(&json!({"name": "tcp", "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.tcp_proxy",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": "tcp", "cluster": "c"}}]}]}))
+            .expect("listener");
+        let entry = DumpEntry {
+            name: "tcp".into(),
+            any: legate_proto::any::pack(&listener),
+            updated: SystemTime::UNIX_EPOCH,
+            version: "1".into(),
+            warming: false,
+        };
+        let codec = Codec::new();
+        let dumped = resource(&codec, &entry);
+        assert!(codec.used_full_set());
+        assert_eq!(
+            dumped["filter_chains"][0]["filters"][0]["typed_config"]["cluster"],
+            "c"
+        );
+    }
 }

@@ -55,9 +55,22 @@ pub async fn serve(ctx: Arc<AdminCtx>, listener: TcpListener) {
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&ctx, &req)) }
+                async move {
+                    if req.uri().path() != "/config_dump" {
+                        return Ok::<_, std::convert::Infallible>(handle(&ctx, &req));
+                    }
+                    // A dump decodes a descriptor pool (tens of ms): off the proxy's workers,
+                    // as Envoy's admin runs on its main thread, not on a worker.
+                    let dumped = tokio::task::spawn_blocking(move || handle(&ctx, &req)).await;
+                    Ok(dumped.unwrap_or_else(|e| {
+                        text(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("config_dump failed: {e}\n"),
+                        )
+                    }))
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)

@@ -9,6 +9,7 @@
 //! mean".
 
 use super::BootstrapError;
+use legate_proto::json::Codec;
 use legate_proto::pb::envoy::config::bootstrap::v3::Bootstrap;
 use prost::Name;
 use serde_json::Value;
@@ -86,8 +87,9 @@ impl Located {
     }
 }
 
-fn decode_error(value: &Value) -> Option<String> {
-    legate_proto::json::from_json::<Bootstrap>(value)
+fn decode_error(codec: &Codec, value: &Value) -> Option<String> {
+    codec
+        .from_json::<Bootstrap>(value)
         .err()
         .map(|e| e.to_string())
 }
@@ -111,8 +113,8 @@ fn truncate(node: &mut Value, keep: usize) {
 }
 
 /// Finds the node of `root` where decoding fails with `message`, and explains it.
-pub(super) fn locate(root: &Value, message: &str) -> Located {
-    let reproduces = |doc: &Value| decode_error(doc).as_deref() == Some(message);
+pub(super) fn locate(codec: &Codec, root: &Value, message: &str) -> Located {
+    let reproduces = |doc: &Value| decode_error(codec, doc).as_deref() == Some(message);
     let mut doc = root.clone();
     let mut path = Vec::new();
     while let Some(node) = get(&doc, &path) {
@@ -138,10 +140,10 @@ pub(super) fn locate(root: &Value, message: &str) -> Located {
         doc = with_prefix(i);
         path.push(keys[i - 1].clone());
     }
-    explain(root, path, message)
+    explain(codec, root, path, message)
 }
 
-fn explain(root: &Value, path: Vec<Step>, message: &str) -> Located {
+fn explain(codec: &Codec, root: &Value, path: Vec<Step>, message: &str) -> Located {
     let quoted = |prefix: &str| {
         message
             .strip_prefix(prefix)
@@ -152,7 +154,7 @@ fn explain(root: &Value, path: Vec<Step>, message: &str) -> Located {
         && let Some((Step::Key(last), parent)) = path.split_last()
         && *last == name
     {
-        let hint = names_at(root, parent)
+        let hint = names_at(codec, root, parent)
             .and_then(|names| did_you_mean(&name, &names))
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
@@ -164,7 +166,7 @@ fn explain(root: &Value, path: Vec<Step>, message: &str) -> Located {
         };
     }
     let message = if let Some(value) = quoted("unrecognized enum value '") {
-        let expected = names_at(root, &path)
+        let expected = names_at(codec, root, &path)
             .map(|names| format!(" (expected one of {})", names.join(", ")))
             .unwrap_or_default();
         format!("unknown value `{value}`{expected}")
@@ -185,15 +187,14 @@ fn explain(root: &Value, path: Vec<Step>, message: &str) -> Located {
 }
 
 /// The field names of the message at `path`, or the value names of the enum field at `path`.
-fn names_at(root: &Value, path: &[Step]) -> Option<Vec<String>> {
-    let pool = legate_proto::json::pool();
-    let mut message = pool.get_message_by_name(&Bootstrap::full_name())?;
+fn names_at(codec: &Codec, root: &Value, path: &[Step]) -> Option<Vec<String>> {
+    let mut message = codec.message_by_name(&Bootstrap::full_name())?;
     let mut node = root;
     let mut steps = path.iter().peekable();
     loop {
         if message.full_name() == "google.protobuf.Any" {
             let url = node.get("@type")?.as_str()?;
-            message = pool.get_message_by_name(url.rsplit('/').next()?)?;
+            message = codec.message_by_name(url.rsplit('/').next()?)?;
         }
         let Some(step) = steps.next() else {
             return Some(message.fields().map(|f| f.name().to_string()).collect());
@@ -290,8 +291,9 @@ mod tests {
     }
 
     fn located(value: Value) -> Located {
-        let message = decode_error(&value).expect("should not decode");
-        locate(&value, &message)
+        let codec = Codec::new();
+        let message = decode_error(&codec, &value).expect("should not decode");
+        locate(&codec, &value, &message)
     }
 
     #[test]

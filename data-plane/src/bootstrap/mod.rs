@@ -91,10 +91,13 @@ pub struct BootstrapConfig {
 
 impl BootstrapConfig {
     /// [`BootstrapConfig::bootstrap`] in Envoy's JSON mapping (proto field names, defaults
-    /// omitted), as `/config_dump` shows it.
+    /// omitted), as `/config_dump` shows it. Decodes a descriptor pool for the call (a
+    /// [`Codec`](legate_proto::json::Codec)): call it once and keep the result.
     pub fn to_json(&self) -> serde_json::Value {
         // Every message here came from the descriptor pool's own types; encoding cannot fail.
-        legate_proto::json::to_json(&self.bootstrap).unwrap_or_default()
+        legate_proto::json::Codec::new()
+            .to_json(&self.bootstrap)
+            .unwrap_or_default()
     }
 }
 
@@ -212,6 +215,8 @@ fn assemble(
         .transpose()?;
     let allow_unknown = opts.allow_unknown_static_fields();
     let mut warnings = Vec::new();
+    // The descriptor pool lives for this function only: the proxy does not keep it.
+    let codec = legate_proto::json::Codec::new();
     let (bootstrap, label) = match (file, overlay) {
         (None, None) => {
             return Err(BootstrapError {
@@ -222,12 +227,12 @@ fn assemble(
             });
         }
         (Some(doc), None) | (None, Some(doc)) => {
-            let bootstrap = doc.decode(allow_unknown, &mut warnings)?;
+            let bootstrap = doc.decode(&codec, allow_unknown, &mut warnings)?;
             (bootstrap, doc.source)
         }
         (Some(base), Some(overlay)) => {
-            let mut bootstrap = base.decode(allow_unknown, &mut warnings)?;
-            let over = overlay.decode(allow_unknown, &mut warnings)?;
+            let mut bootstrap = base.decode(&codec, allow_unknown, &mut warnings)?;
+            let over = overlay.decode(&codec, allow_unknown, &mut warnings)?;
             // Envoy: `bootstrap.MergeFrom(bootstrap_override)`; merging the encoded overlay is
             // the same operation (set scalars and oneofs win, messages merge, lists append).
             bootstrap
@@ -240,6 +245,7 @@ fn assemble(
             (bootstrap, format!("{} + {}", base.source, overlay.source))
         }
     };
+    drop(codec);
     let config = validate::check(bootstrap, opts, &label, &mut warnings)?;
     Ok((config, warnings))
 }

@@ -3,6 +3,7 @@
 
 use super::locate::{self, Step};
 use super::{BootstrapError, Warning};
+use legate_proto::json::Codec;
 use legate_proto::pb::envoy::config::bootstrap::v3::Bootstrap;
 use prost::Message;
 use serde_json::Value;
@@ -34,10 +35,11 @@ impl Document {
         }
     }
 
-    /// Decodes into the typed `Bootstrap`. An unknown field is an error naming its path, or,
-    /// when `allow_unknown`, a warning (and the field is dropped).
+    /// Decodes into the typed `Bootstrap` with `codec`. An unknown field is an error naming its
+    /// path, or, when `allow_unknown`, a warning (and the field is dropped).
     pub fn decode(
         &self,
+        codec: &Codec,
         allow_unknown: bool,
         warnings: &mut Vec<Warning>,
     ) -> Result<Bootstrap, BootstrapError> {
@@ -47,11 +49,11 @@ impl Document {
         };
         let mut value = std::borrow::Cow::Borrowed(value);
         loop {
-            let message = match legate_proto::json::from_json::<Bootstrap>(&value) {
+            let message = match codec.from_json::<Bootstrap>(&value) {
                 Ok(bootstrap) => return Ok(bootstrap),
                 Err(e) => e.to_string(),
             };
-            let located = locate::locate(&value, &message);
+            let located = locate::locate(codec, &value, &message);
             match (&located.unknown_field, allow_unknown) {
                 (Some(name), true) => {
                     warnings.push(Warning {

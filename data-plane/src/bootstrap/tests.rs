@@ -630,3 +630,62 @@ fn fixtures_exist_for_envoy_validate() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// Start-up converts the bootstrap with the core descriptor set only (`legate_proto::json::Codec`):
+/// decoding the whole set would cost ~47 MiB of heap while it lives (it used to stay for the
+/// life of the process). Covers what `server::main` does: `load` of a `-c` file, and
+/// `to_json` for the admin API, for every bootstrap legate-cp generates (SotW, delta, TLS to
+/// the control plane) and the static fixture.
+#[test]
+fn startup_never_decodes_the_whole_descriptor_set() {
+    use legate_control_plane::bootstrap::{EnvoyBootstrap, XdsClientTls};
+    use legate_proto::descriptors::full_set_uses_on_this_thread;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    for (i, (delta, tls)) in [(false, false), (true, false), (false, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let generator = EnvoyBootstrap {
+            node: "checkout".into(),
+            id_suffix: "abc123".into(),
+            xds_host: "127.0.0.1".into(),
+            xds_port: 18000,
+            admin_host: "127.0.0.1".into(),
+            admin_port: 0,
+            delta,
+            xds_tls: tls.then(|| XdsClientTls {
+                ca: dir.path().join("ca.pem"),
+                client: Some((dir.path().join("c.pem"), dir.path().join("c.key"))),
+                sni: Some("legate-cp".into()),
+            }),
+        };
+        let path = dir.path().join(format!("bootstrap-{i}.yaml"));
+        std::fs::write(&path, generator.to_yaml().expect("generates")).expect("write");
+        files.push(path);
+    }
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bootstrap/testdata");
+    files.push(testdata.join("static.yaml"));
+    files.push(testdata.join("ads.json"));
+    let before = full_set_uses_on_this_thread();
+    for path in &files {
+        let path = path.to_str().expect("UTF-8 path");
+        let (config, _) = load(&opts(&["-c", path])).unwrap_or_else(|e| panic!("{e}"));
+        let json = config.to_json();
+        assert!(
+            json["static_resources"]["clusters"][0]["name"].is_string(),
+            "{json}"
+        );
+        assert_eq!(
+            full_set_uses_on_this_thread(),
+            before,
+            "loading {path} decoded the whole descriptor set"
+        );
+    }
+    // The counter does count: a type outside the core set needs the whole set.
+    let mut other = yaml(STATIC);
+    other["admin"]["access_log"] = json!([{"name": "envoy.access_loggers.stdout", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"}}]);
+    ok(other);
+    assert_eq!(full_set_uses_on_this_thread(), before + 1);
+}

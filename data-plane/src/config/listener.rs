@@ -7,7 +7,7 @@ use super::error::{
     ConfigError, FieldError, Result, Under, ads_source, reject, timeout_or, unsupported,
 };
 use super::route::convert_table;
-use super::types::{Codec, ListenerConfig, RouteSource};
+use super::types::{CidrRange, Codec, InternalAddressConfig, ListenerConfig, RouteSource};
 use legate_proto::any::unpack;
 use legate_proto::pb::envoy::config::core::v3::Http1ProtocolOptions;
 use legate_proto::pb::envoy::config::listener::v3::{
@@ -78,6 +78,7 @@ fn convert(l: &Listener) -> Result<ListenerConfig> {
         stream_idle_timeout: hcm.stream_idle_timeout,
         request_timeout: hcm.request_timeout,
         server_name: hcm.server_name,
+        internal_address: hcm.internal_address,
     })
 }
 
@@ -123,6 +124,7 @@ struct Hcm {
     stream_idle_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
     server_name: String,
+    internal_address: Option<InternalAddressConfig>,
 }
 
 fn filter_chain(chain: &FilterChain) -> Result<Hcm> {
@@ -248,7 +250,41 @@ fn http_connection_manager(h: &HttpConnectionManager) -> Result<Hcm> {
         } else {
             h.server_name.clone()
         },
+        internal_address: h
+            .internal_address_config
+            .as_ref()
+            .map(internal_address_config)
+            .transpose()
+            .under("internal_address_config")?,
     })
+}
+
+/// `internal_address_config`. `unix_sockets` is accepted and has no effect: it applies to a
+/// downstream connection over a Unix socket, and the listener address is always IP.
+fn internal_address_config(c: &hcm_pb::InternalAddressConfig) -> Result<InternalAddressConfig> {
+    let cidr_ranges = c
+        .cidr_ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let field = format!("cidr_ranges[{i}]");
+            let len = r.prefix_len.map_or(0, |l| l.value);
+            r.address_prefix
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .and_then(|ip| CidrRange::new(ip, len))
+                .ok_or_else(|| {
+                    FieldError::new(
+                        field,
+                        format!(
+                            "invalid ip/mask combo '{}/{len}' (format is <ip>/<# mask bits>)",
+                            r.address_prefix
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(InternalAddressConfig { cidr_ranges })
 }
 
 /// The chain must end with the router; any other enabled filter is an error naming it.
@@ -488,6 +524,7 @@ mod tests {
         assert_eq!(l.stream_idle_timeout, Some(Duration::from_secs(300)));
         assert_eq!(l.request_timeout, None);
         assert_eq!(l.server_name, "envoy");
+        assert_eq!(l.internal_address, None);
 
         let l = ok(with_hcm(json!({
             "codec_type": "HTTP2", "stream_idle_timeout": "0s", "request_timeout": "10s",
@@ -686,5 +723,42 @@ mod tests {
             hcm_err(json!({"rds": null, "scoped_routes": {"name": "s"}})),
             format!("{HCM_FIELD}.scoped_routes")
         );
+    }
+
+    #[test]
+    fn internal_address_config_parsed() {
+        let l = ok(with_hcm(json!({"internal_address_config": {}})));
+        assert_eq!(l.internal_address, Some(InternalAddressConfig::default()));
+        let l = ok(with_hcm(json!({"internal_address_config": {
+            "unix_sockets": true,
+            "cidr_ranges": [
+                {"address_prefix": "10.1.2.3", "prefix_len": 8},
+                {"address_prefix": "fd00::", "prefix_len": 8},
+                {"address_prefix": "8.8.8.8"}
+            ]
+        }})));
+        let ranges = l.internal_address.expect("configured").cidr_ranges;
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(ranges[0], CidrRange::new(ip("10.0.0.0"), 8).unwrap());
+        assert!(ranges[0].contains(ip("10.255.0.1")) && !ranges[0].contains(ip("11.0.0.1")));
+        assert!(ranges[1].contains(ip("fd12::1")) && !ranges[1].contains(ip("fc00::1")));
+        assert!(
+            ranges[2].contains(ip("1.2.3.4")),
+            "prefix_len defaults to 0"
+        );
+        assert!(!ranges[2].contains(ip("::1")), "no family crossing");
+        for bad in [
+            json!({"address_prefix": "10.0.0.0", "prefix_len": 33}),
+            json!({"address_prefix": "fd00::", "prefix_len": 129}),
+            json!({"address_prefix": "example.com", "prefix_len": 8}),
+        ] {
+            let e = err(with_hcm(
+                json!({"internal_address_config": {"cidr_ranges": [bad]}}),
+            ));
+            assert_eq!(
+                e.field,
+                format!("{HCM_FIELD}.internal_address_config.cidr_ranges[0]")
+            );
+        }
     }
 }

@@ -36,6 +36,65 @@ pub struct ListenerConfig {
     pub request_timeout: Option<Duration>,
     /// The HCM `server_name` (Envoy default `envoy`), written as the `server` response header.
     pub server_name: String,
+    /// The HCM `internal_address_config`; `None` (unset) makes no request internal.
+    pub internal_address: Option<InternalAddressConfig>,
+}
+
+/// The HCM's `internal_address_config`: which addresses make a request *internal*. Only
+/// internal requests may steer the router with `x-envoy-*` headers (`x-envoy-retry-on`, …);
+/// see `proxy::internal` for the rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InternalAddressConfig {
+    /// `cidr_ranges`. Empty: Envoy's built-in internal addresses (RFC 1918, `127.0.0.1`,
+    /// `fd00::/8`, `::1`).
+    pub cidr_ranges: Vec<CidrRange>,
+}
+
+/// An IP prefix (`config.core.v3.CidrRange`), its host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CidrRange {
+    /// The network address.
+    pub prefix: std::net::IpAddr,
+    /// Prefix length in bits (at most 32 for IPv4, 128 for IPv6).
+    pub len: u8,
+}
+
+impl CidrRange {
+    /// The range `prefix/len`; `None` when `len` is too long for the address family.
+    pub fn new(prefix: std::net::IpAddr, len: u32) -> Option<CidrRange> {
+        use std::net::IpAddr;
+        match prefix {
+            IpAddr::V4(a) if len <= 32 => Some(CidrRange {
+                prefix: IpAddr::V4((u32::from(a) & mask32(len)).into()),
+                len: len as u8,
+            }),
+            IpAddr::V6(a) if len <= 128 => Some(CidrRange {
+                prefix: IpAddr::V6((u128::from(a) & mask128(len)).into()),
+                len: len as u8,
+            }),
+            _ => None,
+        }
+    }
+
+    /// True when `ip` is in the range (an IPv4 address never matches an IPv6 range, nor the
+    /// other way round, as in Envoy).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let len = u32::from(self.len);
+        match (self.prefix, ip) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => u32::from(a) & mask32(len) == u32::from(p),
+            (IpAddr::V6(p), IpAddr::V6(a)) => u128::from(a) & mask128(len) == u128::from(p),
+            _ => false,
+        }
+    }
+}
+
+fn mask32(len: u32) -> u32 {
+    u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0)
+}
+
+fn mask128(len: u32) -> u128 {
+    u128::MAX.checked_shl(128 - len.min(128)).unwrap_or(0)
 }
 
 /// Downstream codec (`HttpConnectionManager.codec_type`).

@@ -33,7 +33,7 @@ pub fn stream(body: hyper::body::Incoming) -> ProxyBody {
 }
 
 /// An upstream response body that hands its HTTP/1.1 connection back to the pool once the
-/// last frame has been read (dropping it early closes the connection instead).
+/// last frame has been read (dropping it early closes the connection at once instead).
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: hyper::body::Incoming,
@@ -91,7 +91,9 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
             Poll::Ready(Some(Err(_))) => {
                 // A broken body poisons the connection: never reuse it.
-                self.release = None;
+                if let Some(r) = self.release.take() {
+                    r.discard();
+                }
             }
             _ => {}
         }

@@ -2,21 +2,40 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Connection-specific headers that never cross a proxy (RFC 9110 §7.6.1), plus the
-/// non-standard ones Envoy also strips.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
+/// `keep-alive`.
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `proxy-connection`.
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// `x-forwarded-proto`.
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-request-id`.
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-envoy-original-path`.
+static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+
+/// True for the connection-specific headers that never cross a proxy (RFC 9110 §7.6.1), the
+/// non-standard ones Envoy also strips, and `te` (kept only as `te: trailers`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+    )
+}
 
 /// Removes hop-by-hop headers, including those named by `Connection`. `te` is kept only as
 /// `te: trailers` (which gRPC needs).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names instead of eight lookups.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -27,7 +46,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in named {
         headers.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ] {
         headers.remove(n);
     }
     let trailers_only = headers
@@ -43,60 +70,52 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// A random (version 4) UUID, the form Envoy uses for `x-request-id`.
-pub fn uuid_v4() -> String {
+/// A random (version 4) UUID, the form Envoy uses for `x-request-id`, as its 36 ASCII bytes.
+fn uuid_v4_bytes() -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        b[0],
-        b[1],
-        b[2],
-        b[3],
-        b[4],
-        b[5],
-        b[6],
-        b[7],
-        b[8],
-        b[9],
-        b[10],
-        b[11],
-        b[12],
-        b[13],
-        b[14],
-        b[15]
-    )
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1; // the '-' already there
+        }
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
+    }
+    out
+}
+
+/// A random (version 4) UUID, the form Envoy uses for `x-request-id`.
+pub fn uuid_v4() -> String {
+    uuid_v4_bytes().iter().map(|&c| char::from(c)).collect()
 }
 
 /// What the router adds to a request going upstream.
 pub struct UpstreamHeaders<'a> {
     /// The original path, when the route rewrote it (`x-envoy-original-path`).
     pub original_path: Option<&'a str>,
-    /// The route timeout in ms (`x-envoy-expected-rq-timeout-ms`), when one applies.
-    pub expected_timeout_ms: Option<u128>,
 }
 
-/// Prepares downstream request headers for the upstream.
+/// Prepares downstream request headers for the upstream (`x-envoy-expected-rq-timeout-ms`
+/// is set per attempt by the router).
 pub fn prepare_request(headers: &mut HeaderMap, extra: &UpstreamHeaders<'_>) {
     strip_hop_by_hop(headers);
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let header::Entry::Vacant(e) = headers.entry(&X_FORWARDED_PROTO) {
+        e.insert(HeaderValue::from_static("http"));
     }
-    if !headers.contains_key("x-request-id")
-        && let Ok(v) = HeaderValue::from_str(&uuid_v4())
+    if let header::Entry::Vacant(e) = headers.entry(&X_REQUEST_ID)
+        && let Ok(v) = HeaderValue::from_bytes(&uuid_v4_bytes())
     {
-        headers.insert("x-request-id", v);
-    }
-    if let Some(ms) = extra.expected_timeout_ms
-        && let Ok(v) = HeaderValue::from_str(&ms.to_string())
-    {
-        headers.insert("x-envoy-expected-rq-timeout-ms", v);
+        e.insert(v);
     }
     if let Some(p) = extra.original_path
         && let Ok(v) = HeaderValue::from_str(p)
     {
-        headers.insert("x-envoy-original-path", v);
+        headers.insert(&X_ENVOY_ORIGINAL_PATH, v);
     }
 }
 
@@ -123,5 +142,64 @@ mod tests {
         let u = uuid_v4();
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
+        for (i, c) in u.chars().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                assert_eq!(c, '-', "{u}");
+            } else {
+                assert!(c.is_ascii_hexdigit() && !c.is_ascii_uppercase(), "{u}");
+            }
+        }
+        assert_ne!(uuid_v4(), u);
+    }
+
+    #[test]
+    fn no_hop_by_hop_header_leaves_the_map_alone() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn request_gets_forwarded_proto_and_request_id_once() {
+        let mut h = HeaderMap::new();
+        prepare_request(
+            &mut h,
+            &UpstreamHeaders {
+                original_path: None,
+            },
+        );
+        assert_eq!(
+            h.get("x-forwarded-proto").map(|v| v.as_bytes()),
+            Some(&b"http"[..])
+        );
+        assert_eq!(h.get("x-request-id").map(|v| v.len()), Some(36));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-request-id", HeaderValue::from_static("mine"));
+        prepare_request(
+            &mut h,
+            &UpstreamHeaders {
+                original_path: Some("/a"),
+            },
+        );
+        assert_eq!(
+            h.get("x-forwarded-proto").map(|v| v.as_bytes()),
+            Some(&b"https"[..])
+        );
+        assert_eq!(
+            h.get("x-request-id").map(|v| v.as_bytes()),
+            Some(&b"mine"[..])
+        );
+        assert_eq!(
+            h.get("x-envoy-original-path").map(|v| v.as_bytes()),
+            Some(&b"/a"[..])
+        );
     }
 }

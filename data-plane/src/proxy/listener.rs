@@ -1,7 +1,13 @@
 //! Listeners: binding (so a bad address is a NACK), activation once warm, accept loops that
 //! speak HTTP/1.1 and h2c, and graceful removal.
+//!
+//! With worker threads ([`Workers::start`]) every listener has one socket per worker, bound
+//! with `SO_REUSEPORT` to the same address (Envoy's default on Linux, `enable_reuse_port`), so
+//! the kernel spreads new connections over the workers and each worker accepts and serves its
+//! own connections on its own event loop.
 
 use super::router;
+use super::workers::Workers;
 use crate::config::{Codec, ListenerConfig};
 use crate::runtime::Runtime;
 use crate::stats::{Counter, Gauge, Histogram, Store};
@@ -99,8 +105,8 @@ pub struct ListenerCtx {
 struct Running {
     address: SocketAddr,
     ctx: Arc<ListenerCtx>,
-    /// Bound but not yet accepting (warming).
-    socket: Option<TcpListener>,
+    /// Bound but not yet accepting (warming): one socket per worker.
+    sockets: Option<Vec<TcpListener>>,
     shutdown: watch::Sender<bool>,
     active: bool,
 }
@@ -109,15 +115,22 @@ struct Running {
 pub struct ListenerManager {
     store: Store,
     runtime: Arc<ArcSwap<Runtime>>,
+    workers: Workers,
     listeners: Mutex<HashMap<String, Running>>,
 }
 
 impl ListenerManager {
-    /// A manager serving requests against `runtime`.
+    /// A manager serving requests against `runtime`, on the runtime that activates listeners.
     pub fn new(store: Store, runtime: Arc<ArcSwap<Runtime>>) -> Self {
+        ListenerManager::with_workers(store, runtime, Workers::ambient())
+    }
+
+    /// A manager whose listeners accept and serve connections on `workers`.
+    pub fn with_workers(store: Store, runtime: Arc<ArcSwap<Runtime>>, workers: Workers) -> Self {
         ListenerManager {
             store,
             runtime,
+            workers,
             listeners: Mutex::new(HashMap::new()),
         }
     }
@@ -142,11 +155,11 @@ impl ListenerManager {
             .lock()
             .map_err(|_| "listener lock poisoned".to_string())?;
         // Bind everything new first, so a failure changes nothing.
-        let mut bound: HashMap<String, TcpListener> = HashMap::new();
+        let mut bound: HashMap<String, Vec<TcpListener>> = HashMap::new();
         for cfg in configs {
             let rebinding = map.get(&cfg.name).is_none_or(|r| r.address != cfg.address);
             if rebinding {
-                let listener = bind(cfg.address).map_err(|e| {
+                let listener = bind_all(cfg.address, &self.workers).map_err(|e| {
                     format!(
                         "listener `{}`: address: cannot bind {}: {e}",
                         cfg.name, cfg.address
@@ -165,7 +178,7 @@ impl ListenerManager {
             keep
         });
         for cfg in configs {
-            if let Some(socket) = bound.remove(&cfg.name) {
+            if let Some(sockets) = bound.remove(&cfg.name) {
                 if let Some(old) = map.remove(&cfg.name) {
                     let _ = old.shutdown.send(true);
                 }
@@ -179,7 +192,7 @@ impl ListenerManager {
                     Running {
                         address: cfg.address,
                         ctx,
-                        socket: Some(socket),
+                        sockets: Some(sockets),
                         shutdown: tx,
                         active: false,
                     },
@@ -202,14 +215,33 @@ impl ListenerManager {
         if running.active {
             return;
         }
-        let Some(socket) = running.socket.take() else {
+        let Some(sockets) = running.sockets.take() else {
             return;
         };
         running.active = true;
-        let ctx = running.ctx.clone();
-        let shutdown = running.shutdown.subscribe();
-        let store = self.store.clone();
-        tokio::spawn(accept_loop(socket, ctx, shutdown, store));
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let ctx = running.ctx.clone();
+            let shutdown = running.shutdown.subscribe();
+            let store = self.store.clone();
+            if !self.workers.threaded() {
+                tokio::spawn(accept_loop(socket, ctx, shutdown, store));
+                continue;
+            }
+            // The socket moves to the worker's event loop (registered with its reactor there).
+            let socket = match socket.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(listener = name, error = %e, "cannot hand the socket to a worker");
+                    continue;
+                }
+            };
+            self.workers.spawn(i, async move {
+                match TcpListener::from_std(socket) {
+                    Ok(socket) => accept_loop(socket, ctx, shutdown, store).await,
+                    Err(e) => tracing::error!(error = %e, "worker cannot register the listener"),
+                }
+            });
+        }
     }
 
     /// Names and states (`active`) of every listener.
@@ -225,13 +257,30 @@ impl ListenerManager {
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds the listener's sockets: one on the ambient runtime, else one per worker with
+/// `SO_REUSEPORT`, the first on `addr` and the others on the address it got (the same port when
+/// `addr` has port 0).
+fn bind_all(addr: SocketAddr, workers: &Workers) -> std::io::Result<Vec<TcpListener>> {
+    let reuse_port = workers.threaded();
+    let first = bind(addr, reuse_port)?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..workers.count() {
+        sockets.push(bind(addr, reuse_port)?);
+    }
+    Ok(sockets)
+}
+
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(1024)

@@ -46,6 +46,18 @@ pub fn upstream_reset(reason: &str) -> Response<ProxyBody> {
     )
 }
 
+/// Like [`upstream_reset`] for a request whose last attempt was a retry: Envoy's router then
+/// writes `retried and the latest reset reason: …`.
+pub fn upstream_reset_after_retries(reason: &str) -> Response<ProxyBody> {
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "upstream connect error or disconnect/reset before headers. \
+             retried and the latest reset reason: {reason}"
+        ),
+    )
+}
+
 /// 504 when the route timeout fires (Envoy: `UT`).
 pub fn upstream_timeout() -> Response<ProxyBody> {
     reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")

@@ -2,8 +2,10 @@
 
 pub mod body;
 pub mod headers;
+pub mod internal;
 pub mod listener;
 pub mod local_reply;
 pub mod pool;
 pub mod replay;
 pub mod router;
+pub mod workers;

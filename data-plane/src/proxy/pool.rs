@@ -10,6 +10,14 @@
 //! it was made with; after a rotation (a new generation) older connections are not reused:
 //! idle HTTP/1.1 connections are closed, a busy one closes when its response ends, and the
 //! shared HTTP/2 connection is replaced for new requests while its streams finish.
+//!
+//! Connection ends are counted as Envoy counts them: `upstream_cx_destroy`, split into
+//! `_local` (the proxy let go of the connection, or its connect timed out or its TLS handshake
+//! failed) and `_remote` (the upstream closed it, or refused the connect), and
+//! `upstream_cx_destroy_{,local_,remote_}with_active_rq` when a request was on it. An
+//! HTTP/1.1 attempt abandoned before its response (a timeout) or a response body dropped before
+//! its end closes the connection at once, as Envoy resets the stream. A failed connect also
+//! fails the request waiting for it: `upstream_rq_pending_failure_eject`.
 
 use super::body::{ProxyBody, UpstreamBody};
 use crate::config::UpstreamProtocol;
@@ -19,7 +27,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -91,19 +99,70 @@ struct PoolInner {
     stats: PoolStats,
     /// Per-host connection counters.
     host: HostConnStats,
-    /// HTTP/1.1 idle connections with the time they became idle and their TLS generation
-    /// (most recent last). The lock is held only to push or pop.
-    idle: Mutex<Vec<(http1::SendRequest<ProxyBody>, Instant, u64)>>,
+    /// HTTP/1.1 idle connections with the time they became idle (most recent last). The lock
+    /// is held only to push or pop.
+    idle: Mutex<Vec<(Conn<http1::SendRequest<ProxyBody>>, Instant)>>,
     /// The TLS generation the idle list was last purged for.
     idle_generation: AtomicU64,
-    /// HTTP/2 shared connection, with its TLS generation.
-    h2: Mutex<Option<(http2::SendRequest<ProxyBody>, u64)>>,
+    /// HTTP/2 shared connection.
+    h2: Mutex<Option<Conn<http2::SendRequest<ProxyBody>>>>,
     /// Serialises HTTP/2 connection establishment so a burst opens one connection.
     h2_connecting: tokio::sync::Mutex<()>,
     /// The per-host connection limit.
     host_limit: HostConnectionLimit,
     /// Woken when a connection goes back to the idle list or closes (pending requests wait).
     released: tokio::sync::Notify,
+}
+
+/// A connection's request sender, with the TLS generation it was made with and its state.
+#[derive(Debug)]
+struct Conn<S> {
+    sender: S,
+    generation: u64,
+    track: Arc<ConnTrack>,
+}
+
+impl<S> Conn<S> {
+    /// Lets go of the connection (it closes once nothing else holds a sender).
+    fn close_locally(self) {
+        self.track.local.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the pool knows about one connection, for the `upstream_cx_destroy_*` counters.
+#[derive(Debug, Default)]
+struct ConnTrack {
+    /// The proxy let go of the connection (idle expiry, TLS rotation, pool removed).
+    local: AtomicBool,
+    /// Set, and signalled, to close the connection at once with a request on it.
+    aborted: AtomicBool,
+    abort: tokio::sync::Notify,
+    /// `upstream_cx_destroy_*with_active_rq` was counted for this connection.
+    active_counted: AtomicBool,
+}
+
+impl ConnTrack {
+    /// Closes the connection now: the request on it is abandoned.
+    fn abort(&self) {
+        self.aborted.store(true, Ordering::Relaxed);
+        self.abort.notify_one();
+    }
+
+    /// Counts the connection as destroyed with a request on it (once): by the proxy
+    /// (`local`) or by the upstream. hyper hands a broken connection's error to the request
+    /// on it and may end the connection itself cleanly, so the request's failure is the
+    /// reliable sign.
+    fn destroyed_with_active_rq(&self, stats: &PoolStats, local: bool) {
+        if self.active_counted.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        stats.cx_destroy_with_active_rq.inc();
+        if local {
+            stats.cx_destroy_local_with_active_rq.inc();
+        } else {
+            stats.cx_destroy_remote_with_active_rq.inc();
+        }
+    }
 }
 
 /// Counts a request in `rq_pending_active` (host and cluster) while it waits for a connection.
@@ -122,28 +181,59 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Returns an HTTP/1.1 connection to its pool once the response body ends.
+/// Returns an HTTP/1.1 connection to its pool once the response body ends. Dropped before
+/// that (the response body was abandoned), it closes the connection at once.
 #[derive(Debug)]
 pub struct Release {
     pool: Arc<PoolInner>,
-    sender: Option<http1::SendRequest<ProxyBody>>,
-    /// The TLS generation the connection was made with.
-    generation: u64,
+    conn: Option<Conn<http1::SendRequest<ProxyBody>>>,
 }
 
 impl Release {
     /// Puts the connection back into the idle list, unless the TLS configuration was rotated
     /// since it was made (it is closed instead).
     pub fn release(mut self) {
-        if let Some(s) = self.sender.take()
-            && !s.is_closed()
-            && self.generation == self.pool.tls_generation()
-            && let Ok(mut idle) = self.pool.idle.lock()
-        {
-            idle.push((s, Instant::now(), self.generation));
+        let Some(conn) = self.conn.take() else { return };
+        if conn.sender.is_closed() {
+            return;
+        }
+        if conn.generation != self.pool.tls_generation() {
+            conn.close_locally();
+            return;
+        }
+        if let Ok(mut idle) = self.pool.idle.lock() {
+            idle.push((conn, Instant::now()));
             drop(idle);
             // Wake one request queued for a connection (max_connections reached).
             self.pool.released.notify_one();
+        }
+    }
+
+    /// Lets go of a connection whose response body failed: the upstream broke it with the
+    /// response under way.
+    pub fn discard(mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.track.destroyed_with_active_rq(&self.pool.stats, false);
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.track.abort();
+        }
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().map(std::mem::take).unwrap_or_default();
+        for (conn, _) in idle {
+            conn.close_locally();
+        }
+        if let Ok(Some(conn)) = self.h2.get_mut().map(Option::take) {
+            conn.close_locally();
         }
     }
 }
@@ -275,15 +365,21 @@ impl HostPool {
             let released = inner.released.notified();
             // Reuse an idle connection; if it turns out closed before the request went out,
             // try the next one (the request was not sent, so this is not a retry).
-            while let Some((mut sender, generation)) = self.pop_idle() {
-                if sender.ready().await.is_err() {
+            while let Some(mut conn) = self.pop_idle() {
+                if conn.sender.ready().await.is_err() {
                     continue;
                 }
-                match self.dispatch(sender.try_send_request(req)).await {
-                    Ok(resp) => return Ok(self.wrap_h1(resp, sender, generation)),
+                let sent = conn.sender.try_send_request(req);
+                match self.dispatch(Some(&conn.track), sent).await {
+                    Ok(resp) => return Ok(self.wrap_h1(resp, conn)),
                     Err(mut e) => match e.take_message() {
+                        // Not sent: the connection had closed meanwhile.
                         Some(back) => req = back,
-                        None => return Err(classify(e.error())),
+                        None => {
+                            conn.track
+                                .destroyed_with_active_rq(&self.inner.stats, false);
+                            return Err(classify(e.error()));
+                        }
                     },
                 }
             }
@@ -322,11 +418,18 @@ impl HostPool {
                 Err(_) => None,
             };
             if let Some(guard) = guard {
-                let (mut sender, generation) = self.connect_h1(guard).await?;
+                // Boxed: the connect (and TLS handshake) future is large and rarely needed; kept
+                // inline it would grow every request's future, which is moved per request.
+                let mut conn = Box::pin(self.connect_h1(guard)).await?;
                 drop(waiting);
-                return match self.dispatch(sender.send_request(req)).await {
-                    Ok(resp) => Ok(self.wrap_h1(resp, sender, generation)),
-                    Err(e) => Err(classify(&e)),
+                let sent = conn.sender.send_request(req);
+                return match self.dispatch(Some(&conn.track), sent).await {
+                    Ok(resp) => Ok(self.wrap_h1(resp, conn)),
+                    Err(e) => {
+                        conn.track
+                            .destroyed_with_active_rq(&self.inner.stats, false);
+                        Err(classify(&e))
+                    }
                 };
             }
             // Wait for a connection to be released.
@@ -336,51 +439,74 @@ impl HostPool {
 
     /// Counts a request in `upstream_rq_total`, and in `upstream_rq_active` while it is on a
     /// connection until its response headers (or an error) arrive; queued requests are pending,
-    /// not active, and a pending overflow is not a request (as in Envoy).
-    async fn dispatch<T>(&self, send: impl std::future::Future<Output = T>) -> T {
-        /// Decrements the gauge even when the send is cancelled (a per-try or route timeout).
-        struct Active<'a>(&'a crate::stats::Gauge);
+    /// not active, and a pending overflow is not a request (as in Envoy). `abort_on_cancel`: the
+    /// HTTP/1.1 connection to close if the send is cancelled (a per-try or route timeout).
+    async fn dispatch<T>(
+        &self,
+        abort_on_cancel: Option<&ConnTrack>,
+        send: impl std::future::Future<Output = T>,
+    ) -> T {
+        /// Decrements the gauge even when the send is cancelled.
+        struct Active<'a> {
+            gauge: &'a crate::stats::Gauge,
+            abort_on_cancel: Option<&'a ConnTrack>,
+        }
         impl Drop for Active<'_> {
             fn drop(&mut self) {
-                self.0.dec();
+                self.gauge.dec();
+                if let Some(track) = self.abort_on_cancel {
+                    track.abort();
+                }
             }
         }
         self.inner.stats.rq_total.inc();
         self.inner.stats.rq_active.inc();
-        let _active = Active(&self.inner.stats.rq_active);
-        send.await
+        let mut active = Active {
+            gauge: &self.inner.stats.rq_active,
+            abort_on_cancel,
+        };
+        let out = send.await;
+        active.abort_on_cancel = None;
+        out
     }
 
     fn wrap_h1(
         &self,
         resp: http::Response<hyper::body::Incoming>,
-        sender: http1::SendRequest<ProxyBody>,
-        generation: u64,
+        conn: Conn<http1::SendRequest<ProxyBody>>,
     ) -> http::Response<UpstreamBody> {
         let release = Release {
             pool: self.inner.clone(),
-            sender: Some(sender),
-            generation,
+            conn: Some(conn),
         };
         resp.map(|body| UpstreamBody::new(body, Some(release)))
     }
 
-    fn pop_idle(&self) -> Option<(http1::SendRequest<ProxyBody>, u64)> {
+    fn pop_idle(&self) -> Option<Conn<http1::SendRequest<ProxyBody>>> {
         let current = self.inner.tls_generation();
         let mut idle = self.inner.idle.lock().ok()?;
         // After a TLS rotation, close every idle connection made with an older configuration.
         if self.inner.idle_generation.swap(current, Ordering::AcqRel) != current {
-            idle.retain(|(_, _, g)| *g == current);
+            let (keep, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|(c, _)| c.generation == current);
+            *idle = keep;
+            stale.into_iter().for_each(|(c, _)| c.close_locally());
         }
-        while let Some((s, since, generation)) = idle.pop() {
+        while let Some((conn, since)) = idle.pop() {
+            if conn.sender.is_closed() {
+                continue;
+            }
             // Connections idle for longer than `idle_timeout` are dropped (which closes them).
             let expired = self
                 .inner
                 .idle_timeout
                 .is_some_and(|t| since.elapsed() >= t);
-            if !expired && !s.is_closed() && generation == current {
-                return Some((s, generation));
+            if expired || conn.generation != current {
+                conn.close_locally();
+                continue;
             }
+            return Some(conn);
         }
         None
     }
@@ -389,7 +515,7 @@ impl HostPool {
         &self,
         req: http::Request<ProxyBody>,
     ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
-        let mut sender = match self.shared_h2() {
+        let (mut sender, track) = match self.shared_h2() {
             Some(s) => s,
             None => {
                 let _guard = self.inner.h2_connecting.lock().await;
@@ -404,11 +530,14 @@ impl HostPool {
                             Err(_) => breakers.force_connection(Some(&self.inner.host_limit)),
                         };
                         self.inner.stats.rq_pending_total.inc();
-                        let (s, generation) = self.connect_h2(guard).await?;
-                        if let Ok(mut slot) = self.inner.h2.lock() {
-                            *slot = Some((s.clone(), generation));
+                        let conn = Box::pin(self.connect_h2(guard)).await?;
+                        let shared = (conn.sender.clone(), conn.track.clone());
+                        if let Ok(mut slot) = self.inner.h2.lock()
+                            && let Some(old) = slot.replace(conn)
+                        {
+                            old.close_locally();
                         }
-                        s
+                        shared
                     }
                 }
             }
@@ -416,18 +545,34 @@ impl HostPool {
         if sender.ready().await.is_err() {
             return Err(UpstreamError::Reset);
         }
-        match self.dispatch(sender.send_request(req)).await {
+        // A cancelled HTTP/2 stream is reset on its own; the connection stays.
+        match self.dispatch(None, sender.send_request(req)).await {
             Ok(resp) => Ok(resp.map(|b| UpstreamBody::new(b, None))),
-            Err(e) => Err(classify(&e)),
+            Err(e) => {
+                // A stream error leaves the connection up; a connection error closes it.
+                if sender.is_closed() {
+                    track.destroyed_with_active_rq(&self.inner.stats, false);
+                }
+                Err(classify(&e))
+            }
         }
     }
 
-    fn shared_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
+    /// The shared HTTP/2 connection, if it is usable.
+    fn shared_h2(&self) -> Option<(http2::SendRequest<ProxyBody>, Arc<ConnTrack>)> {
         let current = self.inner.tls_generation();
         let mut slot = self.inner.h2.lock().ok()?;
         match slot.as_ref() {
+            Some(c) if !c.sender.is_closed() && c.generation == current => {
+                Some((c.sender.clone(), c.track.clone()))
+            }
             // A connection of an older TLS generation is replaced; its streams finish on it.
-            Some((s, generation)) if !s.is_closed() && *generation == current => Some(s.clone()),
+            Some(c) if !c.sender.is_closed() => {
+                if let Some(old) = slot.take() {
+                    old.close_locally();
+                }
+                None
+            }
             Some(_) => {
                 *slot = None;
                 None
@@ -465,6 +610,15 @@ impl HostPool {
         };
         inner.stats.cx_total.inc();
         inner.stats.cx_connect_fail.inc();
+        // Envoy: a refused connect is a remote close, a connect timeout a local one; the
+        // request waiting for the connection fails with it.
+        inner.stats.cx_destroy.inc();
+        if failure == UpstreamError::ConnectTimeout {
+            inner.stats.cx_destroy_local.inc();
+        } else {
+            inner.stats.cx_destroy_remote.inc();
+        }
+        inner.stats.rq_pending_failure_eject.inc();
         inner
             .host
             .cx_total
@@ -504,6 +658,8 @@ impl HostPool {
         inner.stats.cx_connect_fail.inc();
         inner.stats.cx_active.dec();
         inner.stats.cx_destroy.inc();
+        inner.stats.cx_destroy_local.inc();
+        inner.stats.rq_pending_failure_eject.inc();
         inner
             .host
             .cx_connect_fail
@@ -516,51 +672,87 @@ impl HostPool {
     }
 
     /// Spawns the connection driver; the active-connection gauges and the breaker's connection
-    /// slot are released when it ends, and a pending request is woken.
-    fn drive<F>(&self, conn: F, guard: ConnectionGuard)
+    /// slot are released when it ends, and a pending request is woken. Returns the
+    /// connection's state, through which the pool closes it.
+    fn drive<F>(&self, conn: F, guard: ConnectionGuard) -> Arc<ConnTrack>
     where
         F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let track = Arc::new(ConnTrack::default());
+        let state = track.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            // (closed by the proxy, with a request on it)
+            let ended = tokio::select! {
+                biased;
+                () = state.abort.notified() => None,
+                ended = conn => Some(ended),
+            };
+            // (closed by the proxy, with a request on it). hyper may end the connection on
+            // its own when the request on it is dropped: the abort flag still says why.
+            let (local, with_active_rq) = match ended {
+                _ if state.aborted.load(Ordering::Relaxed) => (true, true),
+                Some(Ok(())) | None => (state.local.load(Ordering::Relaxed), false),
+                // hyper ends a connection with an error only mid-message (when no request
+                // was there to take the error).
+                Some(Err(_)) => (false, true),
+            };
             drop(guard);
             inner.released.notify_one();
             inner.stats.cx_active.dec();
-            inner.stats.cx_destroy.inc();
             inner
                 .host
                 .cx_active
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let s = &inner.stats;
+            s.cx_destroy.inc();
+            if local {
+                s.cx_destroy_local.inc();
+            } else {
+                s.cx_destroy_remote.inc();
+            }
+            if with_active_rq {
+                state.destroyed_with_active_rq(s, local);
+            }
         });
+        track
     }
 
     async fn connect_h1(
         &self,
         guard: ConnectionGuard,
-    ) -> Result<(http1::SendRequest<ProxyBody>, u64), UpstreamError> {
-        let (stream, generation) = self.connect_transport().await?;
+    ) -> Result<Conn<http1::SendRequest<ProxyBody>>, UpstreamError> {
+        // Envoy counts the connection's protocol when it creates it, before it connects.
         self.inner.stats.cx_http1_total.inc();
+        let (stream, generation) = self.connect_transport().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| UpstreamError::Reset)?;
-        self.drive(conn, guard);
-        Ok((sender, generation))
+        let track = self.drive(conn, guard);
+        Ok(Conn {
+            sender,
+            generation,
+            track,
+        })
     }
 
     async fn connect_h2(
         &self,
         guard: ConnectionGuard,
-    ) -> Result<(http2::SendRequest<ProxyBody>, u64), UpstreamError> {
-        let (stream, generation) = self.connect_transport().await?;
+    ) -> Result<Conn<http2::SendRequest<ProxyBody>>, UpstreamError> {
         self.inner.stats.cx_http2_total.inc();
+        let (stream, generation) = self.connect_transport().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| UpstreamError::Reset)?;
-        self.drive(conn, guard);
-        Ok((sender, generation))
+        let track = self.drive(conn, guard);
+        Ok(Conn {
+            sender,
+            generation,
+            track,
+        })
     }
 }
 

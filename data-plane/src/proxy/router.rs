@@ -2,9 +2,23 @@
 //!
 //! Reads one `Runtime` snapshot per request (an atomic load, no lock) and never mutates
 //! configuration.
+//!
+//! # Counters, as Envoy 1.40's router keeps them
+//!
+//! * The attempt whose response goes downstream is charged `upstream_rq_<code>`,
+//!   `upstream_rq_<class>xx`, `upstream_rq_completed` and the same under `external.` (or
+//!   `internal.`). A local reply that ends the request stands for that response: 503 for no
+//!   healthy host, an overflow, a reset or connect failure; 504 for a timeout.
+//! * A response that is retried is charged under `retry.` instead. A reset, connect failure or
+//!   per-try timeout that is retried is charged nothing.
+//! * `upstream_rq_retry` and `upstream_rq_retry_backoff_exponential` count a retry when its
+//!   back-off ends and the next attempt starts; a route timeout during the back-off ends the
+//!   request with a 504 that is charged nothing (no attempt was in flight).
+//! * `upstream_rq_timeout` counts a route timeout that cuts an attempt short.
 
 use super::body::{self, ProxyBody, UpstreamBody};
 use super::headers::{self, UpstreamHeaders};
+use super::internal;
 use super::listener::{HttpStats, ListenerCtx};
 use super::local_reply;
 use super::pool::UpstreamError;
@@ -21,12 +35,23 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// `x-envoy-attempt-count`.
+static X_ENVOY_ATTEMPT_COUNT: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-attempt-count");
+/// `x-envoy-expected-rq-timeout-ms`.
+static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+/// `x-envoy-upstream-service-time`.
+static X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-upstream-service-time");
 
 /// Handles one downstream request; never fails (errors become local replies).
 pub async fn handle(
     ctx: Arc<ListenerCtx>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let state = ctx.state.load_full();
     let stats = &state.stats;
@@ -38,8 +63,9 @@ pub async fn handle(
     } else {
         stats.rq_http1_total.inc();
     }
+    let internal = internal::sanitize(req.headers_mut(), state.config.internal_address.as_ref());
     let runtime = ctx.runtime.load();
-    let mut resp = route(&runtime, &state.config.routes, stats, req).await;
+    let mut resp = route(&runtime, &state.config.routes, stats, req, internal).await;
     stats.count_status(resp.status().as_u16());
     stats.rq_active.dec();
     stats.rq_completed.inc();
@@ -54,6 +80,7 @@ async fn route(
     routes: &RouteSource,
     stats: &HttpStats,
     req: Request<Incoming>,
+    internal: bool,
 ) -> Response<ProxyBody> {
     let table = match routes {
         RouteSource::Inline(t) => t.as_ref(),
@@ -90,7 +117,14 @@ async fn route(
                 stats.no_cluster.inc();
                 return local_reply::no_cluster();
             };
-            forward(cluster, vh, entry, fwd, authority, path, req).await
+            let target = Target {
+                cluster,
+                vh,
+                entry,
+                fwd,
+                internal,
+            };
+            forward(&target, authority, path, req).await
         }
     }
 }
@@ -108,15 +142,24 @@ fn authority(req: &Request<Incoming>) -> &str {
         .unwrap_or("")
 }
 
+/// Where a request is forwarded, and whether it is internal.
+struct Target<'a> {
+    cluster: &'a Arc<Cluster>,
+    vh: &'a VirtualHost,
+    entry: &'a RouteEntry,
+    fwd: &'a ForwardAction,
+    internal: bool,
+}
+
 async fn forward(
-    cluster: &Arc<Cluster>,
-    vh: &VirtualHost,
-    entry: &RouteEntry,
-    fwd: &ForwardAction,
+    target: &Target<'_>,
     authority: String,
     path: String,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    let Target {
+        cluster, vh, fwd, ..
+    } = *target;
     let (mut parts, body) = req.into_parts();
     let policy = retry::effective_policy(
         fwd.retry_policy.as_ref().or(vh.retry_policy.as_ref()),
@@ -124,13 +167,12 @@ async fn forward(
     );
     let timeout = retry::route_timeout(fwd.timeout, &parts.headers);
     retry::strip_consumed_headers(&mut parts.headers);
-    let rewritten = fwd.rewrite_path(&entry.matcher, &path);
+    let rewritten = fwd.rewrite_path(&target.entry.matcher, &path);
     let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
     headers::prepare_request(
         &mut parts.headers,
         &UpstreamHeaders {
             original_path: rewritten.as_ref().map(|_| path.as_str()),
-            expected_timeout_ms: per_try.or(timeout).map(|t| t.as_millis()),
         },
     );
     let upstream_path = rewritten.unwrap_or(path);
@@ -147,9 +189,10 @@ async fn forward(
         cluster.stats.retry.abandoned.inc();
         retries = None;
     }
-    let attempts = Attempts {
+    let mut attempts = Attempts {
         cluster,
         fwd,
+        internal: target.internal,
         include_attempt_count: vh.include_attempt_count,
         method: parts.method,
         headers: parts.headers,
@@ -157,52 +200,69 @@ async fn forward(
         upstream_path,
         h2,
         per_try,
+        timeout,
+        // The route timeout covers every attempt and the back-off between them.
+        started: Instant::now(),
     };
-    let run = attempts.run(&mut prepared, retries.as_mut());
-    match timeout {
-        None => run.await,
-        Some(t) => match tokio::time::timeout(t, run).await {
-            Ok(resp) => resp,
-            Err(_) => {
-                // The route timeout covers every attempt and the back-off between them;
-                // it is not retried.
-                cluster.stats.rq_timeout.inc();
-                cluster.stats.count_status(504);
-                local_reply::upstream_timeout()
-            }
-        },
-    }
+    attempts.run(&mut prepared, retries.as_mut()).await
 }
 
 /// Everything one request's attempts share.
 struct Attempts<'a> {
     cluster: &'a Arc<Cluster>,
     fwd: &'a ForwardAction,
+    internal: bool,
     include_attempt_count: bool,
     method: http::Method,
     headers: http::HeaderMap,
     authority: String,
     upstream_path: String,
     h2: bool,
-    per_try: Option<std::time::Duration>,
+    per_try: Option<Duration>,
+    /// The route timeout (never retried).
+    timeout: Option<Duration>,
+    started: Instant,
 }
 
 /// What one attempt produced.
 enum Attempt {
     Response(Box<Response<UpstreamBody>>),
     Failed(UpstreamError),
+    /// The per-try timeout fired before response headers.
     TimedOut,
+    /// The route timeout fired before response headers.
+    RouteTimedOut,
+}
+
+/// Counts an attempt in its host's `rq_active` until dropped (also when a timeout drops the
+/// attempt).
+struct HostActive<'a>(&'a Host);
+
+impl<'a> HostActive<'a> {
+    fn new(host: &'a Host) -> Self {
+        HostStats::inc(&host.stats.rq_active);
+        HostActive(host)
+    }
+}
+
+impl Drop for HostActive<'_> {
+    fn drop(&mut self) {
+        HostStats::dec(&self.0.stats.rq_active);
+    }
 }
 
 impl Attempts<'_> {
     async fn run(
-        &self,
+        &mut self,
         body: &mut Prepared,
         mut retries: Option<&mut RetryState>,
     ) -> Response<ProxyBody> {
         let cluster = self.cluster;
+        // Without a retry policy the first attempt is the only one.
+        let single = retries.is_none();
         let cs = &cluster.stats;
         let breakers = &cs.pool.breakers;
+        let route_deadline = self.timeout.map(|t| self.started + t);
         let mut attempt_no: u32 = 0;
         // Held from a retry decision until the next one, or until the request ends.
         let mut _retry_guard = None;
@@ -211,34 +271,48 @@ impl Attempts<'_> {
             let excluded = retries.as_deref().map(|r| r.excluded()).unwrap_or(&[]);
             let Some(host) = cluster.pick(None, excluded) else {
                 cs.cx_none_healthy.inc();
+                cs.charge_final(503, self.internal);
                 return local_reply::no_healthy_upstream();
             };
             let Ok(request_guard) = breakers.try_request() else {
-                // Envoy fails an overflow through the pool, charging the cluster a 503.
-                cs.count_status(503);
-                cs.rq_completed.inc();
+                // Envoy fails an overflow through the pool, charging the cluster a 503 (and
+                // the host an error).
+                HostStats::inc(&host.stats.rq_error);
+                cs.charge_final(503, self.internal);
                 return local_reply::overflow();
             };
-            let Some(req) = self.build(&host, attempt_no, body.attempt_body()) else {
+            let started = Instant::now();
+            let elapsed = if attempt_no == 1 {
+                Duration::ZERO
+            } else {
+                started.duration_since(self.started)
+            };
+            let Some(req) = self.build(&host, attempt_no, elapsed, body.attempt_body(), single)
+            else {
                 return local_reply::reply(StatusCode::BAD_REQUEST, "");
             };
-            HostStats::inc(&host.stats.rq_total);
-            HostStats::inc(&host.stats.rq_active);
-            let started = Instant::now();
+            let active = HostActive::new(&host);
+            let try_deadline = self.per_try.map(|t| started + t);
+            let route_first = route_deadline.is_some_and(|r| try_deadline.is_none_or(|p| r <= p));
             let sent = host.pool.send(req);
-            let mut result = match self.per_try {
-                Some(t) => match tokio::time::timeout(t, sent).await {
+            let mut result = match try_deadline.into_iter().chain(route_deadline).min() {
+                None => sent
+                    .await
+                    .map_or_else(Attempt::Failed, |r| Attempt::Response(Box::new(r))),
+                Some(deadline) => match tokio::time::timeout_at(deadline, sent).await {
                     Ok(Ok(r)) => Attempt::Response(Box::new(r)),
                     Ok(Err(e)) => Attempt::Failed(e),
+                    Err(_) if route_first => Attempt::RouteTimedOut,
                     Err(_) => Attempt::TimedOut,
                 },
-                None => match sent.await {
-                    Ok(r) => Attempt::Response(Box::new(r)),
-                    Err(e) => Attempt::Failed(e),
-                },
             };
-            HostStats::dec(&host.stats.rq_active);
-            cs.rq_completed.inc();
+            drop(active);
+            // As Envoy, a host's `rq_total` counts attempts that got a stream: not a failed
+            // connect, nor a request refused while waiting for a connection.
+            if !matches!(&result, Attempt::Failed(e) if e.is_connect_failure() || *e == UpstreamError::Overflow)
+            {
+                HostStats::inc(&host.stats.rq_total);
+            }
             cs.rq_time.record(elapsed_ms(started));
             if let Attempt::Response(r) = &mut result {
                 r.body_mut().hold(request_guard);
@@ -249,8 +323,19 @@ impl Attempts<'_> {
                 Attempt::Failed(UpstreamError::Overflow) => {
                     // A pending-request overflow is a local reply, never retried or reported
                     // to outlier detection (Envoy's `UO`); Envoy charges it as a 503.
-                    cs.count_status(503);
+                    HostStats::inc(&host.stats.rq_error);
+                    cs.charge_final(503, self.internal);
                     return local_reply::overflow();
+                }
+                Attempt::RouteTimedOut => {
+                    // Envoy's `onResponseTimeout`: the attempt in flight is charged the
+                    // timeout, for outlier detection too, and the request ends with a 504.
+                    cs.rq_timeout.inc();
+                    HostStats::inc(&host.stats.rq_timeout);
+                    HostStats::inc(&host.stats.rq_error);
+                    cluster.report(&host, Outcome::Timeout);
+                    cs.charge_final(504, self.internal);
+                    return local_reply::upstream_timeout();
                 }
                 Attempt::Response(r) => Outcome::Response(r.status().as_u16()),
                 Attempt::Failed(UpstreamError::ConnectFailure) => Outcome::ConnectFailure,
@@ -263,12 +348,6 @@ impl Attempts<'_> {
                 }
             };
             cluster.report(&host, outcome);
-            cs.count_status(outcome.effective_status());
-            if outcome.effective_status() >= 500 {
-                HostStats::inc(&host.stats.rq_error);
-            } else {
-                HostStats::inc(&host.stats.rq_success);
-            }
             if let Some(state) = retries.as_deref_mut() {
                 state.tried.push(host.address);
                 let headers = match &result {
@@ -283,12 +362,26 @@ impl Attempts<'_> {
                         .flatten();
                     if let Some(guard) = admitted {
                         _retry_guard = Some(guard);
-                        cs.retry.retry.inc();
+                        // Envoy counts every retried attempt as a host error, whatever its code.
+                        HostStats::inc(&host.stats.rq_error);
+                        if let Outcome::Response(code) = outcome {
+                            cs.charge_retried(code);
+                        }
                         drop(result);
                         let wait = state.next_backoff();
                         if !wait.is_zero() {
-                            tokio::time::sleep(wait).await;
+                            let until = Instant::now() + wait;
+                            match route_deadline {
+                                // No attempt is in flight: Envoy charges nothing.
+                                Some(d) if d <= until => {
+                                    tokio::time::sleep_until(d).await;
+                                    return local_reply::upstream_timeout();
+                                }
+                                _ => tokio::time::sleep_until(until).await,
+                            }
                         }
+                        cs.retry.retry.inc();
+                        cs.retry.backoff_exponential.inc();
                         continue;
                     }
                     if !state.has_budget() {
@@ -298,16 +391,34 @@ impl Attempts<'_> {
                     cs.retry.success.inc();
                 }
             }
+            let code = outcome.effective_status();
+            HostStats::inc(if code >= 500 {
+                &host.stats.rq_error
+            } else {
+                &host.stats.rq_success
+            });
+            cs.charge_final(code, self.internal);
             return match result {
                 Attempt::Response(r) => downstream_response(*r, started),
-                Attempt::Failed(e) => upstream_failure(e),
-                Attempt::TimedOut => local_reply::upstream_timeout(),
+                Attempt::Failed(e) => upstream_failure(e, attempt_no > 1),
+                Attempt::TimedOut | Attempt::RouteTimedOut => local_reply::upstream_timeout(),
             };
         }
     }
 
-    /// The upstream request of one attempt, addressed to `host`.
-    fn build(&self, host: &Host, attempt: u32, body: ProxyBody) -> Option<Request<ProxyBody>> {
+    /// The upstream request of one attempt, addressed to `host`, `elapsed` after the route
+    /// timeout started.
+    ///
+    /// `last`: no other attempt can follow (no retry policy), so the headers are moved into
+    /// the request instead of copied.
+    fn build(
+        &mut self,
+        host: &Host,
+        attempt: u32,
+        elapsed: Duration,
+        body: ProxyBody,
+        last: bool,
+    ) -> Option<Request<ProxyBody>> {
         let authority = match &self.fwd.host_rewrite {
             HostRewrite::None => self.authority.clone(),
             HostRewrite::Literal(h) => h.clone(),
@@ -331,32 +442,104 @@ impl Attempts<'_> {
             Version::HTTP_11
         };
         let headers = req.headers_mut();
-        *headers = self.headers.clone();
+        *headers = if last {
+            std::mem::take(&mut self.headers)
+        } else {
+            self.headers.clone()
+        };
         if self.h2 {
             headers.remove(header::HOST);
         } else {
             headers.insert(header::HOST, HeaderValue::from_str(&authority).ok()?);
         }
         if self.include_attempt_count {
-            headers.insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+            headers.insert(&X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
+        }
+        if let Some(ms) = expected_timeout_ms(self.per_try, self.timeout, elapsed) {
+            headers.insert(&X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(ms));
         }
         Some(req)
     }
+}
+
+/// Envoy's `x-envoy-expected-rq-timeout-ms` (`FilterUtility::setTimeoutHeaders`): the per-try
+/// timeout, else the route timeout, capped by what is left of the route timeout (at least 1).
+/// `None` when neither is set.
+fn expected_timeout_ms(
+    per_try: Option<Duration>,
+    route: Option<Duration>,
+    elapsed: Duration,
+) -> Option<u64> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let expected = ms(per_try.or(route)?);
+    Some(match route.map(ms) {
+        Some(global) => {
+            let elapsed = ms(elapsed);
+            if elapsed >= global {
+                1
+            } else {
+                expected.min(global - elapsed)
+            }
+        }
+        None => expected,
+    })
 }
 
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn upstream_failure(e: UpstreamError) -> Response<ProxyBody> {
-    local_reply::upstream_reset(e.reason())
+/// The local reply for a failed final attempt; `retried` when it was not the first attempt.
+fn upstream_failure(e: UpstreamError, retried: bool) -> Response<ProxyBody> {
+    if retried {
+        local_reply::upstream_reset_after_retries(e.reason())
+    } else {
+        local_reply::upstream_reset(e.reason())
+    }
 }
 
 fn downstream_response(resp: Response<UpstreamBody>, started: Instant) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Ok(v) = HeaderValue::from_str(&elapsed_ms(started).to_string()) {
-        parts.headers.insert("x-envoy-upstream-service-time", v);
-    }
+    parts.headers.insert(
+        &X_ENVOY_UPSTREAM_SERVICE_TIME,
+        HeaderValue::from(elapsed_ms(started)),
+    );
     Response::from_parts(parts, body.boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expected_timeout_ms;
+    use std::time::Duration;
+
+    #[test]
+    fn expected_timeout_is_what_is_left() {
+        let ms = Duration::from_millis;
+        assert_eq!(expected_timeout_ms(None, None, ms(0)), None);
+        assert_eq!(
+            expected_timeout_ms(None, Some(ms(15000)), ms(0)),
+            Some(15000)
+        );
+        assert_eq!(
+            expected_timeout_ms(None, Some(ms(15000)), ms(11)),
+            Some(14989)
+        );
+        assert_eq!(
+            expected_timeout_ms(Some(ms(200)), Some(ms(15000)), ms(11)),
+            Some(200)
+        );
+        assert_eq!(
+            expected_timeout_ms(Some(ms(200)), Some(ms(300)), ms(250)),
+            Some(50)
+        );
+        assert_eq!(
+            expected_timeout_ms(Some(ms(200)), Some(ms(300)), ms(300)),
+            Some(1)
+        );
+        assert_eq!(
+            expected_timeout_ms(Some(ms(200)), None, ms(9000)),
+            Some(200)
+        );
+    }
 }

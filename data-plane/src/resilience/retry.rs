@@ -1,9 +1,14 @@
 //! Retries with Envoy's semantics: which policy applies to a request (route, virtual host,
 //! `x-envoy-*` request headers), whether an attempt's outcome is retriable, and the jittered
 //! exponential back-off between attempts.
+//!
+//! The `x-envoy-*` headers only ever reach this module on internal requests: the connection
+//! manager strips them from all others (`proxy::internal`), as Envoy's does.
 
 use super::Outcome;
-use crate::config::{DEFAULT_BACKOFF_BASE, RetryOn, RetryPolicy, retry_on};
+use crate::config::{
+    DEFAULT_BACKOFF_BASE, HeaderMatchKind, HeaderMatcher, RetryOn, RetryPolicy, retry_on,
+};
 use http::HeaderMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,6 +24,10 @@ pub const MAX_RETRIES: &str = "x-envoy-max-retries";
 pub const UPSTREAM_RQ_TIMEOUT_MS: &str = "x-envoy-upstream-rq-timeout-ms";
 /// Overrides the per-try timeout (ms).
 pub const UPSTREAM_RQ_PER_TRY_TIMEOUT_MS: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
+/// Status codes added to `retriable_status_codes` (comma-separated).
+pub const RETRIABLE_STATUS_CODES: &str = "x-envoy-retriable-status-codes";
+/// Response header names added to `retriable_headers` (comma-separated; presence match).
+pub const RETRIABLE_HEADER_NAMES: &str = "x-envoy-retriable-header-names";
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -71,8 +80,9 @@ fn default_policy() -> RetryPolicy {
 }
 
 /// The retry policy for one request: the route's, else the virtual host's, extended by the
-/// `x-envoy-retry-on` / `x-envoy-retry-grpc-on` headers and `x-envoy-max-retries`, with the
-/// per-try timeout from `x-envoy-upstream-rq-per-try-timeout-ms`. `None`: no retries.
+/// `x-envoy-retry-on` / `x-envoy-retry-grpc-on` headers, `x-envoy-max-retries`,
+/// `x-envoy-retriable-status-codes` and `x-envoy-retriable-header-names`, with the per-try
+/// timeout from `x-envoy-upstream-rq-per-try-timeout-ms`. `None`: no retries.
 pub fn effective_policy(
     configured: Option<&RetryPolicy>,
     headers: &HeaderMap,
@@ -102,6 +112,25 @@ pub fn effective_policy(
     if let Some(t) = header_ms(headers, UPSTREAM_RQ_PER_TRY_TIMEOUT_MS) {
         policy.per_try_timeout = (!t.is_zero()).then_some(t);
     }
+    if let Some(codes) = header_str(headers, RETRIABLE_STATUS_CODES) {
+        let codes = codes
+            .split(',')
+            .filter_map(|c| c.trim().parse::<u16>().ok());
+        policy.retriable_status_codes.extend(codes);
+    }
+    if let Some(names) = header_str(headers, RETRIABLE_HEADER_NAMES) {
+        // Envoy takes names only (a presence match), not full matchers.
+        let matchers = names
+            .split(',')
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .map(|name| HeaderMatcher {
+                name,
+                kind: HeaderMatchKind::Present(true),
+                invert: false,
+            });
+        policy.retriable_headers.extend(matchers);
+    }
     Some(policy)
 }
 
@@ -120,6 +149,8 @@ pub fn strip_consumed_headers(headers: &mut HeaderMap) {
         MAX_RETRIES,
         UPSTREAM_RQ_TIMEOUT_MS,
         UPSTREAM_RQ_PER_TRY_TIMEOUT_MS,
+        RETRIABLE_STATUS_CODES,
+        RETRIABLE_HEADER_NAMES,
     ] {
         headers.remove(h);
     }
@@ -340,6 +371,24 @@ mod tests {
         assert!(p.retry_on.five_xx && p.retry_on.reset);
         assert_eq!(p.num_retries, 4);
         assert_eq!(p.per_try_timeout, Some(Duration::from_millis(250)));
+        h.insert(RETRY_ON, HeaderValue::from_static("retriable-status-codes"));
+        h.insert(
+            RETRIABLE_STATUS_CODES,
+            HeaderValue::from_static("409, 418,x"),
+        );
+        h.insert(
+            RETRIABLE_HEADER_NAMES,
+            HeaderValue::from_static("X-Retry-Me, "),
+        );
+        let p = effective_policy(None, &h).expect("policy");
+        assert_eq!(p.retriable_status_codes, [409, 418]);
+        assert!(is_retriable(&p, Outcome::Response(418), None));
+        let mut resp = HeaderMap::new();
+        resp.insert("x-retry-me", HeaderValue::from_static("1"));
+        let mut p = p;
+        p.retry_on.retriable_headers = true;
+        assert!(is_retriable(&p, Outcome::Response(200), Some(&resp)));
+        assert!(!is_retriable(&p, Outcome::Response(200), None));
         h.insert(UPSTREAM_RQ_TIMEOUT_MS, HeaderValue::from_static("0"));
         assert_eq!(route_timeout(Duration::from_secs(15), &h), None);
         strip_consumed_headers(&mut h);
@@ -350,8 +399,11 @@ mod tests {
 /// Retry stats of a cluster (`cluster.<name>.upstream_rq_retry*`, …).
 #[derive(Debug)]
 pub struct RetryStats {
-    /// `upstream_rq_retry`: retries attempted.
+    /// `upstream_rq_retry`: retries made (counted when the back-off ends, as Envoy 1.40 does).
     pub retry: crate::stats::Counter,
+    /// `upstream_rq_retry_backoff_exponential`: retries made after an exponential back-off
+    /// (all of them: rate-limited back-off is not supported).
+    pub backoff_exponential: crate::stats::Counter,
     /// `upstream_rq_retry_success`: requests that succeeded after at least one retry.
     pub success: crate::stats::Counter,
     /// `upstream_rq_retry_limit_exceeded`: retriable results with no retries left.
@@ -368,6 +420,7 @@ impl RetryStats {
         let c = |s: &str| store.counter(&format!("cluster.{cluster}.{s}"));
         RetryStats {
             retry: c("upstream_rq_retry"),
+            backoff_exponential: c("upstream_rq_retry_backoff_exponential"),
             success: c("upstream_rq_retry_success"),
             limit_exceeded: c("upstream_rq_retry_limit_exceeded"),
             per_try_timeout: c("upstream_rq_per_try_timeout"),

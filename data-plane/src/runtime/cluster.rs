@@ -6,7 +6,7 @@ use crate::config::{ClusterConfig, EndpointConfig};
 use crate::lb::{self, LoadBalancer, PickContext};
 use crate::resilience::Outcome;
 use crate::resilience::outlier::{Detector, HostMonitor};
-use crate::stats::{Counter, Gauge, Histogram, Store};
+use crate::stats::{CodeStats, Counter, Gauge, Histogram, Store};
 use crate::tls::ClusterTls;
 use arc_swap::ArcSwap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -30,8 +30,6 @@ pub struct HostSet {
 pub struct ClusterStats {
     /// `upstream_rq_total`.
     pub rq_total: Counter,
-    /// `upstream_rq_completed`.
-    pub rq_completed: Counter,
     /// `upstream_rq_active`.
     pub rq_active: Gauge,
     /// `upstream_rq_pending_total`.
@@ -54,10 +52,15 @@ pub struct ClusterStats {
     pub update_success: Counter,
     /// Retry stats.
     pub retry: crate::resilience::retry::RetryStats,
-    /// `upstream_rq_<class>xx` for classes 1–5.
-    classes: [Counter; 5],
-    /// `upstream_rq_<code>`, created on first use.
-    codes: Box<[OnceLock<Counter>]>,
+    /// `upstream_rq_completed`, `upstream_rq_<class>xx`, `upstream_rq_<code>`: the attempt
+    /// whose response (or local reply) ends the request.
+    pub codes: CodeStats,
+    /// The same under `external.` (requests that are not internal).
+    pub external_codes: CodeStats,
+    /// The same under `internal.`.
+    pub internal_codes: CodeStats,
+    /// The same under `retry.`: attempts whose response was retried.
+    pub retry_codes: CodeStats,
     /// Connection stats shared by every host's pool.
     pub pool: PoolStats,
     prefix: String,
@@ -72,7 +75,6 @@ impl ClusterStats {
         let g = |s: &str| store.gauge(&format!("{p}{s}"));
         let stats = ClusterStats {
             rq_total: c("upstream_rq_total"),
-            rq_completed: c("upstream_rq_completed"),
             rq_active: g("upstream_rq_active"),
             rq_pending_total: c("upstream_rq_pending_total"),
             rq_timeout: c("upstream_rq_timeout"),
@@ -84,14 +86,10 @@ impl ClusterStats {
             membership_change: c("membership_change"),
             update_success: c("update_success"),
             retry: crate::resilience::retry::RetryStats::new(store, name),
-            classes: [
-                c("upstream_rq_1xx"),
-                c("upstream_rq_2xx"),
-                c("upstream_rq_3xx"),
-                c("upstream_rq_4xx"),
-                c("upstream_rq_5xx"),
-            ],
-            codes: (0..600).map(|_| OnceLock::new()).collect(),
+            codes: CodeStats::eager(store, &p),
+            external_codes: CodeStats::lazy(store, &format!("{p}external.")),
+            internal_codes: CodeStats::lazy(store, &format!("{p}internal.")),
+            retry_codes: CodeStats::lazy(store, &format!("{p}retry.")),
             pool: PoolStats {
                 rq_pending_total: c("upstream_rq_pending_total"),
                 rq_pending_active: g("upstream_rq_pending_active"),
@@ -110,6 +108,12 @@ impl ClusterStats {
                 cx_http1_total: c("upstream_cx_http1_total"),
                 cx_http2_total: c("upstream_cx_http2_total"),
                 cx_destroy: c("upstream_cx_destroy"),
+                cx_destroy_local: c("upstream_cx_destroy_local"),
+                cx_destroy_remote: c("upstream_cx_destroy_remote"),
+                cx_destroy_with_active_rq: c("upstream_cx_destroy_with_active_rq"),
+                cx_destroy_local_with_active_rq: c("upstream_cx_destroy_local_with_active_rq"),
+                cx_destroy_remote_with_active_rq: c("upstream_cx_destroy_remote_with_active_rq"),
+                rq_pending_failure_eject: c("upstream_rq_pending_failure_eject"),
                 tls: None,
             },
             prefix: p,
@@ -123,25 +127,32 @@ impl ClusterStats {
             "upstream_rq_pending_overflow",
             "upstream_cx_overflow",
             "upstream_rq_per_try_timeout",
+            "upstream_rq_retry_backoff_ratelimited",
         ] {
             let _ = stats.store.counter(&format!("{}{name}", stats.prefix));
         }
         stats
     }
 
-    /// Counts a response status: `upstream_rq_<class>xx` and `upstream_rq_<code>`.
-    pub fn count_status(&self, status: u16) {
-        let class = usize::from(status / 100);
-        if (1..=5).contains(&class) {
-            self.classes[class - 1].inc();
+    /// Charges the code that ends a request (the final attempt's response, or the local reply
+    /// standing for it), as Envoy's router does in `chargeUpstreamCode`: `upstream_rq_<code>`,
+    /// `upstream_rq_<class>xx`, `upstream_rq_completed`, and the same under `internal.` or
+    /// `external.`.
+    #[inline]
+    pub fn charge_final(&self, code: u16, internal: bool) {
+        self.codes.charge(code);
+        if internal {
+            self.internal_codes.charge(code);
+        } else {
+            self.external_codes.charge(code);
         }
-        if let Some(slot) = self.codes.get(usize::from(status)) {
-            slot.get_or_init(|| {
-                self.store
-                    .counter(&format!("{}upstream_rq_{status}", self.prefix))
-            })
-            .inc();
-        }
+    }
+
+    /// Charges the response of an attempt that is being retried (`retry.upstream_rq_<code>`,
+    /// `retry.upstream_rq_<class>xx`, `retry.upstream_rq_completed`).
+    #[inline]
+    pub fn charge_retried(&self, code: u16) {
+        self.retry_codes.charge(code);
     }
 }
 

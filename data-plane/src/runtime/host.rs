@@ -52,8 +52,21 @@ pub struct PoolStats {
     pub cx_http1_total: Counter,
     /// `upstream_cx_http2_total`.
     pub cx_http2_total: Counter,
-    /// `upstream_cx_destroy`.
+    /// `upstream_cx_destroy`: connections closed (failed connects included).
     pub cx_destroy: Counter,
+    /// `upstream_cx_destroy_local`: closed by the proxy.
+    pub cx_destroy_local: Counter,
+    /// `upstream_cx_destroy_remote`: closed by the upstream (or refused).
+    pub cx_destroy_remote: Counter,
+    /// `upstream_cx_destroy_with_active_rq`: closed with a request on them.
+    pub cx_destroy_with_active_rq: Counter,
+    /// `upstream_cx_destroy_local_with_active_rq`.
+    pub cx_destroy_local_with_active_rq: Counter,
+    /// `upstream_cx_destroy_remote_with_active_rq`.
+    pub cx_destroy_remote_with_active_rq: Counter,
+    /// `upstream_rq_pending_failure_eject`: requests waiting for a connection that failed to
+    /// connect.
+    pub rq_pending_failure_eject: Counter,
     /// `upstream_rq_pending_total`: requests that had to wait for a new or free connection.
     pub rq_pending_total: Counter,
     /// `upstream_rq_pending_active`: requests waiting for a free connection now.

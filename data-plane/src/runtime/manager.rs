@@ -75,6 +75,8 @@ struct State {
     /// The RDS subscriptions: one per route configuration name a listener references, with the
     /// statistics Envoy keeps under the HTTP connection manager that first referenced it.
     rds: BTreeMap<String, RdsStats>,
+    /// The SDS subscriptions: one per secret name a cluster ever referenced (`sds.<name>.*`).
+    sds: BTreeMap<String, SdsStats>,
     cds_applied: bool,
     lds_applied: bool,
     /// A CDS (LDS) response arrived, accepted or not (Envoy then stops its initial fetch timer).
@@ -185,6 +187,25 @@ impl RdsStats {
     }
 }
 
+/// The statistics of one SDS subscription, under `sds.<secret name>.` as in Envoy.
+struct SdsStats {
+    sub: SubscriptionStats,
+}
+
+impl SdsStats {
+    fn new(store: &Store, secret: &str) -> Self {
+        let prefix = format!("sds.{secret}");
+        let _ = store.counter(&format!("{prefix}.key_rotation_failed"));
+        SdsStats {
+            sub: SubscriptionStats::new(store, &prefix),
+        }
+    }
+}
+
+/// How long a TLS cluster waits for its SDS secrets before it warms without them: Envoy's
+/// default `initial_fetch_timeout` of the `sds_config` (legate-cp sets none).
+pub const SDS_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The ADS stream counted against the xDS cluster's statistics (`cluster.<ads cluster>.*`), as
 /// Envoy counts its own gRPC stream: one HTTP/2 connection and one request while the stream is
 /// up, the request's `200` charged when the response headers arrive.
@@ -293,6 +314,8 @@ pub struct Manager {
     xds: OnceLock<XdsStats>,
     /// SDS secrets in force (TLS clusters build their client configurations from them).
     secrets: crate::tls::SecretStore,
+    /// How long a TLS cluster waits for its secrets, in ms ([`SDS_INITIAL_FETCH_TIMEOUT`]).
+    sds_fetch_timeout_ms: std::sync::atomic::AtomicU64,
     init: InitPolicy,
     live: AtomicBool,
     this: Weak<Manager>,
@@ -331,6 +354,9 @@ impl Manager {
             stats,
             xds: OnceLock::new(),
             secrets: crate::tls::SecretStore::default(),
+            sds_fetch_timeout_ms: std::sync::atomic::AtomicU64::new(
+                SDS_INITIAL_FETCH_TIMEOUT.as_millis() as u64,
+            ),
             init,
             live: AtomicBool::new(false),
             this: this.clone(),
@@ -357,6 +383,14 @@ impl Manager {
             sub.started();
         }
         let _ = self.xds.set(stats);
+    }
+
+    /// Sets how long TLS clusters created from now on wait for their SDS secrets before they
+    /// warm without them (default [`SDS_INITIAL_FETCH_TIMEOUT`], Envoy's `initial_fetch_timeout`
+    /// default).
+    pub fn set_sds_initial_fetch_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.sds_fetch_timeout_ms.store(ms, Ordering::Relaxed);
     }
 
     /// True once the initial configuration is in place (Envoy's `LIVE`).
@@ -453,8 +487,10 @@ impl Manager {
             stats
         });
         let cluster = Cluster::new(cfg, &self.store);
-        // A TLS cluster warms once its SDS secrets are in (at once if they already are).
+        // A TLS cluster warms once its SDS secrets are in (at once if they already are), or
+        // without them after the initial fetch timeout.
         self.secrets.attach(&cluster);
+        self.time_out_secrets(&cluster);
         // Make before break: a modified cluster starts with the endpoints it had.
         if let Some(old) = previous.filter(|o| o.is_warm())
             && std::mem::discriminant(&old.config.discovery)
@@ -499,6 +535,71 @@ impl Manager {
         }
     }
 
+    /// Arms the SDS initial fetch timeout of a TLS cluster still waiting for its secrets: if
+    /// they have not arrived by then, the cluster warms without them (its connections fail
+    /// with `upstream_context_secrets_not_ready` until they arrive) and each missing secret's
+    /// subscription counts an `init_fetch_timeout`, as in Envoy.
+    fn time_out_secrets(&self, cluster: &Arc<Cluster>) {
+        let Some(tls) = cluster.tls.as_ref().filter(|t| !t.is_ready()) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let tls = Arc::downgrade(tls);
+        let manager = self.this.clone();
+        let name = cluster.config.name.clone();
+        let timeout = Duration::from_millis(self.sds_fetch_timeout_ms.load(Ordering::Relaxed));
+        runtime.spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let (Some(tls), Some(manager)) = (tls.upgrade(), manager.upgrade()) else {
+                return;
+            };
+            if tls.is_ready() {
+                return;
+            }
+            tls.give_up_waiting();
+            let missing: Vec<String> = tls
+                .config
+                .sds_names()
+                .filter(|n| manager.secrets.get(n).is_none())
+                .map(str::to_string)
+                .collect();
+            tracing::warn!(
+                cluster = %name,
+                secrets = ?missing,
+                "SDS secrets did not arrive within the initial fetch timeout; the cluster is \
+                 used without them (its connections fail until they arrive)"
+            );
+            if let Ok(mut st) = manager.lock() {
+                for n in &missing {
+                    if let Some(sds) = st.sds.get(n) {
+                        sds.sub.fetch_timed_out();
+                    }
+                }
+                manager.publish(&mut st);
+            }
+        });
+    }
+
+    /// Starts the SDS subscription statistics of secrets the clusters reference for the first
+    /// time (one `update_attempt` each, as Envoy's subscription start).
+    fn sync_sds(&self, st: &mut State) {
+        let names: BTreeSet<String> = st
+            .clusters
+            .values()
+            .filter_map(|e| e.cluster.config.tls.as_ref())
+            .flat_map(|t| t.sds_names().map(str::to_string))
+            .collect();
+        for name in names {
+            if let std::collections::btree_map::Entry::Vacant(slot) = st.sds.entry(name) {
+                let stats = SdsStats::new(&self.store, slot.key());
+                stats.sub.started();
+                slot.insert(stats);
+            }
+        }
+    }
+
     /// Publishes again (after a cluster warmed asynchronously).
     pub fn republish(&self) {
         if let Ok(mut st) = self.lock() {
@@ -507,6 +608,7 @@ impl Manager {
     }
 
     fn publish(&self, st: &mut State) {
+        self.sync_sds(st);
         let clusters = st
             .clusters
             .iter()
@@ -867,11 +969,18 @@ impl Manager {
         resources: &BTreeMap<String, Any>,
         update: &Update<'_>,
     ) -> Result<(), String> {
+        let t0 = Instant::now();
         let mut st = self.lock()?;
         let clusters: Vec<Arc<Cluster>> = st.clusters.values().map(|e| e.cluster.clone()).collect();
         self.secrets.apply(resources, &clusters, &|name| {
             update.version_of(name).to_string()
         })?;
+        // Envoy hands a response to the subscriptions of the secrets it carried.
+        for (name, sds) in &st.sds {
+            if update.received.contains(name) {
+                sds.sub.accepted(t0.elapsed());
+            }
+        }
         self.publish(&mut st);
         Ok(())
     }
@@ -901,6 +1010,12 @@ impl Manager {
             type_url::ROUTE => {
                 for rds in st.rds.values() {
                     rds.sub.rejected();
+                }
+                None
+            }
+            type_url::SECRET => {
+                for sds in st.sds.values() {
+                    sds.sub.rejected();
                 }
                 None
             }
@@ -1131,6 +1246,9 @@ impl ConfigSink for Manager {
             for rds in st.rds.values() {
                 rds.sub.connection_failed();
             }
+            for sds in st.sds.values() {
+                sds.sub.connection_failed();
+            }
         }
     }
 }
@@ -1332,5 +1450,122 @@ mod tests {
         assert_eq!(counter(&store, "cluster_manager.cds.update_failure"), 1);
         assert_eq!(counter(&store, "cluster.payments.update_failure"), 1);
         assert_eq!(counter(&store, "cluster_manager.cds.update_attempt"), 6);
+    }
+
+    /// An EDS cluster with TLS whose client certificate is the SDS secret `<name>/cert`.
+    fn sds_cluster(name: &str) -> Any {
+        let c: ClusterProto = from_json(&json!({
+            "name": name, "type": "EDS", "eds_cluster_config": {"eds_config": {"ads": {}}},
+            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {"tls_certificate_sds_secret_configs": [
+                    {"name": format!("{name}/cert"), "sds_config": {"ads": {}}}
+                ]}}}
+        }))
+        .expect("a Cluster");
+        pack(&c)
+    }
+
+    /// Envoy's `sds.<secret>.*` subscription stats: the start, every response carrying the
+    /// secret, and rejections; and the SDS initial fetch timeout: a cluster whose secret never
+    /// arrives warms without it (and the proxy goes LIVE), counting `init_fetch_timeout`.
+    #[tokio::test]
+    async fn sds_subscriptions_and_initial_fetch_timeout() {
+        use legate_proto::type_url::SECRET;
+        let (m, store) = manager();
+        m.set_sds_initial_fetch_timeout(Duration::from_millis(300));
+        m.xds_started("xds", true, false);
+        apply(
+            &m,
+            CLUSTER,
+            &[("a", sds_cluster("a")), ("b", sds_cluster("b"))],
+            "v1",
+            None,
+        )
+        .expect("CDS");
+        apply(
+            &m,
+            ENDPOINT,
+            &[("a", cla("a", 9001)), ("b", cla("b", 9002))],
+            "e1",
+            None,
+        )
+        .expect("EDS");
+        assert_eq!(counter(&store, "sds.a/cert.update_attempt"), 1);
+        assert_eq!(counter(&store, "sds.b/cert.update_attempt"), 1);
+        assert!(
+            !m.is_live(),
+            "both clusters warm until their secrets arrive"
+        );
+
+        let ca = crate::tls::tests::Ca::new("dev");
+        let leaf = ca.leaf(vec![crate::tls::tests::dns("a")], 1);
+        apply(
+            &m,
+            SECRET,
+            &[("a/cert", crate::tls::tests::cert_secret("a/cert", &leaf))],
+            "s1",
+            None,
+        )
+        .expect("SDS");
+        assert_eq!(counter(&store, "sds.a/cert.update_success"), 1);
+        assert_eq!(counter(&store, "sds.a/cert.update_attempt"), 2);
+        assert_eq!(counter(&store, "sds.b/cert.update_success"), 0);
+        let expiry = crate::tls::not_after(&leaf.der).expect("notAfter");
+        assert_eq!(
+            store
+                .gauge("cluster.a.ssl.certificate.a/cert.expiration_unix_time_seconds")
+                .value(),
+            expiry
+        );
+        assert!(!m.is_live(), "b still waits");
+
+        // A bad secret is rejected: every SDS subscription counts it.
+        let bad = {
+            let mut other = ca.leaf(vec![crate::tls::tests::dns("b")], 2);
+            other.key_pem = ca.leaf(vec![], 3).key_pem;
+            crate::tls::tests::cert_secret("b/cert", &other)
+        };
+        let err = apply(&m, SECRET, &[("b/cert", bad)], "s2", None).expect_err("mismatched key");
+        assert!(err.contains("b/cert"), "{err}");
+        assert_eq!(counter(&store, "sds.a/cert.update_rejected"), 1);
+        assert_eq!(counter(&store, "sds.b/cert.update_rejected"), 1);
+
+        // b's secret never arrives: after the fetch timeout b warms without it.
+        let started = Instant::now();
+        while !m.is_live() {
+            assert!(started.elapsed() < Duration::from_secs(10), "never LIVE");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(counter(&store, "sds.b/cert.init_fetch_timeout"), 1);
+        assert_eq!(counter(&store, "sds.a/cert.init_fetch_timeout"), 0);
+        assert_eq!(store.gauge("cluster_manager.warming_clusters").value(), 0);
+        let b = m
+            .clusters()
+            .into_iter()
+            .find(|(c, _)| c.config.name == "b")
+            .expect("cluster b")
+            .0;
+        assert!(b.is_warm());
+        let tls = b.tls.as_ref().expect("TLS");
+        assert!(!tls.is_configured());
+        // Its connections fail as Envoy's: secrets not ready.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let tcp = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        assert!(matches!(
+            tls.handshake(tcp).await,
+            Err(crate::tls::HandshakeError::NotReady)
+        ));
+        assert_eq!(
+            counter(
+                &store,
+                "cluster.b.client_ssl_socket_factory.upstream_context_secrets_not_ready"
+            ),
+            1
+        );
     }
 }

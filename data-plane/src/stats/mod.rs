@@ -20,9 +20,12 @@
 //! [`Store::flush_histograms`] on that period (or use [`Store::spawn_flush_task`]); until the
 //! first flush a used histogram shows `nan` quantiles, exactly like Envoy's.
 
+mod codes;
 mod histogram;
 mod render;
 mod tags;
+
+pub use codes::CodeStats;
 
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,9 @@ pub struct Validation {
     pub roots: Option<Arc<RootCertStore>>,
     /// SAN matchers (any match passes).
     pub san_matchers: Vec<SanMatcher>,
+    /// When the first certificate of `trusted_ca` expires (Unix seconds), for Envoy's
+    /// `ssl.certificate.<name>.expiration_unix_time_seconds`.
+    pub ca_not_after: Option<u64>,
 }
 
 impl Validation {
@@ -49,8 +52,13 @@ impl Validation {
     /// `combined_validation_context.default_validation_context` (`MergeFrom`): a trusted CA in
     /// the secret wins, SAN matchers are concatenated.
     pub fn merged_over(&self, default: &Validation) -> Validation {
+        let (roots, ca_not_after) = match &self.roots {
+            Some(roots) => (Some(roots.clone()), self.ca_not_after),
+            None => (default.roots.clone(), default.ca_not_after),
+        };
         Validation {
-            roots: self.roots.clone().or_else(|| default.roots.clone()),
+            roots,
+            ca_not_after,
             san_matchers: default
                 .san_matchers
                 .iter()
@@ -139,11 +147,15 @@ pub fn certified_key(c: &TlsCertificateConfig) -> Result<Arc<CertifiedKey>, Stri
 /// Loads a validation context: the trusted CA bundle (if any) into a root store.
 /// Errors read `.trusted_ca: …` style `field: message` (relative to the context).
 pub fn validation(v: &ValidationContextConfig) -> Result<Validation, String> {
+    let mut ca_not_after = None;
     let roots = match &v.trusted_ca {
         None => None,
         Some(source) => {
             let pem = read(source).map_err(|e| format!("trusted_ca: {e}"))?;
             let certs = certificates(&pem).map_err(|e| format!("trusted_ca: {e}"))?;
+            ca_not_after = certs
+                .first()
+                .and_then(|c| super::validity::not_after(c).ok());
             let mut store = RootCertStore::empty();
             for (i, cert) in certs.into_iter().enumerate() {
                 store
@@ -156,5 +168,6 @@ pub fn validation(v: &ValidationContextConfig) -> Result<Validation, String> {
     Ok(Validation {
         roots,
         san_matchers: v.san_matchers.clone(),
+        ca_not_after,
     })
 }

@@ -7,8 +7,11 @@
 //!   [`Secret`] (a validated SDS secret);
 //! - `verifier.rs`: [`UpstreamVerifier`] (trusted CA + SAN matchers, Envoy's semantics);
 //! - `san.rs`: the SANs of a certificate (a minimal DER walker);
+//! - `validity.rs`: a certificate's `notAfter` (for the expiration gauges);
 //! - `store.rs`: [`SecretStore`], the SDS secrets in force, and how an update reaches the
 //!   clusters that reference them;
+//! - `stats.rs`: [`SslStats`], Envoy's `ssl.*` stats and certificate expiration gauges;
+//! - `stream.rs`: [`TlsStream`], an established connection counting TLS errors;
 //! - `connector.rs`: a tonic connector for the xDS channel over TLS;
 //! - `redact.rs`: private keys out of `/config_dump` (as Envoy redacts `sensitive` fields).
 //!
@@ -25,7 +28,15 @@
 //!   covers the TCP connect and the handshake;
 //! - rotation: a new secret builds a new client configuration with a new generation; new
 //!   connections use it, pooled connections of an older generation are not reused (they close
-//!   when idle; requests in flight on them finish).
+//!   when idle; requests in flight on them finish);
+//! - stats: `ssl.handshake`, `ssl.connection_error` (also for a TLS error after the handshake,
+//!   such as TLS 1.3's `certificate_required` alert), `ssl.fail_verify_*`, `versions.*`,
+//!   `ciphers.*`, `curves.*`, and `ssl.certificate.<name>.expiration_unix_time_seconds` for the
+//!   client certificate and the trusted CA in force (named by SDS secret, or
+//!   `unnamed_cert_<hash>` / `unnamed_ca_cert_<hash>` for inline material, as Envoy names them);
+//! - a cluster whose SDS secrets have not arrived warms until they do, or until the initial
+//!   fetch timeout (see `runtime::manager`); then its connections fail with
+//!   `client_ssl_socket_factory.upstream_context_secrets_not_ready`, as Envoy's.
 //!
 //! Crypto: rustls with the `ring` provider, TLS 1.2 and 1.3, no session tickets across
 //! configurations (each configuration has its own resumption cache, so a rotated client
@@ -35,34 +46,37 @@ mod connector;
 mod material;
 pub mod redact;
 mod san;
+mod stats;
 mod store;
+mod stream;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
+mod validity;
 mod verifier;
 
 pub use connector::TlsConnector;
 pub use material::{Secret, Validation, parse_secret};
 pub use redact::redact_json;
 pub use san::subject_alt_names;
+pub use stats::SslStats;
 pub use store::{SecretEntry, SecretStore};
+pub use stream::TlsStream;
+pub use validity::not_after;
 pub use verifier::UpstreamVerifier;
 
 use crate::config::{
-    CertificateSource, TlsVersion, UpstreamProtocol, UpstreamTls, ValidationSource,
+    CertificateSource, DataSource, TlsVersion, UpstreamProtocol, UpstreamTls, ValidationSource,
 };
-use crate::stats::{Counter, Store};
+use crate::stats::Store;
 use arc_swap::ArcSwapOption;
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, SignatureScheme};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::net::TcpStream;
-
-/// A TLS connection to an upstream.
-pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// The process's crypto provider: rustls' `ring` provider, whatever else the dependency graph
 /// enables.
@@ -78,6 +92,11 @@ pub struct TlsClient {
     server_name: ServerName<'static>,
     /// False when the version range is empty (every handshake fails, as in Envoy).
     usable: bool,
+    /// The certificates in use, by Envoy's certificate name, with their `notAfter` (Unix
+    /// seconds): the client certificate and the first trusted CA.
+    certificates: Vec<(String, u64)>,
+    /// Where [`TlsClient::connect`] counts (the xDS channel's cluster stats).
+    stats: Option<Arc<SslStats>>,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -86,8 +105,32 @@ impl std::fmt::Debug for TlsClient {
             .field("server_name", &self.server_name)
             .field("alpn", &self.config.alpn_protocols)
             .field("usable", &self.usable)
+            .field("certificates", &self.certificates)
             .finish()
     }
+}
+
+/// Envoy's name for inline certificate material: `<prefix><first 8 hex digits of the SHA-256
+/// of the inline bytes>` (of nothing for a file, so `unnamed_cert_e3b0c442`).
+fn unnamed(prefix: &str, source: Option<&DataSource>) -> String {
+    let bytes: &[u8] = match source {
+        Some(DataSource::Inline(b)) => b,
+        _ => &[],
+    };
+    let digest = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+        .tls13()
+        .map(|suite| suite.common.hash_provider.hash(bytes));
+    let hex: String = digest
+        .as_ref()
+        .map(|d| {
+            d.as_ref()
+                .iter()
+                .take(4)
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("{prefix}{hex}")
 }
 
 /// The secrets a configuration is built from, by name.
@@ -131,14 +174,21 @@ pub fn build_client(
     secrets: &dyn SecretLookup,
 ) -> Result<Option<TlsClient>, String> {
     const COMMON: &str = "transport_socket.typed_config.common_tls_context";
+    let mut certificates = Vec::new();
     let certificate: Option<Arc<CertifiedKey>> = match &tls.certificate {
         None => None,
-        Some(CertificateSource::Inline(c)) => Some(
-            material::certified_key(c).map_err(|e| format!("{COMMON}.tls_certificates[0].{e}"))?,
-        ),
+        Some(CertificateSource::Inline(c)) => {
+            let key = material::certified_key(c)
+                .map_err(|e| format!("{COMMON}.tls_certificates[0].{e}"))?;
+            certificates.extend(expiration(unnamed("unnamed_cert_", Some(&c.chain)), &key));
+            Some(key)
+        }
         Some(CertificateSource::Sds(name)) => match secrets.secret(name).as_deref() {
             None => return Ok(None),
-            Some(Secret::Certificate(c)) => Some(c.clone()),
+            Some(Secret::Certificate(c)) => {
+                certificates.extend(expiration(name.clone(), c));
+                Some(c.clone())
+            }
             Some(other) => {
                 return Err(format!(
                     "{COMMON}.tls_certificate_sds_secret_configs[0]: secret `{name}` is a {}, \
@@ -151,7 +201,12 @@ pub fn build_client(
     let validation = match &tls.validation {
         ValidationSource::None => Validation::default(),
         ValidationSource::Inline(v) => {
-            material::validation(v).map_err(|e| format!("{COMMON}.validation_context.{e}"))?
+            let loaded =
+                material::validation(v).map_err(|e| format!("{COMMON}.validation_context.{e}"))?;
+            if let Some(t) = loaded.ca_not_after {
+                certificates.push((unnamed("unnamed_ca_cert_", v.trusted_ca.as_ref()), t));
+            }
+            loaded
         }
         ValidationSource::Sds { name, default } => {
             let Some(secret) = secrets.secret(name) else {
@@ -172,6 +227,9 @@ pub fn build_client(
                     "{COMMON}: secret `{name}`: SAN-based verification of peer certificates \
                      without trusted CA is insecure and not allowed"
                 ));
+            }
+            if let Some(t) = merged.ca_not_after {
+                certificates.push((name.clone(), t));
             }
             merged
         }
@@ -215,7 +273,15 @@ pub fn build_client(
         config: Arc::new(config),
         server_name,
         usable,
+        certificates,
+        stats: None,
     }))
+}
+
+/// `(name, notAfter)` of a certificate's leaf (none if it does not parse).
+fn expiration(name: String, key: &CertifiedKey) -> Option<(String, u64)> {
+    let leaf = key.cert.first()?;
+    validity::not_after(leaf).ok().map(|t| (name, t))
 }
 
 /// Presents the configured certificate whatever the server asks for (as Envoy, which has
@@ -237,133 +303,6 @@ impl ResolvesClientCert for ClientCert {
     }
 }
 
-/// Envoy's `cluster.<name>.ssl.*` and `client_ssl_socket_factory.*` stats of one cluster.
-#[derive(Debug)]
-pub struct SslStats {
-    /// `ssl.handshake`: handshakes completed.
-    pub handshake: Counter,
-    /// `ssl.connection_error`: handshakes that failed other than by verification.
-    pub connection_error: Counter,
-    /// `ssl.fail_verify_san`: the certificate chain verified but no SAN matched.
-    pub fail_verify_san: Counter,
-    /// `ssl.fail_verify_error`: the certificate chain did not verify.
-    pub fail_verify_error: Counter,
-    /// `ssl.fail_verify_no_cert`: the peer sent no certificate.
-    pub fail_verify_no_cert: Counter,
-    /// `ssl.no_certificate`: a connection completed without a peer certificate.
-    pub no_certificate: Counter,
-    /// `ssl.session_reused`: resumed sessions.
-    pub session_reused: Counter,
-    /// `client_ssl_socket_factory.ssl_context_update_by_sds`: one per referenced SDS secret
-    /// delivered or changed (the first delivery included), as Envoy counts its secret update
-    /// callbacks.
-    pub context_update_by_sds: Counter,
-    /// `client_ssl_socket_factory.upstream_context_secrets_not_ready`.
-    pub secrets_not_ready: Counter,
-    prefix: String,
-    store: Store,
-}
-
-impl SslStats {
-    /// The stats of cluster `cluster`, created eagerly as Envoy does.
-    pub fn new(store: &Store, cluster: &str) -> Self {
-        let prefix = format!("cluster.{cluster}.");
-        let c = |s: &str| store.counter(&format!("{prefix}{s}"));
-        for name in [
-            "ssl.fail_verify_cert_hash",
-            "ssl.ocsp_staple_failed",
-            "ssl.ocsp_staple_omitted",
-            "ssl.ocsp_staple_requests",
-            "ssl.ocsp_staple_responses",
-            "client_ssl_socket_factory.downstream_context_secrets_not_ready",
-        ] {
-            let _ = c(name);
-        }
-        SslStats {
-            handshake: c("ssl.handshake"),
-            connection_error: c("ssl.connection_error"),
-            fail_verify_san: c("ssl.fail_verify_san"),
-            fail_verify_error: c("ssl.fail_verify_error"),
-            fail_verify_no_cert: c("ssl.fail_verify_no_cert"),
-            no_certificate: c("ssl.no_certificate"),
-            session_reused: c("ssl.session_reused"),
-            context_update_by_sds: c("client_ssl_socket_factory.ssl_context_update_by_sds"),
-            secrets_not_ready: c("client_ssl_socket_factory.upstream_context_secrets_not_ready"),
-            prefix,
-            store: store.clone(),
-        }
-    }
-
-    /// Counts a completed handshake: `handshake`, `session_reused`, and the negotiated
-    /// `versions.*`, `ciphers.*` and `curves.*` (OpenSSL names, as Envoy prints them).
-    fn completed(&self, conn: &rustls::ClientConnection) {
-        self.handshake.inc();
-        if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-            self.session_reused.inc();
-        }
-        if conn.peer_certificates().is_none_or(|c| c.is_empty()) {
-            self.no_certificate.inc();
-        }
-        let dynamic = |name: String| {
-            self.store
-                .counter(&format!("{}ssl.{name}", self.prefix))
-                .inc()
-        };
-        match conn.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_2) => dynamic("versions.TLSv1.2".into()),
-            Some(rustls::ProtocolVersion::TLSv1_3) => dynamic("versions.TLSv1.3".into()),
-            _ => {}
-        }
-        if let Some(suite) = conn.negotiated_cipher_suite() {
-            dynamic(format!("ciphers.{}", openssl_cipher_name(suite.suite())));
-        }
-        if let Some(group) = conn.negotiated_key_exchange_group() {
-            let name = match group.name() {
-                rustls::NamedGroup::X25519 => "X25519".to_string(),
-                rustls::NamedGroup::secp256r1 => "P-256".to_string(),
-                rustls::NamedGroup::secp384r1 => "P-384".to_string(),
-                rustls::NamedGroup::secp521r1 => "P-521".to_string(),
-                other => format!("{other:?}"),
-            };
-            dynamic(format!("curves.{name}"));
-        }
-    }
-
-    /// Counts a failed handshake by its cause, as Envoy does: verification failures count
-    /// only as `fail_verify_*`, anything else as `connection_error`.
-    fn failed(&self, error: &std::io::Error) {
-        let tls = error
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
-        match tls {
-            Some(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)) => {
-                self.fail_verify_san.inc()
-            }
-            Some(rustls::Error::InvalidCertificate(_)) => self.fail_verify_error.inc(),
-            Some(rustls::Error::NoCertificatesPresented) => self.fail_verify_no_cert.inc(),
-            _ => self.connection_error.inc(),
-        }
-    }
-}
-
-/// The OpenSSL name of a cipher suite (what Envoy's `ssl.ciphers.*` stats use).
-fn openssl_cipher_name(suite: rustls::CipherSuite) -> String {
-    use rustls::CipherSuite as S;
-    let name = match suite {
-        S::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
-        S::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
-        S::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
-        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
-        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
-        S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
-        S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
-        S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
-        S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
-        other => return format!("{other:?}"),
-    };
-    name.to_string()
-}
-
 /// The client configuration in force, with its generation.
 #[derive(Debug)]
 struct Installed {
@@ -381,6 +320,8 @@ pub struct ClusterTls {
     pub protocol: UpstreamProtocol,
     current: ArcSwapOption<Installed>,
     installs: AtomicU64,
+    /// Set when the secrets did not arrive within the initial fetch timeout.
+    fetch_timed_out: AtomicBool,
     /// `ssl.*` stats.
     pub stats: SslStats,
 }
@@ -407,6 +348,7 @@ impl ClusterTls {
             protocol,
             current: ArcSwapOption::empty(),
             installs: AtomicU64::new(0),
+            fetch_timed_out: AtomicBool::new(false),
             stats: SslStats::new(store, cluster),
         }
     }
@@ -419,14 +361,30 @@ impl ClusterTls {
     /// Puts `client` in force for new connections. Connections of earlier generations are
     /// no longer reused.
     pub fn install(&self, client: TlsClient) {
+        for (name, not_after) in &client.certificates {
+            self.stats.expiration(name).set(*not_after);
+        }
         let generation = self.installs.fetch_add(1, Ordering::AcqRel) + 1;
         self.current
             .store(Some(Arc::new(Installed { client, generation })));
     }
 
-    /// True once a client configuration is in force.
+    /// True once a client configuration is in force, or once its secrets did not arrive in
+    /// time ([`ClusterTls::give_up_waiting`]): the cluster may then warm, as Envoy's does after
+    /// the SDS initial fetch timeout, and its connections fail until the secrets arrive.
     pub fn is_ready(&self) -> bool {
+        self.current.load().is_some() || self.fetch_timed_out.load(Ordering::Acquire)
+    }
+
+    /// True once a client configuration is in force.
+    pub fn is_configured(&self) -> bool {
         self.current.load().is_some()
+    }
+
+    /// The SDS initial fetch timeout passed without the secrets: stop holding the cluster
+    /// back (see [`ClusterTls::is_ready`]).
+    pub fn give_up_waiting(&self) {
+        self.fetch_timed_out.store(true, Ordering::Release);
     }
 
     /// The generation in force (0 before the first install).
@@ -441,40 +399,66 @@ impl ClusterTls {
             self.stats.secrets_not_ready.inc();
             return Err(HandshakeError::NotReady);
         };
-        if !installed.client.usable {
-            self.stats.connection_error.inc();
-            return Err(HandshakeError::Failed(std::io::Error::other(
-                "no TLS version between the minimum and the maximum",
-            )));
-        }
-        let connector = tokio_rustls::TlsConnector::from(installed.client.config.clone());
-        match connector
-            .connect(installed.client.server_name.clone(), tcp)
+        handshake(&installed.client, Some(&self.stats), tcp)
             .await
-        {
-            Ok(stream) => {
-                self.stats.completed(stream.get_ref().1);
-                Ok((stream, installed.generation))
+            .map(|stream| (stream, installed.generation))
+            .map_err(HandshakeError::Failed)
+    }
+}
+
+/// Runs `client`'s handshake over `tcp`, counting it in `stats`.
+async fn handshake(
+    client: &TlsClient,
+    stats: Option<&SslStats>,
+    tcp: TcpStream,
+) -> std::io::Result<TlsStream> {
+    if !client.usable {
+        if let Some(stats) = stats {
+            stats.connection_error.inc();
+        }
+        return Err(std::io::Error::other(
+            "no TLS version between the minimum and the maximum",
+        ));
+    }
+    let connector = tokio_rustls::TlsConnector::from(client.config.clone());
+    match connector.connect(client.server_name.clone(), tcp).await {
+        Ok(stream) => {
+            if let Some(stats) = stats {
+                stats.completed(stream.get_ref().1);
             }
-            Err(e) => {
-                self.stats.failed(&e);
-                Err(HandshakeError::Failed(e))
+            let counter = stats.map(|s| s.connection_error.clone());
+            Ok(TlsStream::new(stream, counter))
+        }
+        Err(e) => {
+            if let Some(stats) = stats {
+                stats.failed(&e);
             }
+            Err(e)
         }
     }
 }
 
 impl TlsClient {
-    /// Runs a handshake over `tcp` (for the xDS channel, which has no cluster stats).
-    pub async fn connect(&self, tcp: TcpStream) -> std::io::Result<TlsStream> {
-        if !self.usable {
-            return Err(std::io::Error::other(
-                "no TLS version between the minimum and the maximum",
-            ));
+    /// Counts this configuration's handshakes ([`TlsClient::connect`]) in `stats`, and sets
+    /// its certificate expiration gauges there: for the xDS channel, whose connections are not
+    /// made by a cluster's pool but are Envoy's `cluster.<xds cluster>.ssl.*` all the same.
+    pub fn with_stats(mut self, stats: SslStats) -> Self {
+        for (name, not_after) in &self.certificates {
+            stats.expiration(name).set(*not_after);
         }
-        tokio_rustls::TlsConnector::from(self.config.clone())
-            .connect(self.server_name.clone(), tcp)
-            .await
+        self.stats = Some(Arc::new(stats));
+        self
+    }
+
+    /// Runs a handshake over `tcp` (counted if [`TlsClient::with_stats`] was given stats).
+    pub async fn connect(&self, tcp: TcpStream) -> std::io::Result<TlsStream> {
+        handshake(self, self.stats.as_deref(), tcp).await
+    }
+
+    /// The certificates in use, by Envoy's certificate name, with their expiration (Unix
+    /// seconds).
+    pub fn certificates(&self) -> &[(String, u64)] {
+        &self.certificates
     }
 
     /// The ALPN protocols offered.

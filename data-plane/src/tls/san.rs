@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// `id-ce-subjectAltName` (2.5.29.17), DER-encoded OID contents.
 const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11];
 
-const SEQUENCE: u8 = 0x30;
+pub(super) const SEQUENCE: u8 = 0x30;
 const OID: u8 = 0x06;
 const BOOLEAN: u8 = 0x01;
 const OCTET_STRING: u8 = 0x04;
@@ -20,7 +20,7 @@ const EXTENSIONS: u8 = 0xa3;
 pub struct Malformed;
 
 /// One TLV: tag, contents, and the rest of the input.
-fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), Malformed> {
+pub(super) fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), Malformed> {
     let (&tag, rest) = input.split_first().ok_or(Malformed)?;
     if tag & 0x1f == 0x1f {
         // High tag numbers never occur in the structures walked here.
@@ -46,7 +46,7 @@ fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), Malformed> {
 }
 
 /// The contents of a TLV that must have tag `want`.
-fn expect(input: &[u8], want: u8) -> Result<(&[u8], &[u8]), Malformed> {
+pub(super) fn expect(input: &[u8], want: u8) -> Result<(&[u8], &[u8]), Malformed> {
     let (tag, contents, rest) = tlv(input)?;
     if tag != want {
         return Err(Malformed);

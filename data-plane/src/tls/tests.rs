@@ -486,3 +486,129 @@ fn store_rejects_bad_updates_whole_and_rotates_affected_clusters() {
     assert_eq!(tls.stats.context_update_by_sds.value(), 3);
     assert_eq!(secrets.entries().len(), 2);
 }
+
+#[test]
+fn inline_material_is_named_like_envoy_with_its_expiration() {
+    // SHA-256 test vectors: "" → e3b0c442…, "abc" → ba7816bf….
+    assert_eq!(
+        unnamed("unnamed_cert_", Some(&DataSource::File("/x".into()))),
+        "unnamed_cert_e3b0c442"
+    );
+    assert_eq!(
+        unnamed("unnamed_ca_cert_", Some(&inline("abc"))),
+        "unnamed_ca_cert_ba7816bf"
+    );
+    let ca = Ca::new("dev");
+    let leaf = ca.leaf(vec![dns("checkout")], 1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+    std::fs::write(&cert, &leaf.cert_pem).expect("write");
+    std::fs::write(&key, &leaf.key_pem).expect("write");
+    let tls = UpstreamTls {
+        sni: None,
+        alpn: Vec::new(),
+        min_version: TlsVersion::Tls12,
+        max_version: TlsVersion::Tls13,
+        certificate: Some(CertificateSource::Inline(TlsCertificateConfig {
+            chain: DataSource::File(cert.display().to_string()),
+            key: DataSource::File(key.display().to_string()),
+        })),
+        validation: ValidationSource::Inline(ValidationContextConfig {
+            trusted_ca: Some(inline(&ca.pem)),
+            san_matchers: Vec::new(),
+        }),
+    };
+    let client = build_client(&tls, UpstreamProtocol::Http1, &no_secrets)
+        .expect("builds")
+        .expect("no secrets needed");
+    let leaf_expiry = not_after(&leaf.der).expect("leaf");
+    let ca_der = material::certificates(ca.pem.as_bytes()).expect("CA")[0].clone();
+    let ca_expiry = not_after(&ca_der).expect("CA");
+    assert_eq!(
+        client.certificates(),
+        [
+            ("unnamed_cert_e3b0c442".to_string(), leaf_expiry),
+            (
+                unnamed("unnamed_ca_cert_", Some(&inline(&ca.pem))),
+                ca_expiry
+            ),
+        ]
+    );
+    // The xDS channel's client sets the gauges where it is given stats.
+    let store = crate::stats::Store::new();
+    let _client = client.with_stats(SslStats::new(&store, "xds"));
+    assert_eq!(
+        store
+            .gauge("cluster.xds.ssl.certificate.unnamed_cert_e3b0c442.expiration_unix_time_seconds")
+            .value(),
+        leaf_expiry
+    );
+}
+
+/// TLS 1.3: a server requiring a client certificate rejects a client without one only after
+/// the client finished its handshake (`certificate_required` alert). Envoy counts that as
+/// `ssl.handshake` and then `ssl.connection_error`; so does legate-proxy.
+#[tokio::test]
+async fn an_alert_after_the_handshake_is_a_connection_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("dev");
+    let server_leaf = ca.leaf(vec![dns("payments")], 1);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(material::certificates(ca.pem.as_bytes()).expect("CA")[0].clone())
+        .expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider().clone(),
+    )
+    .build()
+    .expect("verifier");
+    let key = <rustls::pki_types::PrivateKeyDer<'static> as rustls::pki_types::pem::PemObject>::from_pem_slice(server_leaf.key_pem.as_bytes())
+        .expect("key");
+    let server = rustls::ServerConfig::builder_with_provider(provider().clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server_leaf.der.clone()], key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server_task = tokio::spawn(async move {
+        if let Ok((tcp, _)) = listener.accept().await {
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+
+    let store = crate::stats::Store::new();
+    let config = UpstreamTls {
+        sni: None,
+        alpn: Vec::new(),
+        min_version: TlsVersion::Tls12,
+        max_version: TlsVersion::Tls13,
+        certificate: None,
+        validation: ValidationSource::Inline(ValidationContextConfig {
+            trusted_ca: Some(inline(&ca.pem)),
+            san_matchers: Vec::new(),
+        }),
+    };
+    let tls = ClusterTls::new(config, UpstreamProtocol::Http1, &store, "payments");
+    tls.install(tls.build(&no_secrets).expect("builds").expect("ready"));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut stream, _) = tls
+        .handshake(tcp)
+        .await
+        .expect("the client's handshake completes");
+    assert_eq!(tls.stats.handshake.value(), 1);
+    let _ = stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("the alert arrives");
+    assert!(read.is_err(), "{read:?}");
+    let _ = stream.read(&mut buf).await;
+    assert_eq!(tls.stats.connection_error.value(), 1, "counted once");
+    server_task.abort();
+}

@@ -133,22 +133,11 @@ pub(crate) async fn run(
         cds: config.subscribe_cds,
         lds: config.subscribe_lds,
     };
+    let node = super::with_user_agent(config.node.clone());
     if config.delta {
-        drive(
-            Delta::new(config.node.clone(), subs),
-            &config,
-            &*sink,
-            status,
-        )
-        .await;
+        drive(Delta::new(node, subs), &config, &*sink, status).await;
     } else {
-        drive(
-            Sotw::new(config.node.clone(), subs),
-            &config,
-            &*sink,
-            status,
-        )
-        .await;
+        drive(Sotw::new(node, subs), &config, &*sink, status).await;
     }
 }
 

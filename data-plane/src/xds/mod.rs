@@ -41,12 +41,33 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// `node.user_agent_name` on every stream: what Envoy sends, so that a control plane serves
+/// legate-proxy as the Envoy it stands in for (legate-cp's flavour rule reads it too).
+pub const USER_AGENT_NAME: &str = "envoy";
+
+/// `node.user_agent_version` on every stream: names legate-proxy and its version. Envoy sends a
+/// `user_agent_build_version` with its own version instead; a control plane that gates
+/// features on Envoy's version finds none here rather than a wrong one.
+pub const USER_AGENT_VERSION: &str = concat!("legate-proxy/", env!("CARGO_PKG_VERSION"));
+
+/// The node as sent to the management server: the bootstrap's, with the user agent set over
+/// whatever the bootstrap said (as Envoy overwrites it).
+pub fn with_user_agent(mut node: Node) -> Node {
+    node.user_agent_name = USER_AGENT_NAME.to_string();
+    node.user_agent_version_type = Some(
+        legate_proto::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(
+            USER_AGENT_VERSION.to_string(),
+        ),
+    );
+    node
+}
+
 /// Where and how to reach the management server.
 #[derive(Clone, Debug)]
 pub struct XdsClientConfig {
     /// `host:port` of the xDS cluster's endpoints, tried in order on reconnect.
     pub endpoints: Vec<String>,
-    /// The node sent on the first request of every stream.
+    /// The node sent on the first request of every stream, with [`with_user_agent`] applied.
     pub node: Node,
     /// Incremental (`DELTA_GRPC`) rather than state-of-the-world (`GRPC`) ADS.
     pub delta: bool,

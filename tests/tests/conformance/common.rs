@@ -9,7 +9,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use legate_e2e::upstream::Upstream;
-use legate_e2e::{ControlPlane, Envoy, Flavor, HttpResponse, free_port, http_get_with_headers};
+use legate_e2e::{ControlPlane, Envoy, Flavor, HttpResponse, http_get_with_headers};
 use tempfile::TempDir;
 
 /// Upper bound of every wait for configuration to arrive.
@@ -22,34 +22,7 @@ pub const STATS_SETTLE: Duration = Duration::from_secs(3);
 /// The ambassador every fixture serves; Envoy's stats read `http.app.*`.
 pub const AMBASSADOR: &str = "app";
 
-/// Runs one scenario fn as two tests, `<name>_envoy` and `<name>_legate`, so a failure
-/// names the proxy. Assertions are identical: the scenario only gets the flavour.
-macro_rules! flavors {
-    ($scenario:ident, $envoy:ident, $legate:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $envoy() {
-            $scenario(legate_e2e::Flavor::Envoy).await
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $legate() {
-            $scenario(legate_e2e::Flavor::Legate).await
-        }
-    };
-    ($scenario:ident, $envoy:ident, $legate:ident, ignore_legate = $why:literal) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $envoy() {
-            $scenario(legate_e2e::Flavor::Envoy).await
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[ignore = $why]
-        async fn $legate() {
-            $scenario(legate_e2e::Flavor::Legate).await
-        }
-    };
-}
-pub(crate) use flavors;
+pub(crate) use legate_e2e::flavors;
 
 /// One service of the YAML file: its endpoints and any further keys (YAML written at
 /// column 0, indented into place).
@@ -96,8 +69,8 @@ pub struct Fixture {
     pub proxy: Envoy,
     /// Its listener (the ambassador's `listen`).
     pub listener: SocketAddr,
-    _probe: Upstream,
-    _cp: ControlPlane,
+    _probe: Option<Upstream>,
+    _cp: Option<ControlPlane>,
     _dir: TempDir,
 }
 
@@ -109,7 +82,7 @@ impl Fixture {
     /// load balancers and outlier detectors start untouched.
     pub async fn start(flavor: Flavor, services: &[Svc]) -> Fixture {
         let probe = Upstream::start("probe").await.expect("probe upstream");
-        let port = free_port();
+        let port = listener_port();
         let dir = TempDir::with_prefix("legate-conformance-").expect("temp dir");
         let path = dir.path().join("legate.yaml");
         std::fs::write(&path, render(services, probe.addr, port)).expect("writing config");
@@ -135,8 +108,8 @@ impl Fixture {
             flavor,
             proxy,
             listener,
-            _probe: probe,
-            _cp: cp,
+            _probe: Some(probe),
+            _cp: Some(cp),
             _dir: dir,
         };
         for s in services {
@@ -153,6 +126,39 @@ impl Fixture {
                 .await;
         }
         fx
+    }
+
+    /// Starts the data plane `flavor` from a static bootstrap (no legate-cp), for connection
+    /// manager settings legate-cp does not generate: a listener whose HTTP connection manager
+    /// is `hcm` merged over a minimal one routing `/payments/` (rewritten to `/`) to cluster
+    /// `payments` with `endpoints`. Waits until the listener answers.
+    pub async fn start_static(
+        flavor: Flavor,
+        endpoints: &[SocketAddr],
+        hcm: serde_json::Value,
+    ) -> Fixture {
+        let port = listener_port();
+        let dir = TempDir::with_prefix("legate-conformance-").expect("temp dir");
+        let bootstrap = static_bootstrap(port, endpoints, hcm);
+        let proxy = Envoy::start_flavor(flavor, &bootstrap, &[]).await;
+        let listener = SocketAddr::from(([127, 0, 0, 1], port));
+        proxy
+            .process()
+            .wait_until("the static listener to answer", DEADLINE, || async {
+                http_get_with_headers(listener, "/ready-probe", None, &[])
+                    .await
+                    .ok()
+                    .map(|_| ())
+            })
+            .await;
+        Fixture {
+            flavor,
+            proxy,
+            listener,
+            _probe: None,
+            _cp: None,
+            _dir: dir,
+        }
     }
 
     /// `GET path` with `headers` over a new HTTP/1.1 connection; panics if the request
@@ -323,6 +329,76 @@ fn show_range(r: &RangeInclusive<u64>) -> String {
     } else {
         format!("{}..={}", r.start(), r.end())
     }
+}
+
+/// A free port for the data plane's listener, below the kernel's ephemeral port range.
+///
+/// `free_port()` hands out an ephemeral port and releases it at once; legate-cp or an upstream
+/// binding port 0 before the data plane binds the listener can be given the same port (seen:
+/// legate-proxy NACKed the listener with "address already in use", legate-cp's xDS port). The
+/// kernel never hands out a port below the ephemeral range for port 0, so here only another
+/// explicit choice could collide, and a random one among thousands is checked bindable.
+fn listener_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000u16, low.saturating_sub(10_000).max(1));
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        let port = first + (h.finish() % u64::from(span)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {first}..{}", first + span)
+}
+
+/// The bootstrap of [`Fixture::start_static`] (JSON, which Envoy reads as YAML).
+fn static_bootstrap(port: u16, endpoints: &[SocketAddr], hcm: serde_json::Value) -> String {
+    use serde_json::json;
+    let mut manager = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": AMBASSADOR,
+        "route_config": {"name": AMBASSADOR, "virtual_hosts": [{
+            "name": AMBASSADOR, "domains": ["*"],
+            "routes": [{"match": {"prefix": "/payments/"},
+                        "route": {"cluster": "payments", "prefix_rewrite": "/"}}]
+        }]},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+    });
+    if let (Some(m), Some(extra)) = (manager.as_object_mut(), hcm.as_object()) {
+        m.extend(extra.clone());
+    }
+    let lb_endpoints: Vec<serde_json::Value> = endpoints
+        .iter()
+        .map(|e| {
+            json!({"endpoint": {"address": {"socket_address": {
+                "address": e.ip().to_string(), "port_value": e.port()}}}})
+        })
+        .collect();
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{
+                "name": AMBASSADOR,
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": manager
+                }]}]
+            }],
+            "clusters": [{
+                "name": "payments", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "payments",
+                                    "endpoints": [{"lb_endpoints": lb_endpoints}]}
+            }]
+        }
+    })
+    .to_string()
 }
 
 /// `health_flags` value of a host ejected by outlier detection.

@@ -25,8 +25,7 @@ async fn call(fx: &Fixture, id: &str, faults: &[(&str, &str)]) -> H2Response {
 flavors!(
     grpc_unavailable_retried,
     grpc_unavailable_retried_envoy,
-    grpc_unavailable_retried_legate,
-    ignore_legate = "legate-proxy: D1 in docs/compat.md (retried attempts counted as upstream_rq_<code>, Envoy uses retry.*)"
+    grpc_unavailable_retried_legate
 );
 
 /// UNAVAILABLE (14) in a trailers-only response is retried; INTERNAL (13) is not (not in

@@ -15,5 +15,6 @@ mod common;
 mod backoff;
 mod breakers;
 mod grpc;
+mod internal;
 mod outlier;
 mod retries;
