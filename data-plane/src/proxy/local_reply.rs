@@ -5,7 +5,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 /// Envoy's body prefix for failures before response headers.
 pub const UPSTREAM_RESET_PREFIX: &str =
-    "upstream connect error or disconnect/reset before headers. reset reason: ";
+    "upstream connect error or disconnect/reset before headers. ";
 
 /// A local reply with Envoy's headers: `text/plain` when there is a body, none otherwise.
 pub fn reply(status: StatusCode, text: &str) -> Response<ProxyBody> {
@@ -38,23 +38,18 @@ pub fn no_healthy_upstream() -> Response<ProxyBody> {
     reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
 }
 
-/// 503 for a connect failure or reset before headers (Envoy: `UF`/`UR`).
-pub fn upstream_reset(reason: &str) -> Response<ProxyBody> {
+/// 503 for a connect failure or reset before headers (Envoy: `UF`/`UR`). When the failed
+/// attempt was a retry (`retried`), Envoy's router words it `retried and the latest reset
+/// reason: …`.
+pub fn upstream_reset(reason: &str, retried: bool) -> Response<ProxyBody> {
+    let retried = if retried {
+        "retried and the latest "
+    } else {
+        ""
+    };
     reply(
         StatusCode::SERVICE_UNAVAILABLE,
-        &format!("{UPSTREAM_RESET_PREFIX}{reason}"),
-    )
-}
-
-/// Like [`upstream_reset`] for a request whose last attempt was a retry: Envoy's router then
-/// writes `retried and the latest reset reason: …`.
-pub fn upstream_reset_after_retries(reason: &str) -> Response<ProxyBody> {
-    reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &format!(
-            "upstream connect error or disconnect/reset before headers. \
-             retried and the latest reset reason: {reason}"
-        ),
+        &format!("{UPSTREAM_RESET_PREFIX}{retried}reset reason: {reason}"),
     )
 }
 
@@ -65,7 +60,7 @@ pub fn upstream_timeout() -> Response<ProxyBody> {
 
 /// 503 with `x-envoy-overloaded: true` when a circuit breaker overflows (Envoy: `UO`).
 pub fn overflow() -> Response<ProxyBody> {
-    let mut r = upstream_reset("overflow");
+    let mut r = upstream_reset("overflow", false);
     r.headers_mut()
         .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
     r

@@ -281,12 +281,13 @@ impl Attempts<'_> {
                 cs.charge_final(503, self.internal);
                 return local_reply::overflow();
             };
-            let started = Instant::now();
-            let elapsed = if attempt_no == 1 {
-                Duration::ZERO
+            // The first attempt starts when the request does (one clock read fewer).
+            let started = if attempt_no == 1 {
+                self.started
             } else {
-                started.duration_since(self.started)
+                Instant::now()
             };
+            let elapsed = started.duration_since(self.started);
             let Some(req) = self.build(&host, attempt_no, elapsed, body.attempt_body(), single)
             else {
                 return local_reply::reply(StatusCode::BAD_REQUEST, "");
@@ -400,7 +401,7 @@ impl Attempts<'_> {
             cs.charge_final(code, self.internal);
             return match result {
                 Attempt::Response(r) => downstream_response(*r, started),
-                Attempt::Failed(e) => upstream_failure(e, attempt_no > 1),
+                Attempt::Failed(e) => local_reply::upstream_reset(e.reason(), attempt_no > 1),
                 Attempt::TimedOut | Attempt::RouteTimedOut => local_reply::upstream_timeout(),
             };
         }
@@ -470,11 +471,10 @@ fn expected_timeout_ms(
     route: Option<Duration>,
     elapsed: Duration,
 ) -> Option<u64> {
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let expected = ms(per_try.or(route)?);
-    Some(match route.map(ms) {
+    let expected = millis(per_try.or(route)?);
+    Some(match route.map(millis) {
         Some(global) => {
-            let elapsed = ms(elapsed);
+            let elapsed = millis(elapsed);
             if elapsed >= global {
                 1
             } else {
@@ -485,17 +485,13 @@ fn expected_timeout_ms(
     })
 }
 
-fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+/// Whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The local reply for a failed final attempt; `retried` when it was not the first attempt.
-fn upstream_failure(e: UpstreamError, retried: bool) -> Response<ProxyBody> {
-    if retried {
-        local_reply::upstream_reset_after_retries(e.reason())
-    } else {
-        local_reply::upstream_reset(e.reason())
-    }
+fn elapsed_ms(since: Instant) -> u64 {
+    millis(since.elapsed())
 }
 
 fn downstream_response(resp: Response<UpstreamBody>, started: Instant) -> Response<ProxyBody> {
