@@ -1,9 +1,12 @@
 //! Body types of the request path.
 
 use super::pool::Release;
+use crate::resilience::breaker::RequestGuard;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -11,44 +14,121 @@ use std::task::{Context, Poll};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The one body type requests and responses have on the request path.
-pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+///
+/// The shapes every request has (a downstream request body streamed upstream, an upstream
+/// response body streamed back, a local reply) are variants, not boxes: boxing them cost two
+/// allocations per proxied request. Anything else (a replayed retry body) is boxed.
+pub enum ProxyBody {
+    /// No body.
+    Empty,
+    /// One chunk, taken by the first poll.
+    Full(Option<Bytes>),
+    /// A downstream request body, streamed upstream unchanged.
+    Downstream(Incoming),
+    /// An upstream response body, streamed downstream unchanged.
+    Upstream(UpstreamBody),
+    /// Anything else.
+    Boxed(BoxBody<Bytes, BoxError>),
+}
 
-/// A body made of `bytes` (local replies, buffered retries).
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            ProxyBody::Empty => "Empty",
+            ProxyBody::Full(_) => "Full",
+            ProxyBody::Downstream(_) => "Downstream",
+            ProxyBody::Upstream(_) => "Upstream",
+            ProxyBody::Boxed(_) => "Boxed",
+        };
+        f.debug_tuple("ProxyBody").field(&kind).finish()
+    }
+}
+
+fn boxed_error<T>(
+    polled: Poll<Option<Result<T, hyper::Error>>>,
+) -> Poll<Option<Result<T, BoxError>>> {
+    polled.map(|frame| frame.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Empty => Poll::Ready(None),
+            ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Downstream(b) => boxed_error(Pin::new(b).poll_frame(cx)),
+            ProxyBody::Upstream(b) => boxed_error(Pin::new(b).poll_frame(cx)),
+            ProxyBody::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Empty => true,
+            ProxyBody::Full(data) => data.is_none(),
+            ProxyBody::Downstream(b) => b.is_end_stream(),
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Empty | ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
+            ProxyBody::Downstream(b) => b.size_hint(),
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Boxed(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A body made of `bytes` (local replies, direct responses).
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    let bytes = bytes.into();
+    ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
 }
 
 /// An empty body.
 pub fn empty() -> ProxyBody {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed()
+    ProxyBody::Empty
 }
 
 /// Streams a downstream body upstream unchanged.
-pub fn stream(body: hyper::body::Incoming) -> ProxyBody {
-    body.map_err(|e| Box::new(e) as BoxError).boxed()
+pub fn stream(body: Incoming) -> ProxyBody {
+    ProxyBody::Downstream(body)
+}
+
+/// Boxes any other body.
+pub fn boxed<B>(body: B) -> ProxyBody
+where
+    B: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
+{
+    ProxyBody::Boxed(BodyExt::boxed(body))
 }
 
 /// An upstream response body that hands its HTTP/1.1 connection back to the pool once the
 /// last frame has been read (dropping it early closes the connection at once instead).
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: hyper::body::Incoming,
+    inner: Incoming,
     release: Option<Release>,
-    /// Things held until the body ends (circuit-breaker guards).
-    holds: Vec<Box<dyn std::any::Any + Send + Sync>>,
+    /// The request's circuit-breaker slot, held until the body ends.
+    request_guard: Option<RequestGuard>,
 }
 
 impl UpstreamBody {
     /// Wraps a response body; `release` is `None` for multiplexed (HTTP/2) connections.
-    pub fn new(inner: hyper::body::Incoming, release: Option<Release>) -> Self {
+    pub fn new(inner: Incoming, release: Option<Release>) -> Self {
         let mut body = UpstreamBody {
             inner,
             release,
-            holds: Vec::new(),
+            request_guard: None,
         };
         if body.inner.is_end_stream() {
             body.finish();
@@ -60,20 +140,15 @@ impl UpstreamBody {
         if let Some(r) = self.release.take() {
             r.release();
         }
-        self.holds.clear();
+        self.request_guard = None;
     }
 
-    /// Keeps `value` alive until the body ends or is dropped.
-    pub fn hold(&mut self, value: impl std::any::Any + Send + Sync) {
+    /// Keeps the request's circuit-breaker slot until the body ends or is dropped.
+    pub fn hold(&mut self, guard: RequestGuard) {
         if self.inner.is_end_stream() && self.release.is_none() {
             return;
         }
-        self.holds.push(Box::new(value));
-    }
-
-    /// Boxes the body for the downstream response.
-    pub fn boxed(self) -> ProxyBody {
-        BodyExt::map_err(self, |e| Box::new(e) as BoxError).boxed()
+        self.request_guard = Some(guard);
     }
 }
 

@@ -73,18 +73,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// A random (version 4) UUID, the form Envoy uses for `x-request-id`, as its 36 ASCII bytes.
 fn uuid_v4_bytes() -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// Where each byte's two digits go (`8-4-4-4-12`).
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let mut out = [b'-'; 36];
-    let mut at = 0;
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            at += 1; // the '-' already there
-        }
+    for (byte, at) in b.iter().zip(AT) {
         out[at] = HEX[usize::from(byte >> 4)];
         out[at + 1] = HEX[usize::from(byte & 0x0f)];
-        at += 2;
     }
     out
 }
@@ -92,6 +89,63 @@ fn uuid_v4_bytes() -> [u8; 36] {
 /// A random (version 4) UUID, the form Envoy uses for `x-request-id`.
 pub fn uuid_v4() -> String {
     uuid_v4_bytes().iter().map(|&c| char::from(c)).collect()
+}
+
+/// The decimal digits of every number in `first..first + N / width`, each `width` bytes wide.
+const fn digits<const N: usize>(first: u64, width: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N / width {
+        let mut v = first + i as u64;
+        let mut d = width;
+        while d > 0 {
+            d -= 1;
+            out[i * width + d] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `0`..`9`, `10`..`99` and `100`..`999`, back to back: the text of every small number as a
+/// static slice.
+static DIGITS_1: [u8; 10] = digits(0, 1);
+static DIGITS_2: [u8; 180] = digits(10, 2);
+static DIGITS_3: [u8; 2700] = digits(100, 3);
+
+thread_local! {
+    /// The last number above 999 turned into a header value on this thread.
+    static LAST_NUMBER: std::cell::RefCell<Option<(u64, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A header value holding `n` in decimal, as `HeaderValue::from(n)` but without its allocation
+/// in the common cases: numbers below 1000 (`x-envoy-upstream-service-time` of nearly every
+/// request) point into a static table, and a larger number equal to the last one asked for on
+/// this thread (the route timeout in `x-envoy-expected-rq-timeout-ms`) shares its bytes.
+pub fn number_value(n: u64) -> HeaderValue {
+    let small = |table: &'static [u8], first: u64, width: usize| {
+        let at = (n - first) as usize * width;
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_static(&table[at..at + width]))
+            .unwrap_or_else(|_| HeaderValue::from(n))
+    };
+    match n {
+        0..=9 => small(&DIGITS_1, 0, 1),
+        10..=99 => small(&DIGITS_2, 10, 2),
+        100..=999 => small(&DIGITS_3, 100, 3),
+        _ => LAST_NUMBER.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some((m, v)) if *m == n => v.clone(),
+                _ => {
+                    let v = HeaderValue::from(n);
+                    *last = Some((n, v.clone()));
+                    v
+                }
+            }
+        }),
+    }
 }
 
 /// What the router adds to a request going upstream.
@@ -201,5 +255,12 @@ mod tests {
             h.get("x-envoy-original-path").map(|v| v.as_bytes()),
             Some(&b"/a"[..])
         );
+    }
+
+    #[test]
+    fn number_values_read_as_the_number() {
+        for n in (0..1200).chain([9999, 15000, 15000, 15001, 15000, u64::MAX]) {
+            assert_eq!(number_value(n), HeaderValue::from(n), "{n}");
+        }
     }
 }

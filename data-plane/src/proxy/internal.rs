@@ -51,10 +51,21 @@ pub const INTERNAL_ONLY: [&str; 14] = [
     "x-envoy-hedge-on-per-try-timeout",
 ];
 
+/// What [`sanitize`] found out about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// The request is internal (it now carries `x-envoy-internal: true`).
+    pub internal: bool,
+    /// The request may still carry headers that steer the router ([`INTERNAL_ONLY`]): it is
+    /// internal and came with `x-envoy-*` headers. When false the router need not look for
+    /// them (each lookup by name costs a parse and a hash).
+    pub may_steer: bool,
+}
+
 /// Decides whether the request is internal and sanitizes its headers accordingly: removes the
 /// client's `x-envoy-internal`, then sets it on an internal request, or removes
-/// [`INTERNAL_ONLY`] from any other. Returns whether the request is internal.
-pub fn sanitize(headers: &mut HeaderMap, config: Option<&InternalAddressConfig>) -> bool {
+/// [`INTERNAL_ONLY`] from any other.
+pub fn sanitize(headers: &mut HeaderMap, config: Option<&InternalAddressConfig>) -> Verdict {
     let internal = config.is_some_and(|c| is_internal(headers, c));
     // Most requests carry no x-envoy-* header at all: one pass over the names is cheaper
     // than looking up every name to remove.
@@ -70,7 +81,10 @@ pub fn sanitize(headers: &mut HeaderMap, config: Option<&InternalAddressConfig>)
     if internal {
         headers.insert(ENVOY_INTERNAL, HeaderValue::from_static("true"));
     }
-    internal
+    Verdict {
+        internal,
+        may_steer: internal && any_envoy_header,
+    }
 }
 
 /// Rule 1 and 3 for a connection manager with `internal_address_config`.
@@ -134,7 +148,12 @@ mod tests {
 
     fn internal(xff: &[&str], config: Option<&InternalAddressConfig>) -> bool {
         let mut h = request(xff);
-        let internal = sanitize(&mut h, config);
+        let verdict = sanitize(&mut h, config);
+        let internal = verdict.internal;
+        assert_eq!(
+            verdict.may_steer, internal,
+            "the router looks for steering headers iff it may"
+        );
         assert_eq!(
             h.contains_key("x-envoy-retry-on"),
             internal,
@@ -210,7 +229,26 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-envoy-attempt-count", HeaderValue::from_static("1"));
         h.insert("x-other", HeaderValue::from_static("1"));
-        assert!(!sanitize(&mut h, None));
+        assert!(!sanitize(&mut h, None).internal);
         assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn nothing_to_steer_without_envoy_headers() {
+        let builtin = InternalAddressConfig::default();
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.1.2.3"));
+        let verdict = sanitize(&mut h, Some(&builtin));
+        assert_eq!(
+            verdict,
+            Verdict {
+                internal: true,
+                may_steer: false
+            }
+        );
+        assert_eq!(
+            h.get(ENVOY_INTERNAL).map(|v| v.as_bytes()),
+            Some(&b"true"[..])
+        );
     }
 }

@@ -327,6 +327,11 @@ async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ListenerCtx>) 
         Codec::Http1 => builder = builder.http1_only(),
         Codec::Http2 => builder = builder.http2_only(),
     }
+    // Flattened writes: the head and body chunks are copied into one buffer and written with
+    // one `write`, instead of queued and written with `writev`. For the small messages of API
+    // traffic this costs fewer instructions (about 2 % of the proxy's user time per request,
+    // measured with callgrind); a large body pays one extra copy in user space.
+    builder.http1().writev(false);
     let svc_ctx = ctx.clone();
     let svc = service_fn(move |req| router::handle(svc_ctx.clone(), req));
     if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {

@@ -725,7 +725,9 @@ impl HostPool {
         // Envoy counts the connection's protocol when it creates it, before it connects.
         self.inner.stats.cx_http1_total.inc();
         let (stream, generation) = self.connect_transport().await?;
+        // Flattened writes (see `listener::serve_connection`).
         let (sender, conn) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| UpstreamError::Reset)?;

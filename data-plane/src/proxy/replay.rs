@@ -38,7 +38,7 @@ impl Prepared {
                 if let Some(t) = trailers {
                     frames.push(Ok(Frame::trailers(t.clone())));
                 }
-                BodyExt::boxed(StreamBody::new(futures::stream::iter(frames)))
+                super::body::boxed(StreamBody::new(futures::stream::iter(frames)))
             }
             Prepared::Once(body) => body.take().unwrap_or_else(super::body::empty),
         }
@@ -68,7 +68,7 @@ pub async fn prepare(mut body: Incoming, limit: usize) -> Prepared {
                             futures::stream::iter([Ok::<_, BoxError>(Frame::data(buf.freeze()))]);
                         let rest =
                             BodyStream::new(body).map(|r| r.map_err(|e| Box::new(e) as BoxError));
-                        return Prepared::Once(Some(BodyExt::boxed(StreamBody::new(
+                        return Prepared::Once(Some(super::body::boxed(StreamBody::new(
                             head.chain(rest),
                         ))));
                     }
@@ -81,7 +81,7 @@ pub async fn prepare(mut body: Incoming, limit: usize) -> Prepared {
             },
             Some(Err(e)) => {
                 let failed = futures::stream::iter([Err::<Frame<Bytes>, BoxError>(Box::new(e))]);
-                return Prepared::Once(Some(BodyExt::boxed(StreamBody::new(failed))));
+                return Prepared::Once(Some(super::body::boxed(StreamBody::new(failed))));
             }
         }
     }

@@ -31,6 +31,7 @@ use crate::resilience::retry::{self, RetryState};
 use crate::runtime::Runtime;
 use crate::runtime::cluster::Cluster;
 use crate::runtime::host::{Host, HostStats};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -63,13 +64,13 @@ pub async fn handle(
     } else {
         stats.rq_http1_total.inc();
     }
-    let internal = internal::sanitize(req.headers_mut(), state.config.internal_address.as_ref());
+    let verdict = internal::sanitize(req.headers_mut(), state.config.internal_address.as_ref());
     let runtime = ctx.runtime.load();
-    let mut resp = route(&runtime, &state.config.routes, stats, req, internal).await;
+    let mut resp = route(&runtime, &state.config.routes, stats, req, verdict, start).await;
     stats.count_status(resp.status().as_u16());
     stats.rq_active.dec();
     stats.rq_completed.inc();
-    stats.rq_time.record(start.elapsed().as_millis() as u64);
+    stats.rq_time.record(elapsed_ms(start));
     resp.headers_mut()
         .insert(header::SERVER, state.server_header.clone());
     Ok(resp)
@@ -80,7 +81,8 @@ async fn route(
     routes: &RouteSource,
     stats: &HttpStats,
     req: Request<Incoming>,
-    internal: bool,
+    verdict: internal::Verdict,
+    start: Instant,
 ) -> Response<ProxyBody> {
     let table = match routes {
         RouteSource::Inline(t) => t.as_ref(),
@@ -92,13 +94,11 @@ async fn route(
             }
         },
     };
-    let authority = authority(&req).to_string();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".to_string());
-    let Some((vh, entry)) = table.select(&authority, &path, req.method(), req.headers()) else {
+    let (parts, body) = req.into_parts();
+    let authority = authority(&parts);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let host = authority.to_str().unwrap_or("");
+    let Some((vh, entry)) = table.select(host, path, &parts.method, &parts.headers) else {
         stats.no_route.inc();
         return local_reply::no_route();
     };
@@ -122,24 +122,24 @@ async fn route(
                 vh,
                 entry,
                 fwd,
-                internal,
+                verdict,
             };
-            forward(&target, authority, path, req).await
+            forward(&target, parts, authority, body, start).await
         }
     }
 }
 
-/// The request's authority: `:authority` for HTTP/2, `Host` for HTTP/1.1.
-fn authority(req: &Request<Incoming>) -> &str {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("")
+/// The request's authority: `:authority` for HTTP/2 (or an absolute-form HTTP/1.1 target),
+/// else the `Host` header (shared, not copied); empty when there is neither.
+fn authority(parts: &http::request::Parts) -> HeaderValue {
+    match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).unwrap_or(HeaderValue::from_static("")),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("")),
+    }
 }
 
 /// Where a request is forwarded, and whether it is internal.
@@ -148,26 +148,35 @@ struct Target<'a> {
     vh: &'a VirtualHost,
     entry: &'a RouteEntry,
     fwd: &'a ForwardAction,
-    internal: bool,
+    verdict: internal::Verdict,
 }
 
 async fn forward(
     target: &Target<'_>,
-    authority: String,
-    path: String,
-    req: Request<Incoming>,
+    mut parts: http::request::Parts,
+    authority: HeaderValue,
+    body: Incoming,
+    start: Instant,
 ) -> Response<ProxyBody> {
     let Target {
         cluster, vh, fwd, ..
     } = *target;
-    let (mut parts, body) = req.into_parts();
-    let policy = retry::effective_policy(
-        fwd.retry_policy.as_ref().or(vh.retry_policy.as_ref()),
-        &parts.headers,
-    );
-    let timeout = retry::route_timeout(fwd.timeout, &parts.headers);
-    retry::strip_consumed_headers(&mut parts.headers);
-    let rewritten = fwd.rewrite_path(&target.entry.matcher, &path);
+    let configured = fwd.retry_policy.as_ref().or(vh.retry_policy.as_ref());
+    // Only an internal request that came with x-envoy-* headers can steer the router.
+    let (policy, timeout) = if target.verdict.may_steer {
+        let policy = retry::effective_policy(configured, &parts.headers);
+        let timeout = retry::route_timeout(fwd.timeout, &parts.headers);
+        retry::strip_consumed_headers(&mut parts.headers);
+        (policy, timeout)
+    } else {
+        (configured.cloned(), retry::configured_timeout(fwd.timeout))
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let rewritten = fwd.rewrite_path(&target.entry.matcher, path.as_str());
     let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
     headers::prepare_request(
         &mut parts.headers,
@@ -175,14 +184,20 @@ async fn forward(
             original_path: rewritten.as_ref().map(|_| path.as_str()),
         },
     );
-    let upstream_path = rewritten.unwrap_or(path);
+    let upstream_path = match rewritten {
+        None => path,
+        Some(p) => match PathAndQuery::try_from(p) {
+            Ok(p) => p,
+            Err(_) => return local_reply::reply(StatusCode::BAD_REQUEST, ""),
+        },
+    };
     let h2 = cluster.config.protocol == UpstreamProtocol::Http2;
     // Buffer the body only when a retry could need it again.
-    let mut prepared = match &policy {
-        Some(p) if p.num_retries > 0 => {
-            replay::prepare(body, cluster.config.buffer_limit as usize).await
-        }
-        _ => Prepared::Once(Some(body::stream(body))),
+    let buffered = policy.as_ref().is_some_and(|p| p.num_retries > 0);
+    let mut prepared = if buffered {
+        replay::prepare(body, cluster.config.buffer_limit as usize).await
+    } else {
+        Prepared::Once(Some(body::stream(body)))
     };
     let mut retries = policy.map(RetryState::new);
     if retries.is_some() && !prepared.replayable() {
@@ -192,7 +207,7 @@ async fn forward(
     let mut attempts = Attempts {
         cluster,
         fwd,
-        internal: target.internal,
+        internal: target.verdict.internal,
         include_attempt_count: vh.include_attempt_count,
         method: parts.method,
         headers: parts.headers,
@@ -201,8 +216,10 @@ async fn forward(
         h2,
         per_try,
         timeout,
-        // The route timeout covers every attempt and the back-off between them.
-        started: Instant::now(),
+        // The route timeout covers every attempt and the back-off between them. It starts
+        // once the request is read: after buffering a body, else with the request (one clock
+        // read fewer).
+        started: if buffered { Instant::now() } else { start },
     };
     attempts.run(&mut prepared, retries.as_mut()).await
 }
@@ -215,8 +232,9 @@ struct Attempts<'a> {
     include_attempt_count: bool,
     method: http::Method,
     headers: http::HeaderMap,
-    authority: String,
-    upstream_path: String,
+    /// The downstream authority (the `Host` header's value for HTTP/1.1).
+    authority: HeaderValue,
+    upstream_path: PathAndQuery,
     h2: bool,
     per_try: Option<Duration>,
     /// The route timeout (never retried).
@@ -224,9 +242,12 @@ struct Attempts<'a> {
     started: Instant,
 }
 
-/// What one attempt produced.
-enum Attempt {
-    Response(Box<Response<UpstreamBody>>),
+/// What one attempt produced: the response (not boxed: a box would cost an allocation per
+/// request), or why there was none.
+type Attempt = Result<Response<UpstreamBody>, NoResponse>;
+
+/// Why an attempt produced no response.
+enum NoResponse {
     Failed(UpstreamError),
     /// The per-try timeout fired before response headers.
     TimedOut,
@@ -295,40 +316,41 @@ impl Attempts<'_> {
             let active = HostActive::new(&host);
             let try_deadline = self.per_try.map(|t| started + t);
             let route_first = route_deadline.is_some_and(|r| try_deadline.is_none_or(|p| r <= p));
-            let sent = host.pool.send(req);
-            let mut result = match try_deadline.into_iter().chain(route_deadline).min() {
-                None => sent
-                    .await
-                    .map_or_else(Attempt::Failed, |r| Attempt::Response(Box::new(r))),
+            // Pinned where it is made: the send future is large, and handing it to the
+            // timeout by value would copy it.
+            let sent = std::pin::pin!(host.pool.send(req));
+            let mut result: Attempt = match try_deadline.into_iter().chain(route_deadline).min() {
+                None => sent.await.map_err(NoResponse::Failed),
                 Some(deadline) => match tokio::time::timeout_at(deadline, sent).await {
-                    Ok(Ok(r)) => Attempt::Response(Box::new(r)),
-                    Ok(Err(e)) => Attempt::Failed(e),
-                    Err(_) if route_first => Attempt::RouteTimedOut,
-                    Err(_) => Attempt::TimedOut,
+                    Ok(Ok(r)) => Ok(r),
+                    Ok(Err(e)) => Err(NoResponse::Failed(e)),
+                    Err(_) if route_first => Err(NoResponse::RouteTimedOut),
+                    Err(_) => Err(NoResponse::TimedOut),
                 },
             };
             drop(active);
             // As Envoy, a host's `rq_total` counts attempts that got a stream: not a failed
             // connect, nor a request refused while waiting for a connection.
-            if !matches!(&result, Attempt::Failed(e) if e.is_connect_failure() || *e == UpstreamError::Overflow)
+            if !matches!(&result, Err(NoResponse::Failed(e)) if e.is_connect_failure() || *e == UpstreamError::Overflow)
             {
                 HostStats::inc(&host.stats.rq_total);
             }
-            cs.rq_time.record(elapsed_ms(started));
-            if let Attempt::Response(r) = &mut result {
+            let took = millis(started.elapsed());
+            cs.rq_time.record(took);
+            if let Ok(r) = &mut result {
                 r.body_mut().hold(request_guard);
             } else {
                 drop(request_guard);
             }
             let outcome = match &result {
-                Attempt::Failed(UpstreamError::Overflow) => {
+                Err(NoResponse::Failed(UpstreamError::Overflow)) => {
                     // A pending-request overflow is a local reply, never retried or reported
                     // to outlier detection (Envoy's `UO`); Envoy charges it as a 503.
                     HostStats::inc(&host.stats.rq_error);
                     cs.charge_final(503, self.internal);
                     return local_reply::overflow();
                 }
-                Attempt::RouteTimedOut => {
+                Err(NoResponse::RouteTimedOut) => {
                     // Envoy's `onResponseTimeout`: the attempt in flight is charged the
                     // timeout, for outlier detection too, and the request ends with a 504.
                     cs.rq_timeout.inc();
@@ -338,11 +360,11 @@ impl Attempts<'_> {
                     cs.charge_final(504, self.internal);
                     return local_reply::upstream_timeout();
                 }
-                Attempt::Response(r) => Outcome::Response(r.status().as_u16()),
-                Attempt::Failed(UpstreamError::ConnectFailure) => Outcome::ConnectFailure,
-                Attempt::Failed(UpstreamError::ConnectTimeout) => Outcome::ConnectTimeout,
-                Attempt::Failed(_) => Outcome::Reset,
-                Attempt::TimedOut => {
+                Ok(r) => Outcome::Response(r.status().as_u16()),
+                Err(NoResponse::Failed(UpstreamError::ConnectFailure)) => Outcome::ConnectFailure,
+                Err(NoResponse::Failed(UpstreamError::ConnectTimeout)) => Outcome::ConnectTimeout,
+                Err(NoResponse::Failed(_)) => Outcome::Reset,
+                Err(NoResponse::TimedOut) => {
                     cs.retry.per_try_timeout.inc();
                     HostStats::inc(&host.stats.rq_timeout);
                     Outcome::Timeout
@@ -352,7 +374,7 @@ impl Attempts<'_> {
             if let Some(state) = retries.as_deref_mut() {
                 state.tried.push(host.address);
                 let headers = match &result {
-                    Attempt::Response(r) => Some(r.headers()),
+                    Ok(r) => Some(r.headers()),
                     _ => None,
                 };
                 if retry::is_retriable(&state.policy, outcome, headers) {
@@ -400,9 +422,13 @@ impl Attempts<'_> {
             });
             cs.charge_final(code, self.internal);
             return match result {
-                Attempt::Response(r) => downstream_response(*r, started),
-                Attempt::Failed(e) => local_reply::upstream_reset(e.reason(), attempt_no > 1),
-                Attempt::TimedOut | Attempt::RouteTimedOut => local_reply::upstream_timeout(),
+                Ok(r) => downstream_response(r, took),
+                Err(NoResponse::Failed(e)) => {
+                    local_reply::upstream_reset(e.reason(), attempt_no > 1)
+                }
+                Err(NoResponse::TimedOut | NoResponse::RouteTimedOut) => {
+                    local_reply::upstream_timeout()
+                }
             };
         }
     }
@@ -422,21 +448,26 @@ impl Attempts<'_> {
     ) -> Option<Request<ProxyBody>> {
         let authority = match &self.fwd.host_rewrite {
             HostRewrite::None => self.authority.clone(),
-            HostRewrite::Literal(h) => h.clone(),
-            HostRewrite::Auto => host
-                .hostname
-                .as_ref()
-                .map(|h| format!("{h}:{}", host.address.port()))
-                .unwrap_or_else(|| host.address_text.clone()),
+            HostRewrite::Literal(h) => HeaderValue::from_str(h).ok()?,
+            HostRewrite::Auto => match &host.hostname {
+                Some(h) => HeaderValue::from_str(&format!("{h}:{}", host.address.port())).ok()?,
+                None => HeaderValue::from_str(&host.address_text).ok()?,
+            },
         };
+        // The request line's target: origin-form for HTTP/1.1, absolute for HTTP/2 (its
+        // `:scheme`, `:authority` and `:path`). No text is parsed again.
         let uri = if self.h2 {
-            format!("http://{authority}{}", self.upstream_path)
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(Authority::try_from(authority.as_bytes()).ok()?);
+            uri.path_and_query = Some(self.upstream_path.clone());
+            Uri::from_parts(uri).ok()?
         } else {
-            self.upstream_path.clone()
+            Uri::from(self.upstream_path.clone())
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
-        *req.uri_mut() = uri.parse::<Uri>().ok()?;
+        *req.uri_mut() = uri;
         *req.version_mut() = if self.h2 {
             Version::HTTP_2
         } else {
@@ -450,14 +481,17 @@ impl Attempts<'_> {
         };
         if self.h2 {
             headers.remove(header::HOST);
-        } else {
-            headers.insert(header::HOST, HeaderValue::from_str(&authority).ok()?);
+        } else if headers.get(header::HOST) != Some(&authority) {
+            headers.insert(header::HOST, authority);
         }
         if self.include_attempt_count {
-            headers.insert(&X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
+            headers.insert(
+                &X_ENVOY_ATTEMPT_COUNT,
+                headers::number_value(attempt.into()),
+            );
         }
         if let Some(ms) = expected_timeout_ms(self.per_try, self.timeout, elapsed) {
-            headers.insert(&X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(ms));
+            headers.insert(&X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, headers::number_value(ms));
         }
         Some(req)
     }
@@ -494,14 +528,16 @@ fn elapsed_ms(since: Instant) -> u64 {
     millis(since.elapsed())
 }
 
-fn downstream_response(resp: Response<UpstreamBody>, started: Instant) -> Response<ProxyBody> {
+/// The upstream response as it goes downstream; `service_ms`: how long the upstream took
+/// (`x-envoy-upstream-service-time`).
+fn downstream_response(resp: Response<UpstreamBody>, service_ms: u64) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(
         &X_ENVOY_UPSTREAM_SERVICE_TIME,
-        HeaderValue::from(elapsed_ms(started)),
+        headers::number_value(service_ms),
     );
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, ProxyBody::Upstream(body))
 }
 
 #[cfg(test)]

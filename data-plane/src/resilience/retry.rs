@@ -137,8 +137,12 @@ pub fn effective_policy(
 /// The route timeout for one request: `x-envoy-upstream-rq-timeout-ms` overrides the
 /// route's; zero disables it.
 pub fn route_timeout(configured: Duration, headers: &HeaderMap) -> Option<Duration> {
-    let t = header_ms(headers, UPSTREAM_RQ_TIMEOUT_MS).unwrap_or(configured);
-    (!t.is_zero()).then_some(t)
+    configured_timeout(header_ms(headers, UPSTREAM_RQ_TIMEOUT_MS).unwrap_or(configured))
+}
+
+/// The route timeout without header overrides: `None` when it is zero (disabled).
+pub fn configured_timeout(configured: Duration) -> Option<Duration> {
+    (!configured.is_zero()).then_some(configured)
 }
 
 /// Removes the headers the router consumed, so they do not reach the upstream.

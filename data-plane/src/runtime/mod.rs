@@ -14,11 +14,15 @@ use cluster::Cluster;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The maps of [`Runtime`]: looked up on every request by names that come from the
+/// configuration, never from a request, so a fast hash without flood protection is safe.
+pub type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// What the request path reads: warm clusters and route tables.
 #[derive(Debug, Default)]
 pub struct Runtime {
     /// Clusters that have their endpoints (warming ones are not here yet).
-    pub clusters: HashMap<String, Arc<Cluster>>,
+    pub clusters: NameMap<Arc<Cluster>>,
     /// Route configurations by name (RDS).
-    pub routes: HashMap<String, Arc<RouteTable>>,
+    pub routes: NameMap<Arc<RouteTable>>,
 }
