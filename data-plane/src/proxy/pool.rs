@@ -592,42 +592,44 @@ impl HostPool {
                 let _ = stream.set_nodelay(true);
                 inner.stats.cx_total.inc();
                 inner.stats.cx_active.inc();
-                inner
-                    .host
-                    .cx_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                inner
-                    .host
-                    .cx_active
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                inner.host.cx_total.fetch_add(1, Ordering::Relaxed);
+                inner.host.cx_active.fetch_add(1, Ordering::Relaxed);
                 return self.secure(stream, deadline).await;
             }
             Ok(Err(_)) => UpstreamError::ConnectFailure,
-            Err(_) => {
-                inner.stats.cx_connect_timeout.inc();
-                UpstreamError::ConnectTimeout
-            }
+            Err(_) => UpstreamError::ConnectTimeout,
         };
-        inner.stats.cx_total.inc();
-        inner.stats.cx_connect_fail.inc();
-        // Envoy: a refused connect is a remote close, a connect timeout a local one; the
-        // request waiting for the connection fails with it.
-        inner.stats.cx_destroy.inc();
-        if failure == UpstreamError::ConnectTimeout {
-            inner.stats.cx_destroy_local.inc();
-        } else {
-            inner.stats.cx_destroy_remote.inc();
-        }
-        inner.stats.rq_pending_failure_eject.inc();
-        inner
-            .host
-            .cx_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        inner
-            .host
-            .cx_connect_fail
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.count_failed_connect(failure, false);
         Err(failure)
+    }
+
+    /// Counts a connect that failed, as Envoy does: `upstream_cx_connect_fail` (and
+    /// `_connect_timeout`), the connection's end, and the request waiting for it
+    /// (`upstream_rq_pending_failure_eject`). `tcp_connected`: the TCP connect had succeeded
+    /// (and was counted) and the TLS handshake failed, which Envoy counts as a local close; a
+    /// refused TCP connect is a remote close, a timed-out one a local close.
+    fn count_failed_connect(&self, failure: UpstreamError, tcp_connected: bool) {
+        let (stats, host) = (&self.inner.stats, &self.inner.host);
+        let timed_out = failure == UpstreamError::ConnectTimeout;
+        if timed_out {
+            stats.cx_connect_timeout.inc();
+        }
+        stats.cx_connect_fail.inc();
+        host.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+        if tcp_connected {
+            stats.cx_active.dec();
+            host.cx_active.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            stats.cx_total.inc();
+            host.cx_total.fetch_add(1, Ordering::Relaxed);
+        }
+        stats.cx_destroy.inc();
+        if tcp_connected || timed_out {
+            stats.cx_destroy_local.inc();
+        } else {
+            stats.cx_destroy_remote.inc();
+        }
+        stats.rq_pending_failure_eject.inc();
     }
 
     /// Runs the TLS handshake on a connected stream (a no-op without TLS). A failure closes the
@@ -650,24 +652,9 @@ impl HostPool {
                 tracing::debug!(upstream = %inner.addr, error = ?e, "TLS handshake failed");
                 UpstreamError::ConnectFailure
             }
-            Err(_) => {
-                inner.stats.cx_connect_timeout.inc();
-                UpstreamError::ConnectTimeout
-            }
+            Err(_) => UpstreamError::ConnectTimeout,
         };
-        inner.stats.cx_connect_fail.inc();
-        inner.stats.cx_active.dec();
-        inner.stats.cx_destroy.inc();
-        inner.stats.cx_destroy_local.inc();
-        inner.stats.rq_pending_failure_eject.inc();
-        inner
-            .host
-            .cx_connect_fail
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        inner
-            .host
-            .cx_active
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.count_failed_connect(failure, true);
         Err(failure)
     }
 
