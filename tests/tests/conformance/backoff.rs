@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use legate_e2e::Flavor;
-use legate_e2e::upstream::Upstream;
 
-use crate::common::{Fixture, flavors, svc, test_id};
+use crate::common::{Fixture, flavors, test_id};
 
 /// Requests measured per run.
 const REQUESTS: usize = 120;
@@ -38,19 +37,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn backoff_distribution(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Arc::new(
-        Fixture::start(
-            flavor,
-            &[svc(
-                "payments",
-                &[up.addr],
-                "retries:\n  attempts: 4\n  on: [5xx]\n  backoff: { base: 25ms, max: 250ms }\n\
-                 circuit_breaker:\n  max_retries: 1000\n",
-            )],
-        )
-        .await,
-    );
+    let (up, fx) = Fixture::payments(
+        flavor,
+        "retries:\n  attempts: 4\n  on: [5xx]\n  backoff: { base: 25ms, max: 250ms }\n\
+         circuit_breaker:\n  max_retries: 1000\n",
+    )
+    .await;
+    let fx = Arc::new(fx);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..CONCURRENCY {
@@ -63,12 +56,7 @@ async fn backoff_distribution(flavor: Flavor) {
                     break;
                 }
                 let id = test_id(fx.flavor, &format!("backoff-{n}"));
-                let r = fx
-                    .get(
-                        "/payments/x",
-                        &[("x-test-id", &id), ("x-fault-status", "503")],
-                    )
-                    .await;
+                let r = fx.get_payments(&id, &[("x-fault-status", "503")]).await;
                 assert_eq!(r.status, 503, "{}", r.body);
             }
         }));

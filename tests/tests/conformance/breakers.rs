@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use legate_e2e::upstream::Upstream;
 use legate_e2e::{Flavor, HttpResponse};
 
-use crate::common::{Fixture, flavors, svc, test_id};
+use crate::common::{Fixture, PAYMENTS_PATH, assert_not_retried, flavors, test_id};
 
 /// How long a request is held at the upstream while the breaker is full.
 const HOLD_MS: &str = "1000";
@@ -27,7 +26,7 @@ fn spawn_get(
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        fx.get("/payments/x", &h).await
+        fx.get(PAYMENTS_PATH, &h).await
     })
 }
 
@@ -58,36 +57,15 @@ flavors!(
 
 /// max_requests 1: while one request is in flight, a second one is rejected at once.
 async fn max_requests_overflow(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Arc::new(
-        Fixture::start(
-            flavor,
-            &[svc(
-                "payments",
-                &[up.addr],
-                "circuit_breaker:\n  max_requests: 1\n",
-            )],
-        )
-        .await,
-    );
+    let (up, fx) = Fixture::payments(flavor, "circuit_breaker:\n  max_requests: 1\n").await;
+    let fx = Arc::new(fx);
     let first = test_id(flavor, "first");
     let slow = spawn_get(&fx, held(&first));
-    let log = up.log().clone();
-    fx.proxy
-        .process()
-        .wait_until(
-            "the first request to reach the upstream",
-            Duration::from_secs(5),
-            || {
-                let n = log.count(&first);
-                async move { (n == 1).then_some(()) }
-            },
-        )
-        .await;
+    fx.wait_arrived(&up, &first).await;
     fx.expect_stats(&[("cluster.payments.circuit_breakers.default.rq_open", 1)])
         .await;
     let second = test_id(flavor, "second");
-    let r = fx.get("/payments/x", &[("x-test-id", &second)]).await;
+    let r = fx.get_payments(&second, &[]).await;
     assert_overflow(&r);
     assert_eq!(up.log().count(&second), 0);
     let r = slow.await.expect("first request");
@@ -116,39 +94,22 @@ flavors!(
 /// max_connections 1, max_pending_requests 1 over HTTP/1.1: the first request holds the
 /// only connection, the second waits for it, the third is rejected; the first two succeed.
 async fn max_pending_overflow(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Arc::new(
-        Fixture::start(
-            flavor,
-            &[svc(
-                "payments",
-                &[up.addr],
-                "circuit_breaker:\n  max_connections: 1\n  max_pending_requests: 1\n",
-            )],
-        )
-        .await,
-    );
+    let (up, fx) = Fixture::payments(
+        flavor,
+        "circuit_breaker:\n  max_connections: 1\n  max_pending_requests: 1\n",
+    )
+    .await;
+    let fx = Arc::new(fx);
     let first = test_id(flavor, "first");
     let r1 = spawn_get(&fx, held(&first));
-    let log = up.log().clone();
-    fx.proxy
-        .process()
-        .wait_until(
-            "the first request to reach the upstream",
-            Duration::from_secs(5),
-            || {
-                let n = log.count(&first);
-                async move { (n == 1).then_some(()) }
-            },
-        )
-        .await;
+    fx.wait_arrived(&up, &first).await;
     let second = test_id(flavor, "second");
     let r2 = spawn_get(&fx, vec![("x-test-id".into(), second.clone())]);
     // Let the second request queue behind the first (which holds the upstream for 1 s).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let queued = fx.stats().await;
     let third = test_id(flavor, "third");
-    let r = fx.get("/payments/x", &[("x-test-id", &third)]).await;
+    let r = fx.get_payments(&third, &[]).await;
     assert_overflow(&r);
     assert_eq!(up.log().count(&third), 0);
     let r = r1.await.expect("first request");
@@ -196,20 +157,15 @@ async fn max_pending_overflow(flavor: Flavor) {
 /// A retry the breaker does not allow: the upstream's 503 is returned as it is, after one
 /// attempt, and counted as a retry overflow.
 async fn retry_overflow(flavor: Flavor, keys: &str) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Fixture::start(flavor, &[svc("payments", &[up.addr], keys)]).await;
+    let (up, fx) = Fixture::payments(flavor, keys).await;
     let id = test_id(flavor, "retry-overflow");
     let r = fx
-        .get(
-            "/payments/x",
-            &[("x-test-id", &id), ("x-fault-sequence", "503,200")],
-        )
+        .get_payments(&id, &[("x-fault-sequence", "503,200")])
         .await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["attempt"], 1, "the upstream's own 503: {}", r.body);
     assert_eq!(r.header("x-envoy-overloaded"), None, "{:?}", r.headers);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(up.log().count(&id), 1);
+    assert_not_retried(&up, &id).await;
     fx.expect_stats(&[
         ("cluster.payments.upstream_rq_total", 1),
         ("cluster.payments.upstream_rq_retry", 0),

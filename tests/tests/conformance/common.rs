@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use legate_e2e::upstream::Upstream;
+use legate_e2e::upstream::{Attempt, Outcome, Upstream};
 use legate_e2e::{ControlPlane, Envoy, Flavor, HttpResponse, http_get_with_headers};
 use tempfile::TempDir;
 
@@ -21,6 +21,15 @@ pub const STATS_SETTLE: Duration = Duration::from_secs(3);
 
 /// The ambassador every fixture serves; Envoy's stats read `http.app.*`.
 pub const AMBASSADOR: &str = "app";
+
+/// How long a scenario waits for attempts that may still be on their way.
+pub const SETTLE: Duration = Duration::from_secs(3);
+
+/// The path the scenarios request through the `payments` service (the upstream sees `/x`).
+pub const PAYMENTS_PATH: &str = "/payments/x";
+
+/// How long a scenario waits for a (wrong) retry to show up before it counts attempts.
+pub const NO_RETRY_WAIT: Duration = Duration::from_millis(300);
 
 pub(crate) use legate_e2e::flavors;
 
@@ -159,6 +168,48 @@ impl Fixture {
             _cp: None,
             _dir: dir,
         }
+    }
+
+    /// Starts the upstream `p1` and a fixture whose one service, `payments`, routes to it
+    /// with the extra YAML `keys`; returns both.
+    pub async fn payments(flavor: Flavor, keys: &str) -> (Upstream, Fixture) {
+        let up = Upstream::start("p1").await.expect("upstream");
+        let fx = Fixture::start(flavor, &[svc("payments", &[up.addr], keys)]).await;
+        (up, fx)
+    }
+
+    /// `GET` [`PAYMENTS_PATH`] tagged `x-test-id: id`, followed by the `faults` headers.
+    pub async fn get_payments(&self, id: &str, faults: &[(&str, &str)]) -> HttpResponse {
+        let mut headers = vec![("x-test-id", id)];
+        headers.extend_from_slice(faults);
+        self.get(PAYMENTS_PATH, &headers).await
+    }
+
+    /// Like [`Fixture::get_payments`], also returning how long the response took.
+    pub async fn timed_get_payments(
+        &self,
+        id: &str,
+        faults: &[(&str, &str)],
+    ) -> (HttpResponse, Duration) {
+        let started = std::time::Instant::now();
+        let r = self.get_payments(id, faults).await;
+        (r, started.elapsed())
+    }
+
+    /// Waits (up to 5 s) until the request `id` has reached `up`.
+    pub async fn wait_arrived(&self, up: &Upstream, id: &str) {
+        let log = up.log().clone();
+        self.proxy
+            .process()
+            .wait_until(
+                &format!("request {id} to reach the upstream"),
+                Duration::from_secs(5),
+                || {
+                    let n = log.count(id);
+                    async move { (n == 1).then_some(()) }
+                },
+            )
+            .await;
     }
 
     /// `GET path` with `headers` over a new HTTP/1.1 connection; panics if the request
@@ -399,6 +450,18 @@ fn static_bootstrap(port: u16, endpoints: &[SocketAddr], hcm: serde_json::Value)
         }
     })
     .to_string()
+}
+
+/// Gives a (wrong) retry of the request `id` [`NO_RETRY_WAIT`] to show up, then asserts
+/// `up` saw exactly one attempt of it.
+pub async fn assert_not_retried(up: &Upstream, id: &str) {
+    tokio::time::sleep(NO_RETRY_WAIT).await;
+    assert_eq!(up.log().count(id), 1, "{:?}", up.log().attempts(id));
+}
+
+/// What each of `attempts` ended with, in order.
+pub fn outcomes(attempts: &[Attempt]) -> Vec<Outcome> {
+    attempts.iter().map(|a| a.outcome).collect()
 }
 
 /// `health_flags` value of a host ejected by outlier detection.

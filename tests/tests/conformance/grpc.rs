@@ -1,11 +1,9 @@
 //! gRPC retries (`protocol: grpc`, `on: [unavailable]`) over h2c on both sides.
 
-use std::time::Duration;
-
 use legate_e2e::upstream::{Outcome, Upstream};
 use legate_e2e::{Flavor, H2Response, grpc_frame, h2c_send};
 
-use crate::common::{Fixture, flavors, svc, test_id};
+use crate::common::{Fixture, SETTLE, assert_not_retried, flavors, outcomes, svc, test_id};
 
 /// A unary gRPC call through the proxy with the given fault headers.
 async fn call(fx: &Fixture, id: &str, faults: &[(&str, &str)]) -> H2Response {
@@ -54,9 +52,8 @@ async fn grpc_unavailable_retried(flavor: Flavor) {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.grpc_status(), Some(0), "{r:?}");
-    let attempts = up.log().wait_settled(&id, 2, Duration::from_secs(3)).await;
-    let outcomes: Vec<Outcome> = attempts.iter().map(|a| a.outcome).collect();
-    assert_eq!(outcomes, [Outcome::Grpc(14), Outcome::Grpc(0)]);
+    let attempts = up.log().wait_settled(&id, 2, SETTLE).await;
+    assert_eq!(outcomes(&attempts), [Outcome::Grpc(14), Outcome::Grpc(0)]);
     assert_eq!(
         attempts
             .iter()
@@ -77,15 +74,13 @@ async fn grpc_unavailable_retried(flavor: Flavor) {
     )
     .await;
     assert_eq!(r.grpc_status(), Some(13), "{r:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(up.log().count(&id), 1);
+    assert_not_retried(&up, &id).await;
 
     let id = test_id(flavor, "trailers");
     let r = call(&fx, &id, &[("x-fault-grpc-status-sequence", "14,0")]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.trailer("grpc-status"), Some("14"), "{r:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(up.log().count(&id), 1);
+    assert_not_retried(&up, &id).await;
 
     fx.expect_stats(&[
         ("cluster.greeter.upstream_rq_total", 4),

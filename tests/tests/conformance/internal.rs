@@ -3,16 +3,11 @@
 //! `x-envoy-*` headers (`retries::retry_by_request_headers` covers the default, where no
 //! request is internal).
 
-use std::time::Duration;
-
 use legate_e2e::Flavor;
 use legate_e2e::upstream::Upstream;
 use serde_json::json;
 
-use crate::common::{Fixture, flavors, test_id};
-
-/// How long a test waits for attempts that may still be on their way.
-const SETTLE: Duration = Duration::from_secs(3);
+use crate::common::{Fixture, SETTLE, flavors, test_id};
 
 flavors!(
     internal_requests_steer_the_router,
@@ -46,15 +41,12 @@ async fn internal_requests_steer_the_router(flavor: Flavor) {
     ];
     for (what, xff, attempts) in cases {
         let id = test_id(flavor, what);
-        let mut h = vec![
-            ("x-test-id", id.as_str()),
-            ("x-fault-sequence", "503,503,200"),
-        ];
+        let mut h = vec![("x-fault-sequence", "503,503,200")];
         h.extend_from_slice(&steer);
         if let Some(xff) = xff {
             h.push(("x-forwarded-for", xff));
         }
-        let r = fx.get("/payments/x", &h).await;
+        let r = fx.get_payments(&id, &h).await;
         let internal = attempts > 1;
         assert_eq!(
             r.status,
@@ -86,10 +78,9 @@ async fn internal_requests_steer_the_router(flavor: Flavor) {
     ] {
         let id = test_id(flavor, what);
         let r = fx
-            .get(
-                "/payments/x",
+            .get_payments(
+                &id,
                 &[
-                    ("x-test-id", &id),
                     ("x-fault-delay-ms", "300"),
                     ("x-envoy-upstream-rq-timeout-ms", "100"),
                     ("x-forwarded-for", xff),

@@ -1,19 +1,27 @@
 //! Retry policy and timeouts: what is retried, how often, and the counters Envoy keeps.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use legate_e2e::upstream::{Outcome, ResetKind, Upstream, dead_addr};
 use legate_e2e::{Flavor, Recorder, http_send};
 
-use crate::common::{Fixture, flavors, svc, test_id};
-
-/// How long a test waits for attempts that may still be on their way.
-const SETTLE: Duration = Duration::from_secs(3);
+use crate::common::{
+    Fixture, NO_RETRY_WAIT, SETTLE, assert_not_retried, flavors, outcomes, svc, test_id,
+};
 
 /// How early a timeout may seem to fire. Envoy's timers run on its event loop's cached clock:
 /// its 300 ms route timeout was seen answering 299.8 ms after the client sent the request.
 const TIMER_SLACK: Duration = Duration::from_millis(5);
+
+/// Asserts a response that a `timer` cut short took `elapsed`: at least the timer (less
+/// [`TIMER_SLACK`]) and less than `below`.
+fn assert_fired_in_time(elapsed: Duration, timer: Duration, below: Duration) {
+    assert!(
+        elapsed >= timer - TIMER_SLACK && elapsed < below,
+        "took {elapsed:?}"
+    );
+}
 
 flavors!(
     retry_503_then_success,
@@ -23,31 +31,18 @@ flavors!(
 
 /// 503, 503, 200 with three retries allowed → 200 after three attempts.
 async fn retry_503_then_success(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Fixture::start(
-        flavor,
-        &[svc(
-            "payments",
-            &[up.addr],
-            "retries:\n  attempts: 3\n  on: [5xx]\n",
-        )],
-    )
-    .await;
+    let (up, fx) = Fixture::payments(flavor, "retries:\n  attempts: 3\n  on: [5xx]\n").await;
     let id = test_id(flavor, "r503");
     let r = fx
-        .get(
-            "/payments/x",
-            &[("x-test-id", &id), ("x-fault-sequence", "503,503,200")],
-        )
+        .get_payments(&id, &[("x-fault-sequence", "503,503,200")])
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let json = r.json();
     assert_eq!(json["attempt"], 3, "{json}");
     assert_eq!(json["headers"]["x-envoy-attempt-count"], "3", "{json}");
     let attempts = up.log().wait_settled(&id, 3, SETTLE).await;
-    let outcomes: Vec<Outcome> = attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(
-        outcomes,
+        outcomes(&attempts),
         [
             Outcome::Status(503),
             Outcome::Status(503),
@@ -83,23 +78,9 @@ flavors!(
 
 /// Always 503 with two retries → the last 503 reaches the client after 1 + 2 attempts.
 async fn retries_exhausted(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Fixture::start(
-        flavor,
-        &[svc(
-            "payments",
-            &[up.addr],
-            "retries:\n  attempts: 2\n  on: [5xx]\n",
-        )],
-    )
-    .await;
+    let (up, fx) = Fixture::payments(flavor, "retries:\n  attempts: 2\n  on: [5xx]\n").await;
     let id = test_id(flavor, "exhausted");
-    let r = fx
-        .get(
-            "/payments/x",
-            &[("x-test-id", &id), ("x-fault-status", "503")],
-        )
-        .await;
+    let r = fx.get_payments(&id, &[("x-fault-status", "503")]).await;
     assert_eq!(r.status, 503, "{}", r.body);
     // The upstream's own response is forwarded (its JSON body, not a local reply).
     assert_eq!(r.json()["attempt"], 3, "{}", r.body);
@@ -129,31 +110,21 @@ flavors!(
 /// The first attempt hangs past the 200 ms per-try timeout and is retried; the second
 /// answers at once.
 async fn per_try_timeout_retried(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Fixture::start(
+    let (up, fx) = Fixture::payments(
         flavor,
-        &[svc(
-            "payments",
-            &[up.addr],
-            "retries:\n  attempts: 1\n  on: [5xx]\n  per_try_timeout: 200ms\n",
-        )],
+        "retries:\n  attempts: 1\n  on: [5xx]\n  per_try_timeout: 200ms\n",
     )
     .await;
     let id = test_id(flavor, "pertry");
-    let started = Instant::now();
-    let r = fx
-        .get(
-            "/payments/x",
-            &[("x-test-id", &id), ("x-fault-delay-sequence", "2000,0")],
-        )
+    let (r, elapsed) = fx
+        .timed_get_payments(&id, &[("x-fault-delay-sequence", "2000,0")])
         .await;
-    let elapsed = started.elapsed();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["attempt"], 2, "{}", r.body);
-    assert!(
-        elapsed >= Duration::from_millis(200) - TIMER_SLACK
-            && elapsed < Duration::from_millis(1500),
-        "took {elapsed:?}"
+    assert_fired_in_time(
+        elapsed,
+        Duration::from_millis(200),
+        Duration::from_millis(1500),
     );
     let attempts = up.log().attempts(&id);
     assert_eq!(attempts.len(), 2, "{attempts:?}");
@@ -188,31 +159,21 @@ flavors!(
 /// The route timeout (300 ms) covers all attempts and is never retried, even with a retry
 /// policy on 5xx: 504 `upstream request timeout` after one attempt.
 async fn route_timeout_not_retried(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Fixture::start(
+    let (up, fx) = Fixture::payments(
         flavor,
-        &[svc(
-            "payments",
-            &[up.addr],
-            "timeout: 300ms\nretries:\n  attempts: 2\n  on: [5xx, reset]\n",
-        )],
+        "timeout: 300ms\nretries:\n  attempts: 2\n  on: [5xx, reset]\n",
     )
     .await;
     let id = test_id(flavor, "route-timeout");
-    let started = Instant::now();
-    let r = fx
-        .get(
-            "/payments/x",
-            &[("x-test-id", &id), ("x-fault-delay-ms", "1000")],
-        )
+    let (r, elapsed) = fx
+        .timed_get_payments(&id, &[("x-fault-delay-ms", "1000")])
         .await;
-    let elapsed = started.elapsed();
     assert_eq!(r.status, 504, "{}", r.body);
     assert_eq!(r.body, "upstream request timeout");
-    assert!(
-        elapsed >= Duration::from_millis(300) - TIMER_SLACK
-            && elapsed < Duration::from_millis(1000),
-        "took {elapsed:?}"
+    assert_fired_in_time(
+        elapsed,
+        Duration::from_millis(300),
+        Duration::from_millis(1000),
     );
     // Give a (wrong) retry time to show up.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -253,7 +214,7 @@ async fn connect_failure_retried(flavor: Flavor) {
     const N: u64 = 4;
     for n in 0..N {
         let id = test_id(flavor, &format!("cf-{n}"));
-        let r = fx.get("/payments/x", &[("x-test-id", &id)]).await;
+        let r = fx.get_payments(&id, &[]).await;
         assert_eq!(r.status, 200, "request {n}: {}", r.body);
         assert_eq!(r.header("x-upstream-instance"), Some("live"));
         assert_eq!(live.log().count(&id), 1);
@@ -292,31 +253,15 @@ flavors!(reset_retried, reset_retried_envoy, reset_retried_legate);
 
 /// The upstream closes the connection before answering the first attempt; `reset` retries.
 async fn reset_retried(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Fixture::start(
-        flavor,
-        &[svc(
-            "payments",
-            &[up.addr],
-            "retries:\n  attempts: 1\n  on: [reset]\n",
-        )],
-    )
-    .await;
+    let (up, fx) = Fixture::payments(flavor, "retries:\n  attempts: 1\n  on: [reset]\n").await;
     let id = test_id(flavor, "reset");
     let r = fx
-        .get(
-            "/payments/x",
-            &[
-                ("x-test-id", &id),
-                ("x-fault-reset-sequence", "before-headers,none"),
-            ],
-        )
+        .get_payments(&id, &[("x-fault-reset-sequence", "before-headers,none")])
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let attempts = up.log().wait_settled(&id, 2, SETTLE).await;
-    let outcomes: Vec<Outcome> = attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(
-        outcomes,
+        outcomes(&attempts),
         [
             Outcome::Reset(ResetKind::BeforeHeaders),
             Outcome::Status(200)
@@ -347,22 +292,17 @@ flavors!(
 
 /// Without a retry policy a reset is not retried: 503 with Envoy's reset local reply.
 async fn reset_not_retried_without_policy(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Fixture::start(flavor, &[svc("payments", &[up.addr], "")]).await;
+    let (up, fx) = Fixture::payments(flavor, "").await;
     let id = test_id(flavor, "reset-once");
     let r = fx
-        .get(
-            "/payments/x",
-            &[("x-test-id", &id), ("x-fault-reset", "before-headers")],
-        )
+        .get_payments(&id, &[("x-fault-reset", "before-headers")])
         .await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(
         r.body,
         "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(up.log().count(&id), 1);
+    assert_not_retried(&up, &id).await;
     fx.expect_stats(&[
         ("cluster.payments.upstream_rq_total", 1),
         ("cluster.payments.upstream_rq_retry", 0),
@@ -386,33 +326,18 @@ flavors!(
 /// `gateway-error` retries 502/503/504 but not 500: a 500 comes back after one attempt,
 /// a 502 is retried.
 async fn gateway_error_only(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Fixture::start(
-        flavor,
-        &[svc(
-            "payments",
-            &[up.addr],
-            "retries:\n  attempts: 2\n  on: [gateway-error]\n",
-        )],
-    )
-    .await;
+    let (up, fx) =
+        Fixture::payments(flavor, "retries:\n  attempts: 2\n  on: [gateway-error]\n").await;
     let id = test_id(flavor, "500");
     let r = fx
-        .get(
-            "/payments/x",
-            &[("x-test-id", &id), ("x-fault-sequence", "500,200")],
-        )
+        .get_payments(&id, &[("x-fault-sequence", "500,200")])
         .await;
     assert_eq!(r.status, 500, "{}", r.body);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(up.log().count(&id), 1);
+    assert_not_retried(&up, &id).await;
 
     let id = test_id(flavor, "502");
     let r = fx
-        .get(
-            "/payments/x",
-            &[("x-test-id", &id), ("x-fault-sequence", "502,200")],
-        )
+        .get_payments(&id, &[("x-fault-sequence", "502,200")])
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(up.log().wait_settled(&id, 2, SETTLE).await.len(), 2);
@@ -436,34 +361,19 @@ flavors!(
 
 /// `status_codes: [409]` retries a 409 (not a 5xx condition), and nothing else.
 async fn retriable_status_codes(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Fixture::start(
-        flavor,
-        &[svc(
-            "payments",
-            &[up.addr],
-            "retries:\n  attempts: 2\n  status_codes: [409]\n",
-        )],
-    )
-    .await;
+    let (up, fx) =
+        Fixture::payments(flavor, "retries:\n  attempts: 2\n  status_codes: [409]\n").await;
     let id = test_id(flavor, "409");
     let r = fx
-        .get(
-            "/payments/x",
-            &[("x-test-id", &id), ("x-fault-sequence", "409,200")],
-        )
+        .get_payments(&id, &[("x-fault-sequence", "409,200")])
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let id = test_id(flavor, "503");
     let r = fx
-        .get(
-            "/payments/x",
-            &[("x-test-id", &id), ("x-fault-sequence", "503,200")],
-        )
+        .get_payments(&id, &[("x-fault-sequence", "503,200")])
         .await;
     assert_eq!(r.status, 503, "{}", r.body);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(up.log().count(&id), 1);
+    assert_not_retried(&up, &id).await;
     fx.expect_stats(&[
         ("cluster.payments.upstream_rq_total", 3),
         ("cluster.payments.upstream_rq_retry", 1),
@@ -547,8 +457,7 @@ flavors!(
 /// `internal_address_config`, no `use_remote_address`) no request is internal — not even one
 /// with `x-forwarded-for` naming a private address. So the headers are stripped and ignored.
 async fn retry_by_request_headers(flavor: Flavor) {
-    let up = Upstream::start("p1").await.expect("upstream");
-    let fx = Fixture::start(flavor, &[svc("payments", &[up.addr], "")]).await;
+    let (up, fx) = Fixture::payments(flavor, "").await;
     const RETRY: [(&str, &str); 2] = [("x-envoy-retry-on", "5xx"), ("x-envoy-max-retries", "2")];
     let cases: [(&str, Vec<(&str, &str)>); 4] = [
         ("none", vec![]),
@@ -561,12 +470,9 @@ async fn retry_by_request_headers(flavor: Flavor) {
     ];
     for (what, extra) in &cases {
         let id = test_id(flavor, what);
-        let mut h = vec![
-            ("x-test-id", id.as_str()),
-            ("x-fault-sequence", "503,503,200"),
-        ];
+        let mut h = vec![("x-fault-sequence", "503,503,200")];
         h.extend_from_slice(extra);
-        let r = fx.get("/payments/x", &h).await;
+        let r = fx.get_payments(&id, &h).await;
         assert_eq!(r.status, 503, "{what}: {}", r.body);
         let json = r.json();
         assert_eq!(json["attempt"], 1, "{what}: {json}");
@@ -584,7 +490,7 @@ async fn retry_by_request_headers(flavor: Flavor) {
             "{headers}"
         );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(NO_RETRY_WAIT).await;
     for (what, _) in &cases {
         assert_eq!(up.log().count(&test_id(flavor, what)), 1, "{what}");
     }
@@ -592,10 +498,9 @@ async fn retry_by_request_headers(flavor: Flavor) {
     // cut a 300 ms answer short.
     let id = test_id(flavor, "timeout");
     let r = fx
-        .get(
-            "/payments/x",
+        .get_payments(
+            &id,
             &[
-                ("x-test-id", &id),
                 ("x-fault-delay-ms", "300"),
                 ("x-envoy-upstream-rq-timeout-ms", "100"),
                 ("x-envoy-upstream-rq-per-try-timeout-ms", "100"),
