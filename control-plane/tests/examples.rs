@@ -10,16 +10,8 @@ fn example() -> std::path::PathBuf {
 
 #[test]
 fn example_is_valid() {
-    let c = config::load(&example()).unwrap_or_else(|errors| {
-        panic!(
-            "{}",
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    });
+    let c = config::load(&example())
+        .unwrap_or_else(|errors| panic!("{}", config::error_lines(&errors)));
     assert_eq!(c.ambassadors["checkout"].routes.len(), 3);
     let p = &c.services["payments"];
     assert!(p.retries.is_some() && p.circuit_breaker.is_some() && p.outlier_detection.is_some());

@@ -498,11 +498,10 @@ impl ControlPlane {
         let registry = Arc::new(Registry::default());
         let state = Arc::new(ConfigState::new(source.clone(), cache.clone()));
         if let Err(errors) = state.reload() {
-            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
             bail!(
                 "{}: no valid configuration to serve:\n{}",
                 source.display(),
-                list.join("\n")
+                legate_control_plane::config::error_lines(&errors)
             );
         }
         let xds_listener = tokio::net::TcpListener::bind(xds)

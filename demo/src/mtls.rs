@@ -203,14 +203,7 @@ mod tests {
         }
         std::fs::write(&copy, &text).expect("write");
         let config = legate_control_plane::config::load(&copy).unwrap_or_else(|errors| {
-            panic!(
-                "{}",
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
+            panic!("{}", legate_control_plane::config::error_lines(&errors))
         });
         let ledger = &config.services[SERVICE];
         assert!(ledger.tls.is_some());

@@ -140,6 +140,22 @@ impl Envoy {
         self.admin_json("/config_dump").await
     }
 
+    /// Every counter and gauge of `/stats` by name (histogram lines are left out). Panics
+    /// (with the logs) unless the admin answers 200.
+    pub async fn stats(&self) -> std::collections::BTreeMap<String, u64> {
+        let (status, body) = self.admin_get("/stats").await;
+        if status != 200 {
+            self.process
+                .fail(&format!("GET /stats returned {status}: {body}"));
+        }
+        body.lines()
+            .filter_map(|l| {
+                let (name, value) = l.split_once(": ")?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
     /// The current value of a counter or gauge, if Envoy has it.
     pub async fn stat(&self, name: &str) -> Option<u64> {
         let json = self

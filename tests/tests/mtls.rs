@@ -155,14 +155,7 @@ impl Fixture {
 
     /// Every counter and gauge of `/stats` (histogram lines are left out).
     async fn stats(&self) -> BTreeMap<String, u64> {
-        let (status, body) = self.proxy.admin_get("/stats").await;
-        assert_eq!(status, 200, "{}: GET /stats: {body}", self.flavor.name());
-        body.lines()
-            .filter_map(|l| {
-                let (name, value) = l.split_once(": ")?;
-                Some((name.to_owned(), value.trim().parse().ok()?))
-            })
-            .collect()
+        self.proxy.stats().await
     }
 
     /// Waits (up to [`DEADLINE`]) until `check` accepts the stats; panics with the `ssl`

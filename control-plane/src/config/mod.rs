@@ -74,6 +74,16 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// `errors`, one per line (`file:line:col: message`), as legate-cp reports a configuration it
+/// refuses.
+pub fn error_lines(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Loads one file, or every `*.yaml`/`*.yml` file in a directory (sorted by name, merged).
 /// Returns ALL errors found (not only the first), sorted by file/line/col.
 ///

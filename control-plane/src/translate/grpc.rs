@@ -379,16 +379,8 @@ mod tests {
     use std::path::Path;
 
     fn load(text: &str) -> Config {
-        load_str(Path::new("t.yaml"), text).unwrap_or_else(|errors| {
-            panic!(
-                "{}",
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })
+        load_str(Path::new("t.yaml"), text)
+            .unwrap_or_else(|errors| panic!("{}", crate::config::error_lines(&errors)))
     }
 
     const FULL: &str = "\

@@ -15,16 +15,8 @@ use legate_proto::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use std::path::Path;
 
 fn load(text: &str) -> Config {
-    load_str(Path::new("t.yaml"), text).unwrap_or_else(|errors| {
-        panic!(
-            "{}",
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })
+    load_str(Path::new("t.yaml"), text)
+        .unwrap_or_else(|errors| panic!("{}", crate::config::error_lines(&errors)))
 }
 
 fn u32v(value: u32) -> Option<UInt32Value> {
