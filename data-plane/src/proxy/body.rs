@@ -1,6 +1,6 @@
 //! Body types of the request path.
 
-use super::pool::Release;
+use super::pool::H1Response;
 use crate::resilience::breaker::RequestGuard;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -62,7 +62,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Downstream(b) => boxed_error(Pin::new(b).poll_frame(cx)),
-            ProxyBody::Upstream(b) => boxed_error(Pin::new(b).poll_frame(cx)),
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -112,40 +112,42 @@ where
     ProxyBody::Boxed(BodyExt::boxed(body))
 }
 
-/// An upstream response body that hands its HTTP/1.1 connection back to the pool once the
-/// last frame has been read (dropping it early closes the connection at once instead).
+/// An upstream response body: over HTTP/1.1 it reads from its connection and hands the
+/// connection back to the pool after the last frame (dropping it early closes the connection
+/// at once instead); over HTTP/2 it is hyper's stream.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Incoming,
-    release: Option<Release>,
+    inner: Upstream,
     /// The request's circuit-breaker slot, held until the body ends.
     request_guard: Option<RequestGuard>,
 }
 
+#[derive(Debug)]
+enum Upstream {
+    H1(H1Response),
+    H2(Incoming),
+}
+
 impl UpstreamBody {
-    /// Wraps a response body; `release` is `None` for multiplexed (HTTP/2) connections.
-    pub fn new(inner: Incoming, release: Option<Release>) -> Self {
-        let mut body = UpstreamBody {
-            inner,
-            release,
+    /// An HTTP/1.1 response body (see `pool::H1Response`).
+    pub fn h1(body: H1Response) -> Self {
+        UpstreamBody {
+            inner: Upstream::H1(body),
             request_guard: None,
-        };
-        if body.inner.is_end_stream() {
-            body.finish();
         }
-        body
     }
 
-    fn finish(&mut self) {
-        if let Some(r) = self.release.take() {
-            r.release();
+    /// An HTTP/2 response body.
+    pub fn h2(body: Incoming) -> Self {
+        UpstreamBody {
+            inner: Upstream::H2(body),
+            request_guard: None,
         }
-        self.request_guard = None;
     }
 
     /// Keeps the request's circuit-breaker slot until the body ends or is dropped.
     pub fn hold(&mut self, guard: RequestGuard) {
-        if self.inner.is_end_stream() && self.release.is_none() {
+        if self.is_end_stream() {
             return;
         }
         self.request_guard = Some(guard);
@@ -154,32 +156,37 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = match &mut self.inner {
+            Upstream::H1(b) => b
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+            Upstream::H2(b) => boxed_error(Pin::new(b).poll_frame(cx)),
+        };
         match &polled {
-            Poll::Ready(None) => self.finish(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
-            Poll::Ready(Some(Err(_))) => {
-                // A broken body poisons the connection: never reuse it.
-                if let Some(r) = self.release.take() {
-                    r.discard();
-                }
-            }
+            Poll::Ready(None) => self.request_guard = None,
+            Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.request_guard = None,
             _ => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Upstream::H1(b) => b.is_end_stream(),
+            Upstream::H2(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Upstream::H1(b) => b.size_hint(),
+            Upstream::H2(b) => b.size_hint(),
+        }
     }
 }

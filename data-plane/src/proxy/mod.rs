@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod http1;
 pub mod internal;
 pub mod listener;
 pub mod local_reply;

@@ -1,8 +1,10 @@
 //! Per-host upstream connection pools.
 //!
 //! HTTP/1.1: idle keep-alive connections are reused; a connection goes back to the idle list
-//! only when its response body has been read to the end. HTTP/2: one multiplexed connection per
-//! host, re-established when it closes.
+//! only when its response body has been read to the end. The connection has no task of its own
+//! (`http1`): the request's task writes the request and reads the response, and idle lists are
+//! kept per worker thread. HTTP/2: one multiplexed connection per host (hyper's, driven by a
+//! task), re-established when it closes.
 //!
 //! TLS clusters: every connection runs the cluster's TLS handshake after the TCP connect (both
 //! within `connect_timeout`); a failed handshake or verification is a connect failure, never
@@ -23,7 +25,7 @@ use super::body::{ProxyBody, UpstreamBody};
 use crate::config::UpstreamProtocol;
 use crate::resilience::breaker::{ConnectionGuard, HostConnectionLimit, PendingGuard};
 use crate::runtime::host::PoolStats;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -96,12 +98,13 @@ struct PoolInner {
     protocol: UpstreamProtocol,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
-    stats: PoolStats,
-    /// Per-host connection counters.
-    host: HostConnStats,
-    /// HTTP/1.1 idle connections with the time they became idle (most recent last). The lock
-    /// is held only to push or pop.
-    idle: Mutex<Vec<(Conn<http1::SendRequest<ProxyBody>>, Instant)>>,
+    /// Counters, shared with every connection (which counts its own end).
+    shared: Arc<Shared>,
+    /// HTTP/1.1 idle connections with the time they became idle (most recent last), one list
+    /// per worker thread: as in Envoy, whose pools are per worker, a connection serves the
+    /// worker whose event loop it is registered with; a worker with none idle takes one from
+    /// another worker's list before it opens a new one. A lock is held only to push or pop.
+    idle: Box<[IdleList]>,
     /// The TLS generation the idle list was last purged for.
     idle_generation: AtomicU64,
     /// HTTP/2 shared connection.
@@ -110,11 +113,76 @@ struct PoolInner {
     h2_connecting: tokio::sync::Mutex<()>,
     /// The per-host connection limit.
     host_limit: HostConnectionLimit,
+}
+
+/// Idle HTTP/1.1 connections with the time each became idle (most recent last).
+type IdleList = Mutex<Vec<(Box<PooledH1>, Instant)>>;
+
+/// What a pool shares with its connections: the counters a connection's end updates, and the
+/// wake-up of requests waiting for a connection.
+#[derive(Debug)]
+struct Shared {
+    stats: PoolStats,
+    /// Per-host connection counters.
+    host: HostConnStats,
     /// Woken when a connection goes back to the idle list or closes (pending requests wait).
     released: tokio::sync::Notify,
 }
 
-/// A connection's request sender, with the TLS generation it was made with and its state.
+impl Shared {
+    /// Counts a connection's end as Envoy does: `upstream_cx_destroy`, `_local` or `_remote`,
+    /// and `_with_active_rq` when a request was on it; frees the active-connection gauges.
+    fn count_end(&self, local: bool, with_active_rq: bool) {
+        let s = &self.stats;
+        s.cx_active.dec();
+        self.host.cx_active.fetch_sub(1, Ordering::Relaxed);
+        s.cx_destroy.inc();
+        if local {
+            s.cx_destroy_local.inc();
+        } else {
+            s.cx_destroy_remote.inc();
+        }
+        if with_active_rq {
+            s.cx_destroy_with_active_rq.inc();
+            if local {
+                s.cx_destroy_local_with_active_rq.inc();
+            } else {
+                s.cx_destroy_remote_with_active_rq.inc();
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 connection of the pool (see `http1`): no task of its own; whoever holds it
+/// (a request, its response body, or the idle list) drives it. Dropping it closes it and
+/// counts its end: remote if the upstream closed it or it failed, else local; with an active
+/// request if one was on it (an abandoned attempt or response body).
+///
+/// Boxed wherever it is held: it moves from the idle list to a request to its response body
+/// and back, and a pointer moves for less than the connection's buffers and state.
+#[derive(Debug)]
+struct PooledH1 {
+    conn: super::http1::Connection<Transport>,
+    /// The TLS generation it was made with.
+    generation: u64,
+    /// A request is on it (from its send until its response body ends).
+    active_rq: bool,
+    shared: Arc<Shared>,
+    /// The breaker's connection slot, given back when the connection closes.
+    guard: Option<ConnectionGuard>,
+}
+
+impl Drop for PooledH1 {
+    fn drop(&mut self) {
+        let local = !self.conn.peer_closed();
+        self.shared.count_end(local, self.active_rq);
+        drop(self.guard.take());
+        self.shared.released.notify_one();
+    }
+}
+
+/// An HTTP/2 connection's request sender, with the TLS generation it was made with and its
+/// state.
 #[derive(Debug)]
 struct Conn<S> {
     sender: S,
@@ -129,25 +197,16 @@ impl<S> Conn<S> {
     }
 }
 
-/// What the pool knows about one connection, for the `upstream_cx_destroy_*` counters.
+/// What the pool knows about one HTTP/2 connection, for the `upstream_cx_destroy_*` counters.
 #[derive(Debug, Default)]
 struct ConnTrack {
-    /// The proxy let go of the connection (idle expiry, TLS rotation, pool removed).
+    /// The proxy let go of the connection (TLS rotation, pool removed).
     local: AtomicBool,
-    /// Set, and signalled, to close the connection at once with a request on it.
-    aborted: AtomicBool,
-    abort: tokio::sync::Notify,
     /// `upstream_cx_destroy_*with_active_rq` was counted for this connection.
     active_counted: AtomicBool,
 }
 
 impl ConnTrack {
-    /// Closes the connection now: the request on it is abandoned.
-    fn abort(&self) {
-        self.aborted.store(true, Ordering::Relaxed);
-        self.abort.notify_one();
-    }
-
     /// Counts the connection as destroyed with a request on it (once): by the proxy
     /// (`local`) or by the upstream. hyper hands a broken connection's error to the request
     /// on it and may end the connection itself cleanly, so the request's failure is the
@@ -162,6 +221,16 @@ impl ConnTrack {
         } else {
             stats.cx_destroy_remote_with_active_rq.inc();
         }
+    }
+}
+
+/// Keeps a request in `upstream_rq_active` until dropped (its response head arrived, it
+/// failed, or it was cancelled).
+struct ActiveRequest<'a>(&'a crate::stats::Gauge);
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -181,57 +250,85 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Returns an HTTP/1.1 connection to its pool once the response body ends. Dropped before
-/// that (the response body was abandoned), it closes the connection at once.
+/// An HTTP/1.1 response body, read from the connection it arrived on. At its end the
+/// connection goes back to the pool (if it can carry another request); dropped before its end
+/// (abandoned by the downstream or a timeout), it closes the connection at once, as Envoy
+/// resets the stream.
 #[derive(Debug)]
-pub struct Release {
+pub struct H1Response {
+    exchange: super::http1::Exchange,
+    /// `None` once the body has ended (or failed).
+    conn: Option<Box<PooledH1>>,
     pool: Arc<PoolInner>,
-    conn: Option<Conn<http1::SendRequest<ProxyBody>>>,
 }
 
-impl Release {
-    /// Puts the connection back into the idle list, unless the TLS configuration was rotated
-    /// since it was made (it is closed instead).
-    pub fn release(mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        if conn.sender.is_closed() {
+impl H1Response {
+    fn new(exchange: super::http1::Exchange, conn: Box<PooledH1>, pool: Arc<PoolInner>) -> Self {
+        let mut r = H1Response {
+            exchange,
+            conn: Some(conn),
+            pool,
+        };
+        if r.exchange.is_end() {
+            r.finish();
+        }
+        r
+    }
+
+    /// The body ended: the request is done and the connection goes back to the idle list,
+    /// unless it cannot carry another request or the TLS configuration was rotated since it
+    /// was made (it is closed).
+    fn finish(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        conn.active_rq = false;
+        if !conn.conn.is_reusable_after(&self.exchange)
+            || conn.generation != self.pool.tls_generation()
+        {
             return;
         }
-        if conn.generation != self.pool.tls_generation() {
-            conn.close_locally();
-            return;
-        }
-        if let Ok(mut idle) = self.pool.idle.lock() {
+        if let Ok(mut idle) = self.pool.idle[self.pool.idle_slot()].lock() {
             idle.push((conn, Instant::now()));
             drop(idle);
             // Wake one request queued for a connection (max_connections reached).
-            self.pool.released.notify_one();
+            self.pool.shared.released.notify_one();
         }
     }
 
-    /// Lets go of a connection whose response body failed: the upstream broke it with the
-    /// response under way.
-    pub fn discard(mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.track.destroyed_with_active_rq(&self.pool.stats, false);
+    /// The next frame of the body.
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, super::http1::Error>>> {
+        let Some(conn) = &mut self.conn else {
+            return Poll::Ready(None);
+        };
+        let polled = conn.conn.poll_body(&mut self.exchange, cx);
+        match &polled {
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Ok(_))) if self.exchange.is_end() => self.finish(),
+            // A broken body closes the connection (counted with the request on it).
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            _ => {}
         }
+        polled
     }
-}
 
-impl Drop for Release {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.track.abort();
-        }
+    /// The body has been read to its end.
+    pub fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.exchange.is_end()
+    }
+
+    /// The body's size, when known.
+    pub fn size_hint(&self) -> http_body::SizeHint {
+        self.exchange.size_hint()
     }
 }
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
-        let idle = self.idle.get_mut().map(std::mem::take).unwrap_or_default();
-        for (conn, _) in idle {
-            conn.close_locally();
-        }
+        // Idle HTTP/1.1 connections close (locally) as the list drops.
         if let Ok(Some(conn)) = self.h2.get_mut().map(Option::take) {
             conn.close_locally();
         }
@@ -239,13 +336,19 @@ impl Drop for PoolInner {
 }
 
 impl PoolInner {
+    /// This worker's idle list (the first when not on a worker thread).
+    fn idle_slot(&self) -> usize {
+        super::workers::current_index().unwrap_or(0) % self.idle.len()
+    }
+
     /// The generation of the TLS client configuration in force (0 without TLS).
     fn tls_generation(&self) -> u64 {
-        self.stats.tls.as_ref().map_or(0, |t| t.generation())
+        self.shared.stats.tls.as_ref().map_or(0, |t| t.generation())
     }
 }
 
 /// An upstream connection: plain TCP, or TLS over TCP.
+#[derive(Debug)]
 enum Transport {
     Plain(TcpStream),
     Tls(Box<crate::tls::TlsStream>),
@@ -322,14 +425,18 @@ impl HostPool {
         HostPool {
             inner: Arc::new(PoolInner {
                 host_limit,
-                released: tokio::sync::Notify::new(),
                 addr,
                 protocol,
                 connect_timeout,
                 idle_timeout,
-                stats,
-                host: HostConnStats::default(),
-                idle: Mutex::new(Vec::new()),
+                shared: Arc::new(Shared {
+                    stats,
+                    host: HostConnStats::default(),
+                    released: tokio::sync::Notify::new(),
+                }),
+                idle: (0..super::workers::started().max(1))
+                    .map(|_| Mutex::new(Vec::new()))
+                    .collect(),
                 idle_generation: AtomicU64::new(0),
                 h2: Mutex::new(None),
                 h2_connecting: tokio::sync::Mutex::new(()),
@@ -339,7 +446,7 @@ impl HostPool {
 
     /// Per-host connection counters.
     pub fn host_stats(&self) -> &HostConnStats {
-        &self.inner.host
+        &self.inner.shared.host
     }
 
     /// Sends one request and returns the response head with a body that releases the
@@ -356,49 +463,35 @@ impl HostPool {
 
     async fn send_h1(
         &self,
-        mut req: http::Request<ProxyBody>,
+        req: http::Request<ProxyBody>,
     ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
         let inner = &self.inner;
         let mut waiting: Option<Waiting<'_>> = None;
         loop {
             // Register for a wake-up before looking, so a release in between is not missed.
-            let released = inner.released.notified();
-            // Reuse an idle connection; if it turns out closed before the request went out,
-            // try the next one (the request was not sent, so this is not a retry).
-            while let Some(mut conn) = self.pop_idle() {
-                if conn.sender.ready().await.is_err() {
-                    continue;
-                }
-                let sent = conn.sender.try_send_request(req);
-                match self.dispatch(Some(&conn.track), sent).await {
-                    Ok(resp) => return Ok(self.wrap_h1(resp, conn)),
-                    Err(mut e) => match e.take_message() {
-                        // Not sent: the connection had closed meanwhile.
-                        Some(back) => req = back,
-                        None => {
-                            conn.track
-                                .destroyed_with_active_rq(&self.inner.stats, false);
-                            return Err(classify(e.error()));
-                        }
-                    },
-                }
+            let released = inner.shared.released.notified();
+            // Reuse an idle connection (`pop_idle` skips those the upstream has closed).
+            if let Some(conn) = self.pop_idle() {
+                drop(waiting);
+                return self.exchange_h1(conn, req).await;
             }
             // No idle connection: the request is pending. Like Envoy, max_pending_requests is
             // checked first, then whether a new connection may open.
-            let breakers = &inner.stats.breakers;
+            let breakers = &inner.shared.stats.breakers;
             if waiting.is_none() {
                 let guard = breakers
                     .try_pending()
                     .map_err(|_| UpstreamError::Overflow)?;
-                inner.stats.rq_pending_total.inc();
+                inner.shared.stats.rq_pending_total.inc();
                 inner
+                    .shared
                     .host
                     .rq_pending_active
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                inner.stats.rq_pending_active.inc();
+                    .fetch_add(1, Ordering::Relaxed);
+                inner.shared.stats.rq_pending_active.inc();
                 waiting = Some(Waiting {
-                    host: &inner.host,
-                    cluster: &inner.stats.rq_pending_active,
+                    host: &inner.shared.host,
+                    cluster: &inner.shared.stats.rq_pending_active,
                     _guard: guard,
                 });
             }
@@ -406,13 +499,7 @@ impl HostPool {
             // opens one anyway (the overflow is still counted), as Envoy does.
             let guard = match breakers.try_host_connection(&inner.host_limit) {
                 Ok(g) => Some(g),
-                Err(_)
-                    if inner
-                        .host
-                        .cx_active
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        == 0 =>
-                {
+                Err(_) if inner.shared.host.cx_active.load(Ordering::Relaxed) == 0 => {
                     Some(breakers.force_connection(Some(&inner.host_limit)))
                 }
                 Err(_) => None,
@@ -420,90 +507,84 @@ impl HostPool {
             if let Some(guard) = guard {
                 // Boxed: the connect (and TLS handshake) future is large and rarely needed; kept
                 // inline it would grow every request's future, which is moved per request.
-                let mut conn = Box::pin(self.connect_h1(guard)).await?;
+                let conn = Box::pin(self.connect_h1(guard)).await?;
                 drop(waiting);
-                let sent = conn.sender.send_request(req);
-                return match self.dispatch(Some(&conn.track), sent).await {
-                    Ok(resp) => Ok(self.wrap_h1(resp, conn)),
-                    Err(e) => {
-                        conn.track
-                            .destroyed_with_active_rq(&self.inner.stats, false);
-                        Err(classify(&e))
-                    }
-                };
+                return self.exchange_h1(conn, req).await;
             }
             // Wait for a connection to be released.
             released.await;
         }
     }
 
+    /// Sends `req` on `conn` in this task and returns the response head; the body reads the
+    /// rest from the connection. Counted as `dispatch` counts. Cancelled (a timeout), the
+    /// connection closes with the request on it, as Envoy resets the stream.
+    async fn exchange_h1(
+        &self,
+        mut conn: Box<PooledH1>,
+        req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+        let active = self.count_dispatch();
+        conn.active_rq = true;
+        let sent = conn.conn.send(req).await;
+        drop(active);
+        match sent {
+            Ok((head, exchange)) => {
+                let body = H1Response::new(exchange, conn, self.inner.clone());
+                Ok(http::Response::from_parts(head, UpstreamBody::h1(body)))
+            }
+            Err(e) => {
+                tracing::debug!(upstream = %self.inner.addr, error = %e, "HTTP/1.1 exchange failed");
+                // Dropped here: counted with its request, remote if the upstream broke it.
+                Err(UpstreamError::Reset)
+            }
+        }
+    }
+
     /// Counts a request in `upstream_rq_total`, and in `upstream_rq_active` while it is on a
     /// connection until its response headers (or an error) arrive; queued requests are pending,
-    /// not active, and a pending overflow is not a request (as in Envoy). `abort_on_cancel`: the
-    /// HTTP/1.1 connection to close if the send is cancelled (a per-try or route timeout).
-    async fn dispatch<T>(
-        &self,
-        abort_on_cancel: Option<&ConnTrack>,
-        send: impl std::future::Future<Output = T>,
-    ) -> T {
-        /// Decrements the gauge even when the send is cancelled.
-        struct Active<'a> {
-            gauge: &'a crate::stats::Gauge,
-            abort_on_cancel: Option<&'a ConnTrack>,
-        }
-        impl Drop for Active<'_> {
-            fn drop(&mut self) {
-                self.gauge.dec();
-                if let Some(track) = self.abort_on_cancel {
-                    track.abort();
+    /// not active, and a pending overflow is not a request (as in Envoy).
+    async fn dispatch<T>(&self, send: impl std::future::Future<Output = T>) -> T {
+        let _active = self.count_dispatch();
+        send.await
+    }
+
+    /// Counts a request in `upstream_rq_total`, and in `upstream_rq_active` until the returned
+    /// guard drops (also when the send is cancelled).
+    fn count_dispatch(&self) -> ActiveRequest<'_> {
+        let stats = &self.inner.shared.stats;
+        stats.rq_total.inc();
+        stats.rq_active.inc();
+        ActiveRequest(&stats.rq_active)
+    }
+
+    /// An idle connection that can carry a request: from this worker's list, else from
+    /// another's.
+    fn pop_idle(&self) -> Option<Box<PooledH1>> {
+        let current = self.inner.tls_generation();
+        let lists = &self.inner.idle;
+        // After a TLS rotation, close every idle connection made with an older configuration.
+        if self.inner.idle_generation.swap(current, Ordering::AcqRel) != current {
+            for list in lists.iter() {
+                if let Ok(mut idle) = list.lock() {
+                    idle.retain(|(c, _)| c.generation == current);
                 }
             }
         }
-        self.inner.stats.rq_total.inc();
-        self.inner.stats.rq_active.inc();
-        let mut active = Active {
-            gauge: &self.inner.stats.rq_active,
-            abort_on_cancel,
-        };
-        let out = send.await;
-        active.abort_on_cancel = None;
-        out
+        let own = self.inner.idle_slot();
+        (0..lists.len()).find_map(|i| self.pop_idle_from(&lists[(own + i) % lists.len()], current))
     }
 
-    fn wrap_h1(
-        &self,
-        resp: http::Response<hyper::body::Incoming>,
-        conn: Conn<http1::SendRequest<ProxyBody>>,
-    ) -> http::Response<UpstreamBody> {
-        let release = Release {
-            pool: self.inner.clone(),
-            conn: Some(conn),
-        };
-        resp.map(|body| UpstreamBody::new(body, Some(release)))
-    }
-
-    fn pop_idle(&self) -> Option<Conn<http1::SendRequest<ProxyBody>>> {
-        let current = self.inner.tls_generation();
-        let mut idle = self.inner.idle.lock().ok()?;
-        // After a TLS rotation, close every idle connection made with an older configuration.
-        if self.inner.idle_generation.swap(current, Ordering::AcqRel) != current {
-            let (keep, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut *idle)
-                .into_iter()
-                .partition(|(c, _)| c.generation == current);
-            *idle = keep;
-            stale.into_iter().for_each(|(c, _)| c.close_locally());
-        }
-        while let Some((conn, since)) = idle.pop() {
-            if conn.sender.is_closed() {
-                continue;
-            }
-            // Connections idle for longer than `idle_timeout` are dropped (which closes them).
+    fn pop_idle_from(&self, list: &IdleList, current: u64) -> Option<Box<PooledH1>> {
+        let mut idle = list.lock().ok()?;
+        while let Some((mut conn, since)) = idle.pop() {
+            // Connections idle for longer than `idle_timeout` are dropped (which closes them),
+            // as are those the upstream closed meanwhile.
             let expired = self
                 .inner
                 .idle_timeout
                 .is_some_and(|t| since.elapsed() >= t);
-            if expired || conn.generation != current {
-                conn.close_locally();
+            if expired || conn.generation != current || !conn.conn.is_reusable_now() {
                 continue;
             }
             return Some(conn);
@@ -524,12 +605,12 @@ impl HostPool {
                     None => {
                         // One multiplexed connection per host: opened even over the limit
                         // (Envoy opens a first connection anyway; the overflow is counted).
-                        let breakers = &self.inner.stats.breakers;
+                        let breakers = &self.inner.shared.stats.breakers;
                         let guard = match breakers.try_host_connection(&self.inner.host_limit) {
                             Ok(g) => g,
                             Err(_) => breakers.force_connection(Some(&self.inner.host_limit)),
                         };
-                        self.inner.stats.rq_pending_total.inc();
+                        self.inner.shared.stats.rq_pending_total.inc();
                         let conn = Box::pin(self.connect_h2(guard)).await?;
                         let shared = (conn.sender.clone(), conn.track.clone());
                         if let Ok(mut slot) = self.inner.h2.lock()
@@ -546,12 +627,12 @@ impl HostPool {
             return Err(UpstreamError::Reset);
         }
         // A cancelled HTTP/2 stream is reset on its own; the connection stays.
-        match self.dispatch(None, sender.send_request(req)).await {
-            Ok(resp) => Ok(resp.map(|b| UpstreamBody::new(b, None))),
+        match self.dispatch(sender.send_request(req)).await {
+            Ok(resp) => Ok(resp.map(UpstreamBody::h2)),
             Err(e) => {
                 // A stream error leaves the connection up; a connection error closes it.
                 if sender.is_closed() {
-                    track.destroyed_with_active_rq(&self.inner.stats, false);
+                    track.destroyed_with_active_rq(&self.inner.shared.stats, false);
                 }
                 Err(classify(&e))
             }
@@ -590,10 +671,10 @@ impl HostPool {
         let failure = match result {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                inner.stats.cx_total.inc();
-                inner.stats.cx_active.inc();
-                inner.host.cx_total.fetch_add(1, Ordering::Relaxed);
-                inner.host.cx_active.fetch_add(1, Ordering::Relaxed);
+                inner.shared.stats.cx_total.inc();
+                inner.shared.stats.cx_active.inc();
+                inner.shared.host.cx_total.fetch_add(1, Ordering::Relaxed);
+                inner.shared.host.cx_active.fetch_add(1, Ordering::Relaxed);
                 return self.secure(stream, deadline).await;
             }
             Ok(Err(_)) => UpstreamError::ConnectFailure,
@@ -609,7 +690,7 @@ impl HostPool {
     /// (and was counted) and the TLS handshake failed, which Envoy counts as a local close; a
     /// refused TCP connect is a remote close, a timed-out one a local close.
     fn count_failed_connect(&self, failure: UpstreamError, tcp_connected: bool) {
-        let (stats, host) = (&self.inner.stats, &self.inner.host);
+        let (stats, host) = (&self.inner.shared.stats, &self.inner.shared.host);
         let timed_out = failure == UpstreamError::ConnectTimeout;
         if timed_out {
             stats.cx_connect_timeout.inc();
@@ -641,7 +722,7 @@ impl HostPool {
         deadline: tokio::time::Instant,
     ) -> Result<(Transport, u64), UpstreamError> {
         let inner = &self.inner;
-        let Some(tls) = &inner.stats.tls else {
+        let Some(tls) = &inner.shared.stats.tls else {
             return Ok((Transport::Plain(stream), 0));
         };
         let failure = match tokio::time::timeout_at(deadline, tls.handshake(stream)).await {
@@ -669,68 +750,39 @@ impl HostPool {
         let track = Arc::new(ConnTrack::default());
         let state = track.clone();
         tokio::spawn(async move {
-            // (closed by the proxy, with a request on it)
-            let ended = tokio::select! {
-                biased;
-                () = state.abort.notified() => None,
-                ended = conn => Some(ended),
-            };
-            // (closed by the proxy, with a request on it). hyper may end the connection on
-            // its own when the request on it is dropped: the abort flag still says why.
-            let (local, with_active_rq) = match ended {
-                _ if state.aborted.load(Ordering::Relaxed) => (true, true),
-                Some(Ok(())) | None => (state.local.load(Ordering::Relaxed), false),
+            let (local, with_active_rq) = match conn.await {
+                Ok(()) => (state.local.load(Ordering::Relaxed), false),
                 // hyper ends a connection with an error only mid-message (when no request
                 // was there to take the error).
-                Some(Err(_)) => (false, true),
+                Err(_) => (false, true),
             };
             drop(guard);
-            inner.released.notify_one();
-            inner.stats.cx_active.dec();
-            inner
-                .host
-                .cx_active
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            let s = &inner.stats;
-            s.cx_destroy.inc();
-            if local {
-                s.cx_destroy_local.inc();
-            } else {
-                s.cx_destroy_remote.inc();
-            }
-            if with_active_rq {
-                state.destroyed_with_active_rq(s, local);
-            }
+            inner.shared.released.notify_one();
+            // A failed request on the connection may have counted `_with_active_rq` already.
+            let counted = state.active_counted.swap(true, Ordering::Relaxed);
+            inner.shared.count_end(local, with_active_rq && !counted);
         });
         track
     }
 
-    async fn connect_h1(
-        &self,
-        guard: ConnectionGuard,
-    ) -> Result<Conn<http1::SendRequest<ProxyBody>>, UpstreamError> {
+    async fn connect_h1(&self, guard: ConnectionGuard) -> Result<Box<PooledH1>, UpstreamError> {
         // Envoy counts the connection's protocol when it creates it, before it connects.
-        self.inner.stats.cx_http1_total.inc();
+        self.inner.shared.stats.cx_http1_total.inc();
         let (stream, generation) = self.connect_transport().await?;
-        // Flattened writes (see `listener::serve_connection`).
-        let (sender, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| UpstreamError::Reset)?;
-        let track = self.drive(conn, guard);
-        Ok(Conn {
-            sender,
+        Ok(Box::new(PooledH1 {
+            conn: super::http1::Connection::new(stream),
             generation,
-            track,
-        })
+            active_rq: false,
+            shared: self.inner.shared.clone(),
+            guard: Some(guard),
+        }))
     }
 
     async fn connect_h2(
         &self,
         guard: ConnectionGuard,
     ) -> Result<Conn<http2::SendRequest<ProxyBody>>, UpstreamError> {
-        self.inner.stats.cx_http2_total.inc();
+        self.inner.shared.stats.cx_http2_total.inc();
         let (stream, generation) = self.connect_transport().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
@@ -753,3 +805,6 @@ fn classify(e: &hyper::Error) -> UpstreamError {
         UpstreamError::Reset
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,736 @@
+//! The HTTP/1.1 upstream connection, driven by the request's own task.
+//!
+//! hyper's client runs each connection in a task of its own and hands it every request over a
+//! channel, and the response back over another: two task wake-ups and two channel hand-offs
+//! per request, which made up a third of legate-proxy's instructions per proxied request
+//! (BENCHMARKS.md, "Instructions per request"). Here the task serving the request writes the
+//! request and reads the response itself; the response body borrows the connection until its
+//! last byte, then the pool takes the connection back. An idle connection is owned by the
+//! pool's idle list and polled by nobody: [`Connection::is_reusable_now`] looks at it when it
+//! is taken again.
+//!
+//! Framing follows RFC 9112 and hyper's client, which this replaces on the HTTP/1.1 path (HTTP/2
+//! stays on hyper):
+//! - request: an empty body is sent without framing headers (`transfer-encoding` removed); a
+//!   body of known length gets `content-length` unless it has one; any other body is sent
+//!   chunked (`transfer-encoding: chunked` added unless present).
+//! - response: no body for `HEAD`, 1xx, 204 and 304; `transfer-encoding` ending in `chunked`
+//!   is chunked; otherwise `content-length` (all values equal); otherwise the body runs to the
+//!   end of the connection. Interim 1xx responses (100 Continue) are skipped; 101 is an error
+//!   (upgrades are refused at configuration time).
+//! - keep-alive: HTTP/1.1 unless `connection: close`; HTTP/1.0 only with
+//!   `connection: keep-alive`. A connection is reused only when the request was sent whole, the
+//!   response read whole, and nothing more arrived.
+//! - The request body keeps streaming while the response arrives (full duplex), as in hyper.
+//!
+//! Limits: a response head of at most [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`] headers (Envoy's
+//! defaults, `max_response_headers_kb` 60 and `max_response_headers_count` 100); a chunk-size
+//! line of at most [`MAX_CHUNK_LINE`] bytes. Anything over is a protocol error.
+
+use super::body::{BoxError, ProxyBody};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version, header};
+use http_body::{Body, Frame, SizeHint};
+use std::future::poll_fn;
+use std::io::Write as _;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Most headers a response head (or trailer block) may have.
+pub const MAX_HEADERS: usize = 100;
+/// Largest response head, in bytes.
+pub const MAX_HEAD_BYTES: usize = 60 * 1024;
+/// Longest chunk-size line (size, extensions, CRLF).
+pub const MAX_CHUNK_LINE: usize = 4096;
+/// Spare room made in the read buffer before each read.
+const READ_RESERVE: usize = 8 * 1024;
+
+/// Why an exchange on a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the socket failed.
+    #[error("upstream connection error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The upstream closed the connection before the message was complete.
+    #[error("upstream connection closed before the message was complete")]
+    Closed,
+    /// The upstream sent something that is not HTTP/1.1 (or over a limit).
+    #[error("upstream protocol error: {0}")]
+    Protocol(&'static str),
+    /// The request could not be framed (an invalid `content-length`).
+    #[error("request framing: {0}")]
+    Request(&'static str),
+    /// The request body failed (the downstream went away).
+    #[error("request body: {0}")]
+    Body(BoxError),
+}
+
+impl Error {
+    /// True when the upstream (or the network) ended the connection, not the proxy.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Error::Io(_) | Error::Closed | Error::Protocol(_))
+    }
+}
+
+/// One HTTP/1.1 client connection over `T`.
+#[derive(Debug)]
+pub struct Connection<T> {
+    io: T,
+    /// Bytes read and not yet consumed.
+    read: BytesMut,
+    /// Bytes to write; `written` of them are written.
+    write: Vec<u8>,
+    written: usize,
+    /// Header name and value positions of the head being parsed (kept to reuse the memory).
+    spans: Vec<HeaderSpan>,
+    /// The last response allowed another request on the connection.
+    keep_alive: bool,
+    /// The connection broke (or the upstream closed it): never reused.
+    broken: bool,
+    /// The upstream closed its side or the socket failed.
+    peer_closed: bool,
+}
+
+/// Where a header's name and value are in the head.
+#[derive(Debug, Clone, Copy)]
+struct HeaderSpan {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// What is left of an exchange once its response head has arrived: the response body to
+/// read, and the rest of the request body if it is still being sent.
+#[derive(Debug)]
+pub struct Exchange {
+    decoder: Decoder,
+    /// Boxed: a request body can be a response body of another exchange (a type cycle).
+    upload: Option<Box<Upload>>,
+}
+
+impl Exchange {
+    /// The response body has been read to its end.
+    pub fn is_end(&self) -> bool {
+        self.decoder.is_end()
+    }
+
+    /// The response body's size, when known.
+    pub fn size_hint(&self) -> SizeHint {
+        match self.decoder {
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            Decoder::Chunked(ChunkState::Done) => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A request body still being written, with its framing.
+#[derive(Debug)]
+struct Upload {
+    body: ProxyBody,
+    framing: Framing,
+}
+
+/// How a request body is framed on the wire.
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    /// `content-length`: this many bytes are still due.
+    Length(u64),
+    Chunked,
+}
+
+/// How the response body is delimited, and how far it has been read.
+#[derive(Debug)]
+enum Decoder {
+    /// This many bytes are still due (0: the body is complete).
+    Length(u64),
+    Chunked(ChunkState),
+    /// Until the upstream closes the connection; `true` once it has.
+    Eof(bool),
+}
+
+impl Decoder {
+    fn is_end(&self) -> bool {
+        matches!(
+            self,
+            Decoder::Length(0) | Decoder::Chunked(ChunkState::Done) | Decoder::Eof(true)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk: this many data bytes are due.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: the trailer section.
+    Trailers,
+    Done,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
+    /// A connection over a connected (and, for TLS, handshaken) transport.
+    pub fn new(io: T) -> Self {
+        Connection {
+            io,
+            read: BytesMut::with_capacity(READ_RESERVE),
+            write: Vec::with_capacity(1024),
+            written: 0,
+            spans: Vec::new(),
+            keep_alive: true,
+            broken: false,
+            peer_closed: false,
+        }
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    /// The upstream closed the connection (or it failed): a close counted as remote.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// Whether an idle connection can carry a request now. Nobody polls an idle connection,
+    /// so this looks without waiting: a connection the upstream has closed (or that received
+    /// bytes nobody asked for) is not reusable. Costs no system call unless the socket became
+    /// readable since the last read.
+    pub fn is_reusable_now(&mut self) -> bool {
+        if self.broken || !self.keep_alive || !self.read.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_fill(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Ok(_)) => {
+                // Unsolicited bytes: the connection is out of step.
+                self.broken = true;
+                false
+            }
+            Poll::Ready(Err(_)) => false,
+        }
+    }
+
+    /// Whether the connection may carry another request after `exchange` ended.
+    pub fn is_reusable_after(&self, exchange: &Exchange) -> bool {
+        self.keep_alive
+            && !self.broken
+            && exchange.upload.is_none()
+            && exchange.decoder.is_end()
+            && self.read.is_empty()
+    }
+
+    /// Sends `req` and waits for the response head. The request body is written as it comes
+    /// while the response is read; what is left of it keeps being written while the response
+    /// body is read ([`Connection::poll_body`]).
+    pub async fn send(
+        &mut self,
+        req: Request<ProxyBody>,
+    ) -> Result<(http::response::Parts, Exchange), Error> {
+        let (mut parts, body) = req.into_parts();
+        self.write.clear();
+        self.written = 0;
+        let framing = match encode_head(&mut self.write, &mut parts, &body) {
+            Ok(f) => f,
+            Err(e) => {
+                // Nothing was written: the connection is still good.
+                self.write.clear();
+                return Err(e);
+            }
+        };
+        let head_request = parts.method == Method::HEAD;
+        let mut upload = framing.map(|framing| Box::new(Upload { body, framing }));
+        let result = poll_fn(|cx| self.poll_response_head(cx, &mut upload, head_request)).await;
+        match result {
+            Ok((head, decoder)) => Ok((head, Exchange { decoder, upload })),
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn poll_response_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        upload: &mut Option<Box<Upload>>,
+        head_request: bool,
+    ) -> Poll<Result<(http::response::Parts, Decoder), Error>> {
+        loop {
+            self.poll_write_side(cx, upload)?;
+            if !self.read.is_empty()
+                && let Some(head) = self.parse_head(head_request)?
+            {
+                return Poll::Ready(Ok(head));
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(Error::Closed));
+            }
+        }
+    }
+
+    /// Reads the next frame of the response body (and keeps writing the request body).
+    pub fn poll_body(
+        &mut self,
+        exchange: &mut Exchange,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if exchange.upload.is_some()
+            && let Err(e) = self.poll_write_side(cx, &mut exchange.upload)
+        {
+            self.broken = true;
+            return Poll::Ready(Some(Err(e)));
+        }
+        match self.poll_decode(&mut exchange.decoder, cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.broken = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_decode(
+        &mut self,
+        decoder: &mut Decoder,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        loop {
+            match decoder {
+                Decoder::Length(0) | Decoder::Eof(true) => return Poll::Ready(None),
+                Decoder::Length(left) => {
+                    if !self.read.is_empty() {
+                        let n = (*left).min(self.read.len() as u64) as usize;
+                        *left -= n as u64;
+                        let data = self.read.split_to(n).freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    if ready!(self.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Some(Err(Error::Closed)));
+                    }
+                }
+                Decoder::Eof(done) => {
+                    if !self.read.is_empty() {
+                        let data = self.read.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    if ready!(self.poll_fill(cx))? == 0 {
+                        *done = true;
+                        return Poll::Ready(None);
+                    }
+                }
+                Decoder::Chunked(state) => {
+                    match self.decode_chunked(state) {
+                        Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                        Ok(None) if matches!(state, ChunkState::Done) => return Poll::Ready(None),
+                        Ok(None) => {}
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                    if ready!(self.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Some(Err(Error::Closed)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Advances the chunked decoder over the buffered bytes: a frame, or `None` when more
+    /// bytes are needed (or the body ended: the state is `Done`).
+    fn decode_chunked(&mut self, state: &mut ChunkState) -> Result<Option<Frame<Bytes>>, Error> {
+        loop {
+            match *state {
+                ChunkState::Done => return Ok(None),
+                ChunkState::Size => match httparse::parse_chunk_size(&self.read) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        self.read.advance(used);
+                        *state = if size == 0 {
+                            ChunkState::Trailers
+                        } else {
+                            ChunkState::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if self.read.len() <= MAX_CHUNK_LINE => {
+                        return Ok(None);
+                    }
+                    _ => return Err(Error::Protocol("invalid chunk size line")),
+                },
+                ChunkState::Data(left) => {
+                    if self.read.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = left.min(self.read.len() as u64) as usize;
+                    *state = if left == n as u64 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - n as u64)
+                    };
+                    return Ok(Some(Frame::data(self.read.split_to(n).freeze())));
+                }
+                ChunkState::DataEnd => {
+                    if self.read.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &self.read[..2] != b"\r\n" {
+                        return Err(Error::Protocol("chunk data not followed by CRLF"));
+                    }
+                    self.read.advance(2);
+                    *state = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    if self.read.starts_with(b"\r\n") {
+                        self.read.advance(2);
+                        *state = ChunkState::Done;
+                        return Ok(None);
+                    }
+                    let Some(end) = find(&self.read, b"\r\n\r\n") else {
+                        if self.read.len() > MAX_HEAD_BYTES {
+                            return Err(Error::Protocol("trailers too large"));
+                        }
+                        return Ok(None);
+                    };
+                    let block = self.read.split_to(end + 4).freeze();
+                    *state = ChunkState::Done;
+                    return Ok(Some(Frame::trailers(parse_trailers(&block)?)));
+                }
+            }
+        }
+    }
+
+    /// Writes what is buffered, then more of the request body, until the socket or the body
+    /// would block (or the body is sent).
+    fn poll_write_side(
+        &mut self,
+        cx: &mut Context<'_>,
+        upload: &mut Option<Box<Upload>>,
+    ) -> Result<(), Error> {
+        loop {
+            while self.written < self.write.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.write[self.written..]) {
+                    Poll::Ready(Ok(0)) => return Err(self.closed()),
+                    Poll::Ready(Ok(n)) => self.written += n,
+                    Poll::Ready(Err(e)) => return Err(self.failed(e)),
+                    Poll::Pending => return Ok(()),
+                }
+            }
+            if !self.write.is_empty() {
+                // TLS buffers records: push them out.
+                match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Err(self.failed(e)),
+                    Poll::Pending => return Ok(()),
+                }
+                self.write.clear();
+                self.written = 0;
+            }
+            let Some(up) = upload else { return Ok(()) };
+            match Pin::new(&mut up.body).poll_frame(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Some(Err(e))) => return Err(Error::Body(e)),
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Request trailers are not forwarded over HTTP/1.1 (as hyper's client).
+                    if let Ok(data) = frame.into_data() {
+                        encode_data(&mut self.write, &mut up.framing, &data)?;
+                    }
+                }
+                Poll::Ready(None) => {
+                    match up.framing {
+                        Framing::Length(0) => {}
+                        Framing::Length(_) => {
+                            return Err(Error::Request("body shorter than its content-length"));
+                        }
+                        Framing::Chunked => self.write.extend_from_slice(b"0\r\n\r\n"),
+                    }
+                    *upload = None;
+                }
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer: `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
+        if self.read.capacity() - self.read.len() < READ_RESERVE / 2 {
+            self.read.reserve(READ_RESERVE);
+        }
+        match ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.read
+        )) {
+            Ok(0) => {
+                self.peer_closed = true;
+                self.broken = true;
+                Poll::Ready(Ok(0))
+            }
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(e) => Poll::Ready(Err(self.failed(e))),
+        }
+    }
+
+    fn failed(&mut self, e: std::io::Error) -> Error {
+        self.peer_closed = true;
+        self.broken = true;
+        Error::Io(e)
+    }
+
+    fn closed(&mut self) -> Error {
+        self.peer_closed = true;
+        self.broken = true;
+        Error::Closed
+    }
+
+    /// Parses a complete response head from the buffer (skipping interim 1xx responses), or
+    /// `None` if more bytes are needed.
+    fn parse_head(
+        &mut self,
+        head_request: bool,
+    ) -> Result<Option<(http::response::Parts, Decoder)>, Error> {
+        loop {
+            let mut headers =
+                [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut res,
+                &self.read,
+                &mut headers,
+            );
+            let len = match parsed {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) if self.read.len() <= MAX_HEAD_BYTES => {
+                    return Ok(None);
+                }
+                Ok(httparse::Status::Partial) => {
+                    return Err(Error::Protocol("response head too large"));
+                }
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(Error::Protocol("too many response headers"));
+                }
+                Err(_) => return Err(Error::Protocol("malformed response head")),
+            };
+            if len > MAX_HEAD_BYTES {
+                return Err(Error::Protocol("response head too large"));
+            }
+            let code = res.code.unwrap_or(0);
+            let version = if res.version == Some(1) {
+                Version::HTTP_11
+            } else {
+                Version::HTTP_10
+            };
+            let base = self.read.as_ptr() as usize;
+            self.spans.clear();
+            let mut framing = FramingHeaders::default();
+            for h in res.headers.iter() {
+                framing.add(h.name, h.value);
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                self.spans.push(HeaderSpan {
+                    name: (name, name + h.name.len()),
+                    value: (value, value + h.value.len()),
+                });
+            }
+            let status =
+                StatusCode::from_u16(code).map_err(|_| Error::Protocol("invalid status code"))?;
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(Error::Protocol("unexpected 101 Switching Protocols"));
+            }
+            let head = self.read.split_to(len).freeze();
+            if status.is_informational() {
+                // 100 Continue and other interim responses: the final one follows.
+                continue;
+            }
+            let mut map = HeaderMap::with_capacity(self.spans.len());
+            for s in &self.spans {
+                let name = HeaderName::from_bytes(&head[s.name.0..s.name.1])
+                    .map_err(|_| Error::Protocol("invalid header name"))?;
+                let value = HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.1))
+                    .map_err(|_| Error::Protocol("invalid header value"))?;
+                map.append(name, value);
+            }
+            self.keep_alive = framing.keep_alive(version);
+            let decoder = framing.decoder(head_request, status)?;
+            if matches!(decoder, Decoder::Eof(_)) {
+                self.keep_alive = false;
+            }
+            let (mut parts, ()) = http::Response::new(()).into_parts();
+            parts.status = status;
+            parts.version = version;
+            parts.headers = map;
+            return Ok(Some((parts, decoder)));
+        }
+    }
+}
+
+/// Writes the request line and headers; returns the body's framing (`None`: no body).
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &mut http::request::Parts,
+    body: &ProxyBody,
+) -> Result<Option<Framing>, Error> {
+    let headers = &mut parts.headers;
+    let framing = if body.is_end_stream() {
+        headers.remove(header::TRANSFER_ENCODING);
+        None
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        Some(Framing::Chunked)
+    } else if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        let len = len
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or(Error::Request("invalid content-length"))?;
+        Some(Framing::Length(len))
+    } else if let Some(len) = body.size_hint().exact() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        Some(Framing::Length(len))
+    } else {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        Some(Framing::Chunked)
+    };
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers.iter() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(framing)
+}
+
+/// Frames one chunk of request body data.
+fn encode_data(out: &mut Vec<u8>, framing: &mut Framing, data: &Bytes) -> Result<(), Error> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    match framing {
+        Framing::Length(left) => {
+            let n = data.len() as u64;
+            if n > *left {
+                return Err(Error::Request("body longer than its content-length"));
+            }
+            *left -= n;
+            out.extend_from_slice(data);
+        }
+        Framing::Chunked => {
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{:x}\r\n", data.len());
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    Ok(())
+}
+
+/// What a response's framing headers (`connection`, `transfer-encoding`, `content-length`)
+/// say, gathered from the raw head as it is parsed: no header-map lookups.
+#[derive(Debug, Default)]
+struct FramingHeaders {
+    close: bool,
+    keep_alive: bool,
+    /// `transfer-encoding` is present; `Some(true)`: its last coding is `chunked`.
+    chunked: Option<bool>,
+    /// The `content-length` (all values equal).
+    length: Option<u64>,
+    /// A `content-length` value that is not a number, or values that differ.
+    bad_length: Option<&'static str>,
+}
+
+impl FramingHeaders {
+    fn add(&mut self, name: &str, value: &[u8]) {
+        match name.len() {
+            10 if name.eq_ignore_ascii_case("connection") => {
+                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    self.close |= token.eq_ignore_ascii_case(b"close");
+                    self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            14 if name.eq_ignore_ascii_case("content-length") => {
+                for part in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    let n = std::str::from_utf8(part)
+                        .ok()
+                        .filter(|p| !p.starts_with('+'))
+                        .and_then(|p| p.parse::<u64>().ok());
+                    match (n, self.length) {
+                        (None, _) => self.bad_length = Some("invalid content-length"),
+                        (Some(n), Some(l)) if n != l => {
+                            self.bad_length = Some("conflicting content-length values");
+                        }
+                        (Some(n), _) => self.length = Some(n),
+                    }
+                }
+            }
+            17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                let last = value.rsplit(|b| *b == b',').next().map(<[u8]>::trim_ascii);
+                self.chunked = Some(last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")));
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the connection stays open after this response.
+    fn keep_alive(&self, version: Version) -> bool {
+        if version == Version::HTTP_11 {
+            !self.close
+        } else {
+            self.keep_alive && !self.close
+        }
+    }
+
+    /// How the response body is delimited (RFC 9112 section 6.3).
+    fn decoder(&self, head_request: bool, status: StatusCode) -> Result<Decoder, Error> {
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok(Decoder::Length(0));
+        }
+        match self.chunked {
+            Some(true) => return Ok(Decoder::Chunked(ChunkState::Size)),
+            // Another coding last: the body runs to the end of the connection.
+            Some(false) => return Ok(Decoder::Eof(false)),
+            None => {}
+        }
+        if let Some(why) = self.bad_length {
+            return Err(Error::Protocol(why));
+        }
+        Ok(match self.length {
+            Some(n) => Decoder::Length(n),
+            None => Decoder::Eof(false),
+        })
+    }
+}
+
+/// Parses a trailer section (ending with an empty line).
+fn parse_trailers(block: &Bytes) -> Result<HeaderMap, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let parsed = httparse::parse_headers(block, &mut headers)
+        .map_err(|_| Error::Protocol("malformed trailers"))?;
+    let httparse::Status::Complete((_, fields)) = parsed else {
+        return Err(Error::Protocol("malformed trailers"));
+    };
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for h in fields {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| Error::Protocol("invalid trailer name"))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| Error::Protocol("invalid trailer value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,430 @@
+//! The HTTP/1.1 codec against a scripted peer over an in-memory pipe.
+
+use super::{Connection, Error};
+use crate::proxy::body::{self, BoxError, ProxyBody};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body::Frame;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn pipe() -> (Connection<DuplexStream>, DuplexStream) {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    (Connection::new(client), server)
+}
+
+fn get(path: &str) -> Request<ProxyBody> {
+    Request::builder()
+        .uri(path)
+        .header("host", "payments")
+        .body(body::empty())
+        .expect("request")
+}
+
+/// Reads from the peer side until `want` bytes arrived (or the deadline).
+async fn read_exactly(server: &mut DuplexStream, want: usize) -> String {
+    let mut buf = vec![0u8; want];
+    tokio::time::timeout(DEADLINE, server.read_exact(&mut buf))
+        .await
+        .expect("request within the deadline")
+        .expect("read");
+    String::from_utf8(buf).expect("utf-8")
+}
+
+/// Reads the whole response body of `exchange` from `conn`: data, and trailers if any.
+async fn read_body(
+    conn: &mut Connection<DuplexStream>,
+    exchange: &mut super::Exchange,
+) -> Result<(Vec<u8>, Option<http::HeaderMap>), Error> {
+    let mut data = Vec::new();
+    let mut trailers = None;
+    loop {
+        let frame = tokio::time::timeout(
+            DEADLINE,
+            std::future::poll_fn(|cx| conn.poll_body(exchange, cx)),
+        )
+        .await
+        .expect("body within the deadline");
+        match frame {
+            None => return Ok((data, trailers)),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => data.extend_from_slice(&d),
+                Err(f) => trailers = f.into_trailers().ok(),
+            },
+        }
+    }
+}
+
+#[tokio::test]
+async fn get_without_body_then_reuse() {
+    let (mut conn, mut server) = pipe();
+    let expected = "GET /pay?x=1 HTTP/1.1\r\nhost: payments\r\n\r\n";
+    let peer = tokio::spawn(async move {
+        assert_eq!(read_exactly(&mut server, expected.len()).await, expected);
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello")
+            .await
+            .expect("write");
+        server
+    });
+    let (head, mut ex) = conn.send(get("/pay?x=1")).await.expect("response");
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.headers["x-a"], "1");
+    assert_eq!(ex.size_hint().exact(), Some(5));
+    let (data, _) = read_body(&mut conn, &mut ex).await.expect("body");
+    assert_eq!(data, b"hello");
+    assert!(ex.is_end());
+    assert!(conn.is_reusable_after(&ex));
+    let mut server = peer.await.expect("peer");
+
+    // The same connection carries a second request.
+    assert!(conn.is_reusable_now());
+    let peer = tokio::spawn(async move {
+        let req = "GET /two HTTP/1.1\r\nhost: payments\r\n\r\n";
+        assert_eq!(read_exactly(&mut server, req.len()).await, req);
+        server
+            .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .expect("write");
+        server
+    });
+    let (head, ex) = conn.send(get("/two")).await.expect("second response");
+    assert_eq!(head.status, StatusCode::NO_CONTENT);
+    assert!(ex.is_end(), "204 has no body");
+    assert!(conn.is_reusable_after(&ex));
+    drop(peer.await.expect("peer"));
+    // The upstream went away while the connection was idle: not reusable.
+    tokio::task::yield_now().await;
+    assert!(!conn.is_reusable_now());
+    assert!(conn.peer_closed());
+}
+
+#[tokio::test]
+async fn chunked_response_split_across_reads_with_trailers() {
+    let (mut conn, mut server) = pipe();
+    let peer = tokio::spawn(async move {
+        let req = "GET / HTTP/1.1\r\nhost: payments\r\n\r\n";
+        read_exactly(&mut server, req.len()).await;
+        for part in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r"[..],
+            b"\nhel",
+            b"lo\r\n6;ext=1\r\n world\r\n0\r\n",
+            b"grpc-status: 0\r\n\r\n",
+        ] {
+            server.write_all(part).await.expect("write");
+            server.flush().await.expect("flush");
+            tokio::task::yield_now().await;
+        }
+        server
+    });
+    let (head, mut ex) = conn.send(get("/")).await.expect("response");
+    assert_eq!(head.headers["transfer-encoding"], "chunked");
+    let (data, trailers) = read_body(&mut conn, &mut ex).await.expect("body");
+    assert_eq!(data, b"hello world");
+    assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
+    assert!(conn.is_reusable_after(&ex));
+    drop(peer.await.expect("peer"));
+}
+
+#[tokio::test]
+async fn body_of_known_length_gets_content_length() {
+    let (mut conn, mut server) = pipe();
+    let expected = "POST /p HTTP/1.1\r\nhost: payments\r\ncontent-length: 4\r\n\r\nabcd";
+    let peer = tokio::spawn(async move {
+        assert_eq!(read_exactly(&mut server, expected.len()).await, expected);
+        server
+            .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .expect("write");
+        server
+    });
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/p")
+        .header("host", "payments")
+        .body(body::full("abcd"))
+        .expect("request");
+    let (head, ex) = conn.send(req).await.expect("response");
+    assert_eq!(head.status, StatusCode::CREATED);
+    assert!(conn.is_reusable_after(&ex));
+    drop(peer.await.expect("peer"));
+}
+
+/// A body of unknown length, delivered in pieces.
+fn streamed(parts: &[&'static str]) -> ProxyBody {
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = parts
+        .iter()
+        .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+        .collect();
+    body::boxed(http_body_util::StreamBody::new(futures::stream::iter(
+        frames,
+    )))
+}
+
+#[tokio::test]
+async fn body_of_unknown_length_is_sent_chunked() {
+    let (mut conn, mut server) = pipe();
+    let expected = "PUT /p HTTP/1.1\r\nhost: payments\r\ntransfer-encoding: chunked\r\n\r\n\
+                    3\r\nabc\r\na\r\n0123456789\r\n0\r\n\r\n";
+    let peer = tokio::spawn(async move {
+        assert_eq!(read_exactly(&mut server, expected.len()).await, expected);
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .expect("write");
+        server
+    });
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri("/p")
+        .header("host", "payments")
+        .body(streamed(&["abc", "0123456789"]))
+        .expect("request");
+    let (_, mut ex) = conn.send(req).await.expect("response");
+    assert_eq!(read_body(&mut conn, &mut ex).await.expect("body").0, b"ok");
+    assert!(conn.is_reusable_after(&ex));
+    drop(peer.await.expect("peer"));
+}
+
+#[tokio::test]
+async fn interim_100_continue_is_skipped() {
+    let (mut conn, mut server) = pipe();
+    let peer = tokio::spawn(async move {
+        let req = "GET / HTTP/1.1\r\nhost: payments\r\n\r\n";
+        read_exactly(&mut server, req.len()).await;
+        server
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Service Unavailable\r\ncontent-length: 3\r\n\r\nbad")
+            .await
+            .expect("write");
+        server
+    });
+    let (head, mut ex) = conn.send(get("/")).await.expect("response");
+    assert_eq!(head.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(read_body(&mut conn, &mut ex).await.expect("body").0, b"bad");
+    drop(peer.await.expect("peer"));
+}
+
+#[tokio::test]
+async fn body_until_close_ends_the_connection() {
+    let (mut conn, mut server) = pipe();
+    let peer = tokio::spawn(async move {
+        let req = "GET / HTTP/1.1\r\nhost: payments\r\n\r\n";
+        read_exactly(&mut server, req.len()).await;
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+            .await
+            .expect("write");
+        // Dropping the peer closes the stream: the body's end.
+    });
+    let (_, mut ex) = conn.send(get("/")).await.expect("response");
+    peer.await.expect("peer");
+    let (data, _) = read_body(&mut conn, &mut ex).await.expect("body");
+    assert_eq!(data, b"until the end");
+    assert!(ex.is_end());
+    assert!(!conn.is_reusable_after(&ex));
+}
+
+#[tokio::test]
+async fn connection_close_and_http10_are_not_reused() {
+    for (response, reusable) in [
+        (
+            &b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n"[..],
+            false,
+        ),
+        (b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false),
+        (
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: upgrade, keep-alive\r\ncontent-length: 0\r\n\r\n",
+            true,
+        ),
+    ] {
+        let (mut conn, mut server) = pipe();
+        let peer = tokio::spawn(async move {
+            let req = "GET / HTTP/1.1\r\nhost: payments\r\n\r\n";
+            read_exactly(&mut server, req.len()).await;
+            server.write_all(response).await.expect("write");
+            server
+        });
+        let (_, ex) = conn.send(get("/")).await.expect("response");
+        assert!(ex.is_end());
+        assert_eq!(
+            conn.is_reusable_after(&ex),
+            reusable,
+            "{}",
+            String::from_utf8_lossy(response)
+        );
+        drop(peer.await.expect("peer"));
+    }
+}
+
+#[tokio::test]
+async fn head_response_has_no_body_whatever_its_length() {
+    let (mut conn, mut server) = pipe();
+    let peer = tokio::spawn(async move {
+        let req = "HEAD / HTTP/1.1\r\nhost: payments\r\n\r\n";
+        read_exactly(&mut server, req.len()).await;
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n")
+            .await
+            .expect("write");
+        server
+    });
+    let mut req = get("/");
+    *req.method_mut() = Method::HEAD;
+    let (head, ex) = conn.send(req).await.expect("response");
+    assert_eq!(head.headers["content-length"], "1234");
+    assert!(ex.is_end());
+    assert!(conn.is_reusable_after(&ex));
+    drop(peer.await.expect("peer"));
+}
+
+/// Sends a GET and answers it with `response`, then closes the peer.
+async fn exchange_with(response: &'static [u8]) -> Result<Vec<u8>, Error> {
+    let (mut conn, mut server) = pipe();
+    let peer = tokio::spawn(async move {
+        let req = "GET / HTTP/1.1\r\nhost: payments\r\n\r\n";
+        read_exactly(&mut server, req.len()).await;
+        server.write_all(response).await.expect("write");
+    });
+    let sent = conn.send(get("/")).await;
+    peer.await.expect("peer");
+    let (_, mut ex) = sent?;
+    read_body(&mut conn, &mut ex).await.map(|(d, _)| d)
+}
+
+#[tokio::test]
+async fn broken_responses_are_errors_that_say_why() {
+    let cases: [(&[u8], &str); 7] = [
+        (b"", "closed before"),
+        (b"HTTP/1.1 200 OK\r\ncontent-le", "closed before"),
+        (b"SMTP ready\r\n\r\n", "malformed response head"),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabc",
+            "conflicting content-length",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+            "invalid content-length",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
+            "closed before",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            "invalid chunk size",
+        ),
+    ];
+    for (response, why) in cases {
+        let err = exchange_with(response)
+            .await
+            .expect_err(&String::from_utf8_lossy(response));
+        assert!(err.to_string().contains(why), "{err} (wanted {why})");
+        assert!(err.is_remote(), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn response_heads_over_the_limits_are_refused() {
+    let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..=super::MAX_HEADERS {
+        many.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let err = exchange_with(Box::leak(many.into_boxed_slice()))
+        .await
+        .expect_err("too many headers");
+    assert!(
+        err.to_string().contains("too many response headers"),
+        "{err}"
+    );
+
+    let mut huge = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    huge.resize(huge.len() + super::MAX_HEAD_BYTES, b'a');
+    let err = exchange_with(Box::leak(huge.into_boxed_slice()))
+        .await
+        .expect_err("head too large");
+    assert!(err.to_string().contains("response head too large"), "{err}");
+}
+
+#[tokio::test]
+async fn request_body_keeps_streaming_after_an_early_response() {
+    let (mut conn, mut server) = pipe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+    let body = body::boxed(http_body_util::StreamBody::new(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/echo")
+        .header("host", "payments")
+        .body(body)
+        .expect("request");
+    let head_len =
+        "POST /echo HTTP/1.1\r\nhost: payments\r\ntransfer-encoding: chunked\r\n\r\n".len();
+    let peer = tokio::spawn(async move {
+        read_exactly(&mut server, head_len).await;
+        // Answers before the request body is complete, then echoes what comes.
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+            .expect("write");
+        let chunk = read_exactly(&mut server, "4\r\nping\r\n".len()).await;
+        assert_eq!(chunk, "4\r\nping\r\n");
+        server
+            .write_all(b"4\r\npong\r\n0\r\n\r\n")
+            .await
+            .expect("write");
+        read_exactly(&mut server, "0\r\n\r\n".len()).await
+    });
+    let (head, mut ex) = conn.send(req).await.expect("early response");
+    assert_eq!(head.status, StatusCode::OK);
+    tx.send(Ok(Frame::data(Bytes::from_static(b"ping"))))
+        .await
+        .expect("send");
+    let frame = tokio::time::timeout(
+        DEADLINE,
+        std::future::poll_fn(|cx| conn.poll_body(&mut ex, cx)),
+    )
+    .await
+    .expect("echo within the deadline")
+    .expect("a frame")
+    .expect("data");
+    assert_eq!(frame.into_data().expect("data"), "pong");
+    drop(tx);
+    let (rest, _) = read_body(&mut conn, &mut ex).await.expect("rest");
+    assert!(rest.is_empty());
+    assert_eq!(peer.await.expect("peer"), "0\r\n\r\n");
+}
+
+#[tokio::test]
+async fn a_failing_request_body_fails_the_exchange() {
+    let (mut conn, mut server) = pipe();
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+        Ok(Frame::data(Bytes::from_static(b"abc"))),
+        Err("downstream reset".into()),
+    ];
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/")
+        .header("host", "payments")
+        .body(body::boxed(http_body_util::StreamBody::new(
+            futures::stream::iter(frames),
+        )))
+        .expect("request");
+    let peer = tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, server.read_to_end(&mut sink)).await;
+    });
+    let err = conn.send(req).await.expect_err("body error");
+    assert!(matches!(err, Error::Body(_)), "{err}");
+    assert!(!err.is_remote());
+    drop(conn);
+    peer.await.expect("peer");
+}

@@ -1,0 +1,252 @@
+//! The HTTP/1.1 pool against a scripted upstream on loopback: reuse, and connection ends
+//! counted as Envoy counts them (`upstream_cx_destroy_{local,remote}{,_with_active_rq}`).
+
+use super::{HostPool, UpstreamError};
+use crate::config::UpstreamProtocol;
+use crate::proxy::body::{self, UpstreamBody};
+use crate::resilience::breaker::CircuitBreakers;
+use crate::runtime::host::PoolStats;
+use crate::stats::Store;
+use http_body_util::BodyExt;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn pool(store: &Store, addr: std::net::SocketAddr) -> HostPool {
+    let c = |s: &str| store.counter(&format!("cluster.c.{s}"));
+    let g = |s: &str| store.gauge(&format!("cluster.c.{s}"));
+    let stats = PoolStats {
+        cx_total: c("upstream_cx_total"),
+        cx_active: g("upstream_cx_active"),
+        cx_connect_fail: c("upstream_cx_connect_fail"),
+        cx_connect_timeout: c("upstream_cx_connect_timeout"),
+        cx_http1_total: c("upstream_cx_http1_total"),
+        cx_http2_total: c("upstream_cx_http2_total"),
+        cx_destroy: c("upstream_cx_destroy"),
+        cx_destroy_local: c("upstream_cx_destroy_local"),
+        cx_destroy_remote: c("upstream_cx_destroy_remote"),
+        cx_destroy_with_active_rq: c("upstream_cx_destroy_with_active_rq"),
+        cx_destroy_local_with_active_rq: c("upstream_cx_destroy_local_with_active_rq"),
+        cx_destroy_remote_with_active_rq: c("upstream_cx_destroy_remote_with_active_rq"),
+        rq_pending_failure_eject: c("upstream_rq_pending_failure_eject"),
+        rq_pending_total: c("upstream_rq_pending_total"),
+        rq_pending_active: g("upstream_rq_pending_active"),
+        rq_active: g("upstream_rq_active"),
+        rq_total: c("upstream_rq_total"),
+        breakers: CircuitBreakers::new(&Default::default(), store, "c"),
+        per_host_max_connections: None,
+        tls: None,
+    };
+    HostPool::new(
+        addr,
+        UpstreamProtocol::Http1,
+        Duration::from_secs(1),
+        None,
+        stats,
+    )
+}
+
+/// The counters of cluster `c` that say how connections ended, in a fixed order:
+/// destroy, local, remote, with_active_rq, local_with_active_rq, remote_with_active_rq,
+/// and the active gauge.
+fn ends(store: &Store) -> [u64; 7] {
+    let c = |s: &str| store.counter(&format!("cluster.c.upstream_cx_{s}")).value();
+    [
+        c("destroy"),
+        c("destroy_local"),
+        c("destroy_remote"),
+        c("destroy_with_active_rq"),
+        c("destroy_local_with_active_rq"),
+        c("destroy_remote_with_active_rq"),
+        store.gauge("cluster.c.upstream_cx_active").value(),
+    ]
+}
+
+fn get() -> http::Request<body::ProxyBody> {
+    http::Request::builder()
+        .uri("/")
+        .header("host", "c")
+        .body(body::empty())
+        .expect("request")
+}
+
+/// Reads one request head (up to the blank line) from `s`.
+async fn read_head(s: &mut TcpStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, s.read(&mut byte))
+            .await
+            .expect("a request within the deadline")
+            .expect("read");
+        assert_ne!(n, 0, "connection closed before a request");
+        head.push(byte[0]);
+    }
+}
+
+async fn accept(l: &TcpListener) -> TcpStream {
+    tokio::time::timeout(DEADLINE, l.accept())
+        .await
+        .expect("a connection within the deadline")
+        .expect("accept")
+        .0
+}
+
+async fn body_text(resp: http::Response<UpstreamBody>) -> Result<String, String> {
+    let collected = tokio::time::timeout(DEADLINE, resp.into_body().collect())
+        .await
+        .expect("body within the deadline")
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&collected.to_bytes()).into_owned())
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+#[tokio::test]
+async fn keep_alive_reuses_one_connection_then_counts_a_remote_close_when_idle() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let store = Store::new();
+    let p = pool(&store, l.local_addr().expect("addr"));
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let upstream = tokio::spawn(async move {
+        let mut s = accept(&l).await;
+        for _ in 0..3 {
+            read_head(&mut s).await;
+            s.write_all(OK).await.expect("write");
+        }
+        // Closes the idle connection.
+        drop(s);
+        let _ = closed_tx.send(());
+        let mut s = accept(&l).await;
+        read_head(&mut s).await;
+        s.write_all(OK).await.expect("write");
+        s
+    });
+    for _ in 0..3 {
+        let resp = p.send(get()).await.expect("response");
+        assert_eq!(body_text(resp).await.as_deref(), Ok("ok"));
+    }
+    assert_eq!(store.counter("cluster.c.upstream_cx_total").value(), 1);
+    // The upstream has closed the idle connection once it accepted again; the proxy learns of
+    // the close when its I/O driver next turns, which parking on a timer makes happen (there
+    // is no other signal: nothing polls an idle connection). Then a request: a new connection,
+    // and the old one counted as closed by the upstream, without a request on it.
+    tokio::time::timeout(DEADLINE, closed_rx)
+        .await
+        .expect("the upstream closed within the deadline")
+        .expect("signal");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let resp = p.send(get()).await.expect("response on a new connection");
+    assert_eq!(body_text(resp).await.as_deref(), Ok("ok"));
+    assert_eq!(store.counter("cluster.c.upstream_cx_total").value(), 2);
+    assert_eq!(ends(&store), [1, 0, 1, 0, 0, 0, 1]);
+    assert_eq!(store.counter("cluster.c.upstream_rq_total").value(), 4);
+    assert_eq!(store.gauge("cluster.c.upstream_rq_active").value(), 0);
+    drop(upstream.await.expect("upstream"));
+}
+
+#[tokio::test]
+async fn an_abandoned_attempt_closes_the_connection_locally_with_its_request() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let store = Store::new();
+    let p = pool(&store, l.local_addr().expect("addr"));
+    let upstream = tokio::spawn(async move {
+        let mut s = accept(&l).await;
+        read_head(&mut s).await;
+        // Never answers; sees the proxy close the connection.
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest)).await;
+        n.expect("closed within the deadline").expect("read")
+    });
+    // A per-try timeout drops the attempt.
+    let sent = tokio::time::timeout(Duration::from_millis(100), p.send(get())).await;
+    assert!(sent.is_err(), "no response expected");
+    assert_eq!(
+        upstream.await.expect("upstream"),
+        0,
+        "closed, nothing more sent"
+    );
+    assert_eq!(ends(&store), [1, 1, 0, 1, 1, 0, 0]);
+    assert_eq!(store.gauge("cluster.c.upstream_rq_active").value(), 0);
+}
+
+#[tokio::test]
+async fn a_response_body_dropped_early_closes_the_connection_locally() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let store = Store::new();
+    let p = pool(&store, l.local_addr().expect("addr"));
+    let upstream = tokio::spawn(async move {
+        let mut s = accept(&l).await;
+        read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest)).await;
+    });
+    let resp = p.send(get()).await.expect("response head");
+    drop(resp);
+    upstream.await.expect("upstream");
+    assert_eq!(ends(&store), [1, 1, 0, 1, 1, 0, 0]);
+}
+
+#[tokio::test]
+async fn an_upstream_close_mid_body_is_a_remote_close_with_the_request_on_it() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let store = Store::new();
+    let p = pool(&store, l.local_addr().expect("addr"));
+    let upstream = tokio::spawn(async move {
+        let mut s = accept(&l).await;
+        read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+            .await
+            .expect("write");
+    });
+    let resp = p.send(get()).await.expect("response head");
+    upstream.await.expect("upstream");
+    let err = body_text(resp).await.expect_err("truncated body");
+    assert!(err.contains("closed before"), "{err}");
+    assert_eq!(ends(&store), [1, 0, 1, 1, 0, 1, 0]);
+}
+
+#[tokio::test]
+async fn a_close_before_the_response_is_a_reset() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let store = Store::new();
+    let p = pool(&store, l.local_addr().expect("addr"));
+    let upstream = tokio::spawn(async move {
+        let mut s = accept(&l).await;
+        read_head(&mut s).await;
+    });
+    let sent = p.send(get()).await;
+    upstream.await.expect("upstream");
+    assert_eq!(sent.err(), Some(UpstreamError::Reset));
+    assert_eq!(ends(&store), [1, 0, 1, 1, 0, 1, 0]);
+}
+
+#[tokio::test]
+async fn connection_close_is_honoured_and_counted_as_a_local_close() {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let store = Store::new();
+    let p = pool(&store, l.local_addr().expect("addr"));
+    let upstream = tokio::spawn(async move {
+        for _ in 0..2 {
+            let mut s = accept(&l).await;
+            read_head(&mut s).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .expect("write");
+        }
+    });
+    for _ in 0..2 {
+        let resp = p.send(get()).await.expect("response");
+        assert!(resp.headers().contains_key("connection"));
+        assert_eq!(body_text(resp).await.as_deref(), Ok("ok"));
+    }
+    upstream.await.expect("upstream");
+    assert_eq!(store.counter("cluster.c.upstream_cx_total").value(), 2);
+    // As Envoy's HTTP/1.1 pool: the proxy closes a connection the response said to close.
+    assert_eq!(ends(&store), [2, 2, 0, 0, 0, 0, 0]);
+}
