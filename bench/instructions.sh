@@ -38,18 +38,7 @@ build_release
 PROXY=${PROXY:-$REL/legate-proxy}
 [[ -x $PROXY ]] || die "$PROXY missing"
 
-start_upstream up "$CPUS" --static-body ok
-LISTEN=127.0.0.1:$(free_port)
-cat >"$WORK/services.yaml" <<EOF
-services:
-  bench:
-    endpoints: [$UPSTREAM]
-ambassadors:
-  bench:
-    listen: $LISTEN
-    routes: [{ prefix: /, service: bench }]
-EOF
-start_control_plane legate-cp "$CPUS" "$WORK/services.yaml" bench
+start_bench_service "$CPUS"
 
 ADMIN_FILE=$WORK/proxy.admin
 start proxy "$CPUS" valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \

@@ -1,4 +1,5 @@
-# Helpers shared by the benchmark scripts (bench/run.sh, bench/resilience.sh). Sourced, not run.
+# Helpers shared by the benchmark scripts (bench/run.sh, bench/resilience.sh,
+# bench/instructions.sh, bench/ab.sh). Sourced, not run.
 #
 # Expects before sourcing: `set -euo pipefail`; NAME (the log prefix). Defines ROOT, REL, WORK,
 # PIDS, ENVOY and CARGO_TARGET_DIR (defaults below), and installs an EXIT trap that stops every
@@ -107,6 +108,25 @@ start_control_plane() {
     BOOTSTRAP=$WORK/$label.bootstrap.yaml
     timeout 30 "$REL/legate-cp" bootstrap envoy --node "$node" --xds "$XDS" --admin 127.0.0.1:0 >"$BOOTSTRAP" ||
         die "legate-cp bootstrap failed"
+}
+
+# start_bench_service CPUSET: the one-service set-up of bench/instructions.sh and bench/ab.sh:
+# a legate-upstream (`--static-body ok`) and a legate-cp serving service `bench` to ambassador
+# `bench` on a free port; sets UPSTREAM, LISTEN (host:port) and BOOTSTRAP.
+start_bench_service() {
+    local cpus=$1
+    start_upstream up "$cpus" --static-body ok
+    LISTEN=127.0.0.1:$(free_port)
+    cat >"$WORK/services.yaml" <<EOF
+services:
+  bench:
+    endpoints: [$UPSTREAM]
+ambassadors:
+  bench:
+    listen: $LISTEN
+    routes: [{ prefix: /, service: bench }]
+EOF
+    start_control_plane legate-cp "$cpus" "$WORK/services.yaml" bench
 }
 
 # start_proxy KIND LABEL CPUSET BOOTSTRAP: Envoy (KIND envoy) or legate-proxy (KIND legate) on

@@ -20,6 +20,12 @@
 //! HTTP/1.1 attempt abandoned before its response (a timeout) or a response body dropped before
 //! its end closes the connection at once, as Envoy resets the stream. A failed connect also
 //! fails the request waiting for it: `upstream_rq_pending_failure_eject`.
+//!
+//! Deviation: nothing polls an idle HTTP/1.1 connection, so one the upstream closed while idle
+//! is noticed, closed and counted (`upstream_cx_destroy_remote`, `upstream_cx_active`) when a
+//! request next takes it from the idle list, or when the pool goes away; Envoy's event loop
+//! notices at once. The request that finds it closed takes the next idle connection or opens a
+//! new one, as in Envoy.
 
 use super::body::{ProxyBody, UpstreamBody};
 use crate::config::UpstreamProtocol;

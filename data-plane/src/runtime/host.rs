@@ -1,9 +1,10 @@
 //! One upstream host: its address, weight, health, live counters and connection pool.
 
+use crate::config::CircuitBreakerThresholds;
 use crate::config::{EndpointConfig, EndpointHealth, UpstreamProtocol};
 use crate::proxy::pool::HostPool;
 use crate::resilience::outlier::HostMonitor;
-use crate::stats::{Counter, Gauge};
+use crate::stats::{Counter, Gauge, Store};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +82,42 @@ pub struct PoolStats {
     pub per_host_max_connections: Option<u32>,
     /// The cluster's upstream TLS, when configured: every connection is TLS, never plaintext.
     pub tls: Option<Arc<crate::tls::ClusterTls>>,
+}
+
+impl PoolStats {
+    /// The pool stats of cluster `cluster` (`cluster.<cluster>.upstream_cx_*` and
+    /// `upstream_rq_*`), its circuit breakers, and no TLS (set by the cluster when it has TLS).
+    pub fn new(
+        store: &Store,
+        cluster: &str,
+        breakers: &CircuitBreakerThresholds,
+        per_host_max_connections: Option<u32>,
+    ) -> Self {
+        let c = |s: &str| store.counter(&format!("cluster.{cluster}.{s}"));
+        let g = |s: &str| store.gauge(&format!("cluster.{cluster}.{s}"));
+        PoolStats {
+            rq_pending_total: c("upstream_rq_pending_total"),
+            rq_pending_active: g("upstream_rq_pending_active"),
+            rq_active: g("upstream_rq_active"),
+            rq_total: c("upstream_rq_total"),
+            breakers: crate::resilience::breaker::CircuitBreakers::new(breakers, store, cluster),
+            per_host_max_connections,
+            cx_total: c("upstream_cx_total"),
+            cx_active: g("upstream_cx_active"),
+            cx_connect_fail: c("upstream_cx_connect_fail"),
+            cx_connect_timeout: c("upstream_cx_connect_timeout"),
+            cx_http1_total: c("upstream_cx_http1_total"),
+            cx_http2_total: c("upstream_cx_http2_total"),
+            cx_destroy: c("upstream_cx_destroy"),
+            cx_destroy_local: c("upstream_cx_destroy_local"),
+            cx_destroy_remote: c("upstream_cx_destroy_remote"),
+            cx_destroy_with_active_rq: c("upstream_cx_destroy_with_active_rq"),
+            cx_destroy_local_with_active_rq: c("upstream_cx_destroy_local_with_active_rq"),
+            cx_destroy_remote_with_active_rq: c("upstream_cx_destroy_remote_with_active_rq"),
+            rq_pending_failure_eject: c("upstream_rq_pending_failure_eject"),
+            tls: None,
+        }
+    }
 }
 
 /// An upstream host.

@@ -15,12 +15,18 @@ fn pipe() -> (Connection<DuplexStream>, DuplexStream) {
     (Connection::new(client), server)
 }
 
-fn get(path: &str) -> Request<ProxyBody> {
+/// A request to `payments` with `body`.
+fn request(method: Method, path: &str, body: ProxyBody) -> Request<ProxyBody> {
     Request::builder()
+        .method(method)
         .uri(path)
         .header("host", "payments")
-        .body(body::empty())
+        .body(body)
         .expect("request")
+}
+
+fn get(path: &str) -> Request<ProxyBody> {
+    request(Method::GET, path, body::empty())
 }
 
 /// Reads from the peer side until `want` bytes arrived (or the deadline).
@@ -31,6 +37,23 @@ async fn read_exactly(server: &mut DuplexStream, want: usize) -> String {
         .expect("request within the deadline")
         .expect("read");
     String::from_utf8(buf).expect("utf-8")
+}
+
+/// The request line and headers of `get("/")`.
+const GET_ROOT: &str = "GET / HTTP/1.1\r\nhost: payments\r\n\r\n";
+
+/// A peer that reads one request, checks it is `expected` (head and body as on the wire), and
+/// answers `response`; the task returns the stream, still open.
+fn answer(
+    mut server: DuplexStream,
+    expected: &'static str,
+    response: &'static [u8],
+) -> tokio::task::JoinHandle<DuplexStream> {
+    tokio::spawn(async move {
+        assert_eq!(read_exactly(&mut server, expected.len()).await, expected);
+        server.write_all(response).await.expect("write");
+        server
+    })
 }
 
 /// Reads the whole response body of `exchange` from `conn`: data, and trailers if any.
@@ -60,16 +83,12 @@ async fn read_body(
 
 #[tokio::test]
 async fn get_without_body_then_reuse() {
-    let (mut conn, mut server) = pipe();
-    let expected = "GET /pay?x=1 HTTP/1.1\r\nhost: payments\r\n\r\n";
-    let peer = tokio::spawn(async move {
-        assert_eq!(read_exactly(&mut server, expected.len()).await, expected);
-        server
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello")
-            .await
-            .expect("write");
-        server
-    });
+    let (mut conn, server) = pipe();
+    let peer = answer(
+        server,
+        "GET /pay?x=1 HTTP/1.1\r\nhost: payments\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello",
+    );
     let (head, mut ex) = conn.send(get("/pay?x=1")).await.expect("response");
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.headers["x-a"], "1");
@@ -78,19 +97,15 @@ async fn get_without_body_then_reuse() {
     assert_eq!(data, b"hello");
     assert!(ex.is_end());
     assert!(conn.is_reusable_after(&ex));
-    let mut server = peer.await.expect("peer");
+    let server = peer.await.expect("peer");
 
     // The same connection carries a second request.
     assert!(conn.is_reusable_now());
-    let peer = tokio::spawn(async move {
-        let req = "GET /two HTTP/1.1\r\nhost: payments\r\n\r\n";
-        assert_eq!(read_exactly(&mut server, req.len()).await, req);
-        server
-            .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-            .await
-            .expect("write");
-        server
-    });
+    let peer = answer(
+        server,
+        "GET /two HTTP/1.1\r\nhost: payments\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    );
     let (head, ex) = conn.send(get("/two")).await.expect("second response");
     assert_eq!(head.status, StatusCode::NO_CONTENT);
     assert!(ex.is_end(), "204 has no body");
@@ -106,8 +121,7 @@ async fn get_without_body_then_reuse() {
 async fn chunked_response_split_across_reads_with_trailers() {
     let (mut conn, mut server) = pipe();
     let peer = tokio::spawn(async move {
-        let req = "GET / HTTP/1.1\r\nhost: payments\r\n\r\n";
-        read_exactly(&mut server, req.len()).await;
+        read_exactly(&mut server, GET_ROOT.len()).await;
         for part in [
             &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r"[..],
             b"\nhel",
@@ -131,22 +145,13 @@ async fn chunked_response_split_across_reads_with_trailers() {
 
 #[tokio::test]
 async fn body_of_known_length_gets_content_length() {
-    let (mut conn, mut server) = pipe();
-    let expected = "POST /p HTTP/1.1\r\nhost: payments\r\ncontent-length: 4\r\n\r\nabcd";
-    let peer = tokio::spawn(async move {
-        assert_eq!(read_exactly(&mut server, expected.len()).await, expected);
-        server
-            .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
-            .await
-            .expect("write");
-        server
-    });
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("/p")
-        .header("host", "payments")
-        .body(body::full("abcd"))
-        .expect("request");
+    let (mut conn, server) = pipe();
+    let peer = answer(
+        server,
+        "POST /p HTTP/1.1\r\nhost: payments\r\ncontent-length: 4\r\n\r\nabcd",
+        b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n",
+    );
+    let req = request(Method::POST, "/p", body::full("abcd"));
     let (head, ex) = conn.send(req).await.expect("response");
     assert_eq!(head.status, StatusCode::CREATED);
     assert!(conn.is_reusable_after(&ex));
@@ -166,23 +171,14 @@ fn streamed(parts: &[&'static str]) -> ProxyBody {
 
 #[tokio::test]
 async fn body_of_unknown_length_is_sent_chunked() {
-    let (mut conn, mut server) = pipe();
-    let expected = "PUT /p HTTP/1.1\r\nhost: payments\r\ntransfer-encoding: chunked\r\n\r\n\
-                    3\r\nabc\r\na\r\n0123456789\r\n0\r\n\r\n";
-    let peer = tokio::spawn(async move {
-        assert_eq!(read_exactly(&mut server, expected.len()).await, expected);
-        server
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            .await
-            .expect("write");
-        server
-    });
-    let req = Request::builder()
-        .method(Method::PUT)
-        .uri("/p")
-        .header("host", "payments")
-        .body(streamed(&["abc", "0123456789"]))
-        .expect("request");
+    let (mut conn, server) = pipe();
+    let peer = answer(
+        server,
+        "PUT /p HTTP/1.1\r\nhost: payments\r\ntransfer-encoding: chunked\r\n\r\n\
+         3\r\nabc\r\na\r\n0123456789\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    );
+    let req = request(Method::PUT, "/p", streamed(&["abc", "0123456789"]));
     let (_, mut ex) = conn.send(req).await.expect("response");
     assert_eq!(read_body(&mut conn, &mut ex).await.expect("body").0, b"ok");
     assert!(conn.is_reusable_after(&ex));
@@ -191,16 +187,13 @@ async fn body_of_unknown_length_is_sent_chunked() {
 
 #[tokio::test]
 async fn interim_100_continue_is_skipped() {
-    let (mut conn, mut server) = pipe();
-    let peer = tokio::spawn(async move {
-        let req = "GET / HTTP/1.1\r\nhost: payments\r\n\r\n";
-        read_exactly(&mut server, req.len()).await;
-        server
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Service Unavailable\r\ncontent-length: 3\r\n\r\nbad")
-            .await
-            .expect("write");
-        server
-    });
+    let (mut conn, server) = pipe();
+    let peer = answer(
+        server,
+        GET_ROOT,
+        b"HTTP/1.1 100 Continue\r\n\r\n\
+          HTTP/1.1 503 Service Unavailable\r\ncontent-length: 3\r\n\r\nbad",
+    );
     let (head, mut ex) = conn.send(get("/")).await.expect("response");
     assert_eq!(head.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(read_body(&mut conn, &mut ex).await.expect("body").0, b"bad");
@@ -209,18 +202,11 @@ async fn interim_100_continue_is_skipped() {
 
 #[tokio::test]
 async fn body_until_close_ends_the_connection() {
-    let (mut conn, mut server) = pipe();
-    let peer = tokio::spawn(async move {
-        let req = "GET / HTTP/1.1\r\nhost: payments\r\n\r\n";
-        read_exactly(&mut server, req.len()).await;
-        server
-            .write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
-            .await
-            .expect("write");
-        // Dropping the peer closes the stream: the body's end.
-    });
+    let (mut conn, server) = pipe();
+    let peer = answer(server, GET_ROOT, b"HTTP/1.1 200 OK\r\n\r\nuntil the end");
     let (_, mut ex) = conn.send(get("/")).await.expect("response");
-    peer.await.expect("peer");
+    // Dropping the peer closes the stream: the body's end.
+    drop(peer.await.expect("peer"));
     let (data, _) = read_body(&mut conn, &mut ex).await.expect("body");
     assert_eq!(data, b"until the end");
     assert!(ex.is_end());
@@ -244,13 +230,8 @@ async fn connection_close_and_http10_are_not_reused() {
             true,
         ),
     ] {
-        let (mut conn, mut server) = pipe();
-        let peer = tokio::spawn(async move {
-            let req = "GET / HTTP/1.1\r\nhost: payments\r\n\r\n";
-            read_exactly(&mut server, req.len()).await;
-            server.write_all(response).await.expect("write");
-            server
-        });
+        let (mut conn, server) = pipe();
+        let peer = answer(server, GET_ROOT, response);
         let (_, ex) = conn.send(get("/")).await.expect("response");
         assert!(ex.is_end());
         assert_eq!(
@@ -265,16 +246,12 @@ async fn connection_close_and_http10_are_not_reused() {
 
 #[tokio::test]
 async fn head_response_has_no_body_whatever_its_length() {
-    let (mut conn, mut server) = pipe();
-    let peer = tokio::spawn(async move {
-        let req = "HEAD / HTTP/1.1\r\nhost: payments\r\n\r\n";
-        read_exactly(&mut server, req.len()).await;
-        server
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n")
-            .await
-            .expect("write");
-        server
-    });
+    let (mut conn, server) = pipe();
+    let peer = answer(
+        server,
+        "HEAD / HTTP/1.1\r\nhost: payments\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n",
+    );
     let mut req = get("/");
     *req.method_mut() = Method::HEAD;
     let (head, ex) = conn.send(req).await.expect("response");
@@ -286,14 +263,14 @@ async fn head_response_has_no_body_whatever_its_length() {
 
 /// Sends a GET and answers it with `response`, then closes the peer.
 async fn exchange_with(response: &'static [u8]) -> Result<Vec<u8>, Error> {
-    let (mut conn, mut server) = pipe();
-    let peer = tokio::spawn(async move {
-        let req = "GET / HTTP/1.1\r\nhost: payments\r\n\r\n";
-        read_exactly(&mut server, req.len()).await;
-        server.write_all(response).await.expect("write");
-    });
-    let sent = conn.send(get("/")).await;
-    peer.await.expect("peer");
+    let (mut conn, server) = pipe();
+    let peer = answer(server, GET_ROOT, response);
+    // The peer closes once it has answered.
+    let closed = tokio::spawn(async move { drop(peer.await.expect("peer")) });
+    let sent = tokio::time::timeout(DEADLINE, conn.send(get("/")))
+        .await
+        .expect("an answer or an error within the deadline");
+    closed.await.expect("peer closed");
     let (_, mut ex) = sent?;
     read_body(&mut conn, &mut ex).await.map(|(d, _)| d)
 }
@@ -360,12 +337,7 @@ async fn request_body_keeps_streaming_after_an_early_response() {
     let body = body::boxed(http_body_util::StreamBody::new(
         tokio_stream::wrappers::ReceiverStream::new(rx),
     ));
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("/echo")
-        .header("host", "payments")
-        .body(body)
-        .expect("request");
+    let req = request(Method::POST, "/echo", body);
     let head_len =
         "POST /echo HTTP/1.1\r\nhost: payments\r\ntransfer-encoding: chunked\r\n\r\n".len();
     let peer = tokio::spawn(async move {
@@ -410,14 +382,13 @@ async fn a_failing_request_body_fails_the_exchange() {
         Ok(Frame::data(Bytes::from_static(b"abc"))),
         Err("downstream reset".into()),
     ];
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("/")
-        .header("host", "payments")
-        .body(body::boxed(http_body_util::StreamBody::new(
-            futures::stream::iter(frames),
-        )))
-        .expect("request");
+    let req = request(
+        Method::POST,
+        "/",
+        body::boxed(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        ))),
+    );
     let peer = tokio::spawn(async move {
         let mut sink = Vec::new();
         let _ = tokio::time::timeout(DEADLINE, server.read_to_end(&mut sink)).await;

@@ -4,7 +4,6 @@
 use super::{HostPool, UpstreamError};
 use crate::config::UpstreamProtocol;
 use crate::proxy::body::{self, UpstreamBody};
-use crate::resilience::breaker::CircuitBreakers;
 use crate::runtime::host::PoolStats;
 use crate::stats::Store;
 use http_body_util::BodyExt;
@@ -14,38 +13,45 @@ use tokio::net::{TcpListener, TcpStream};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
-fn pool(store: &Store, addr: std::net::SocketAddr) -> HostPool {
-    let c = |s: &str| store.counter(&format!("cluster.c.{s}"));
-    let g = |s: &str| store.gauge(&format!("cluster.c.{s}"));
-    let stats = PoolStats {
-        cx_total: c("upstream_cx_total"),
-        cx_active: g("upstream_cx_active"),
-        cx_connect_fail: c("upstream_cx_connect_fail"),
-        cx_connect_timeout: c("upstream_cx_connect_timeout"),
-        cx_http1_total: c("upstream_cx_http1_total"),
-        cx_http2_total: c("upstream_cx_http2_total"),
-        cx_destroy: c("upstream_cx_destroy"),
-        cx_destroy_local: c("upstream_cx_destroy_local"),
-        cx_destroy_remote: c("upstream_cx_destroy_remote"),
-        cx_destroy_with_active_rq: c("upstream_cx_destroy_with_active_rq"),
-        cx_destroy_local_with_active_rq: c("upstream_cx_destroy_local_with_active_rq"),
-        cx_destroy_remote_with_active_rq: c("upstream_cx_destroy_remote_with_active_rq"),
-        rq_pending_failure_eject: c("upstream_rq_pending_failure_eject"),
-        rq_pending_total: c("upstream_rq_pending_total"),
-        rq_pending_active: g("upstream_rq_pending_active"),
-        rq_active: g("upstream_rq_active"),
-        rq_total: c("upstream_rq_total"),
-        breakers: CircuitBreakers::new(&Default::default(), store, "c"),
-        per_host_max_connections: None,
-        tls: None,
-    };
-    HostPool::new(
+/// A scripted upstream's listener, the stats store, and a pool of cluster `c` for it.
+async fn setup() -> (TcpListener, Store, HostPool) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let store = Store::new();
+    let stats = PoolStats::new(&store, "c", &Default::default(), None);
+    let addr = l.local_addr().expect("addr");
+    let pool = HostPool::new(
         addr,
         UpstreamProtocol::Http1,
         Duration::from_secs(1),
         None,
         stats,
-    )
+    );
+    (l, store, pool)
+}
+
+/// An upstream that accepts one connection, reads one request, writes `response`, then lets
+/// `then` have the connection.
+fn answer_once<F, Fut>(
+    l: TcpListener,
+    response: &'static [u8],
+    then: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut s = accept(&l).await;
+        read_head(&mut s).await;
+        s.write_all(response).await.expect("write");
+        then(s).await;
+    })
+}
+
+/// Reads until the proxy closes the connection (or the deadline).
+async fn until_closed(mut s: TcpStream) {
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest)).await;
 }
 
 /// The counters of cluster `c` that say how connections ended, in a fixed order:
@@ -103,12 +109,12 @@ async fn body_text(resp: http::Response<UpstreamBody>) -> Result<String, String>
 }
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+/// A response whose body stops after 3 of its 10 bytes.
+const TRUNCATED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc";
 
 #[tokio::test]
 async fn keep_alive_reuses_one_connection_then_counts_a_remote_close_when_idle() {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let store = Store::new();
-    let p = pool(&store, l.local_addr().expect("addr"));
+    let (l, store, p) = setup().await;
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     let upstream = tokio::spawn(async move {
         let mut s = accept(&l).await;
@@ -149,9 +155,7 @@ async fn keep_alive_reuses_one_connection_then_counts_a_remote_close_when_idle()
 
 #[tokio::test]
 async fn an_abandoned_attempt_closes_the_connection_locally_with_its_request() {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let store = Store::new();
-    let p = pool(&store, l.local_addr().expect("addr"));
+    let (l, store, p) = setup().await;
     let upstream = tokio::spawn(async move {
         let mut s = accept(&l).await;
         read_head(&mut s).await;
@@ -174,18 +178,8 @@ async fn an_abandoned_attempt_closes_the_connection_locally_with_its_request() {
 
 #[tokio::test]
 async fn a_response_body_dropped_early_closes_the_connection_locally() {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let store = Store::new();
-    let p = pool(&store, l.local_addr().expect("addr"));
-    let upstream = tokio::spawn(async move {
-        let mut s = accept(&l).await;
-        read_head(&mut s).await;
-        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
-            .await
-            .expect("write");
-        let mut rest = Vec::new();
-        let _ = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest)).await;
-    });
+    let (l, store, p) = setup().await;
+    let upstream = answer_once(l, TRUNCATED, until_closed);
     let resp = p.send(get()).await.expect("response head");
     drop(resp);
     upstream.await.expect("upstream");
@@ -194,16 +188,9 @@ async fn a_response_body_dropped_early_closes_the_connection_locally() {
 
 #[tokio::test]
 async fn an_upstream_close_mid_body_is_a_remote_close_with_the_request_on_it() {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let store = Store::new();
-    let p = pool(&store, l.local_addr().expect("addr"));
-    let upstream = tokio::spawn(async move {
-        let mut s = accept(&l).await;
-        read_head(&mut s).await;
-        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
-            .await
-            .expect("write");
-    });
+    let (l, store, p) = setup().await;
+    // Closes the connection after the first bytes of the body.
+    let upstream = answer_once(l, TRUNCATED, |s| async move { drop(s) });
     let resp = p.send(get()).await.expect("response head");
     upstream.await.expect("upstream");
     let err = body_text(resp).await.expect_err("truncated body");
@@ -213,13 +200,8 @@ async fn an_upstream_close_mid_body_is_a_remote_close_with_the_request_on_it() {
 
 #[tokio::test]
 async fn a_close_before_the_response_is_a_reset() {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let store = Store::new();
-    let p = pool(&store, l.local_addr().expect("addr"));
-    let upstream = tokio::spawn(async move {
-        let mut s = accept(&l).await;
-        read_head(&mut s).await;
-    });
+    let (l, store, p) = setup().await;
+    let upstream = answer_once(l, b"", |s| async move { drop(s) });
     let sent = p.send(get()).await;
     upstream.await.expect("upstream");
     assert_eq!(sent.err(), Some(UpstreamError::Reset));
@@ -228,9 +210,7 @@ async fn a_close_before_the_response_is_a_reset() {
 
 #[tokio::test]
 async fn connection_close_is_honoured_and_counted_as_a_local_close() {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let store = Store::new();
-    let p = pool(&store, l.local_addr().expect("addr"));
+    let (l, store, p) = setup().await;
     let upstream = tokio::spawn(async move {
         for _ in 0..2 {
             let mut s = accept(&l).await;
