@@ -13,6 +13,10 @@
 //! idle HTTP/1.1 connections are closed, a busy one closes when its response ends, and the
 //! shared HTTP/2 connection is replaced for new requests while its streams finish.
 //!
+//! `max_requests_per_connection` (Envoy's, counted in `upstream_cx_max_requests` when the last
+//! request it allows goes on a connection): an HTTP/1.1 connection closes once that response
+//! ends; an HTTP/2 connection takes no new streams, and closes when its streams finish.
+//!
 //! Connection ends are counted as Envoy counts them: `upstream_cx_destroy`, split into
 //! `_local` (the proxy let go of the connection, or its connect timed out or its TLS handshake
 //! failed) and `_remote` (the upstream closed it, or refused the connect), and
@@ -173,6 +177,8 @@ struct PooledH1 {
     generation: u64,
     /// A request is on it (from its send until its response body ends).
     active_rq: bool,
+    /// Requests it has carried (for `max_requests_per_connection`).
+    requests: u32,
     shared: Arc<Shared>,
     /// The breaker's connection slot, given back when the connection closes.
     guard: Option<ConnectionGuard>,
@@ -210,6 +216,8 @@ struct ConnTrack {
     local: AtomicBool,
     /// `upstream_cx_destroy_*with_active_rq` was counted for this connection.
     active_counted: AtomicBool,
+    /// Streams admitted on it (for `max_requests_per_connection`).
+    streams: std::sync::atomic::AtomicU32,
 }
 
 impl ConnTrack {
@@ -282,14 +290,17 @@ impl H1Response {
     }
 
     /// The body ended: the request is done and the connection goes back to the idle list,
-    /// unless it cannot carry another request or the TLS configuration was rotated since it
-    /// was made (it is closed).
+    /// unless it cannot carry another request, carried `max_requests_per_connection`, or the
+    /// TLS configuration was rotated since it was made (it is closed).
     fn finish(&mut self) {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
         conn.active_rq = false;
-        if !conn.conn.is_reusable_after(&self.exchange)
+        let spent = (self.pool.shared.stats.max_requests_per_connection)
+            .is_some_and(|max| conn.requests >= max);
+        if spent
+            || !conn.conn.is_reusable_after(&self.exchange)
             || conn.generation != self.pool.tls_generation()
         {
             return;
@@ -532,6 +543,12 @@ impl HostPool {
     ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
         let active = self.count_dispatch();
         conn.active_rq = true;
+        conn.requests += 1;
+        let stats = &self.inner.shared.stats;
+        // As Envoy: counted when the last request the limit allows goes on the connection.
+        if stats.max_requests_per_connection == Some(conn.requests) {
+            stats.cx_max_requests.inc();
+        }
         let sent = conn.conn.send(req).await;
         drop(active);
         match sent {
@@ -602,31 +619,10 @@ impl HostPool {
         &self,
         req: http::Request<ProxyBody>,
     ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
-        let (mut sender, track) = match self.shared_h2() {
-            Some(s) => s,
-            None => {
-                let _guard = self.inner.h2_connecting.lock().await;
-                match self.shared_h2() {
-                    Some(s) => s,
-                    None => {
-                        // One multiplexed connection per host: opened even over the limit
-                        // (Envoy opens a first connection anyway; the overflow is counted).
-                        let breakers = &self.inner.shared.stats.breakers;
-                        let guard = match breakers.try_host_connection(&self.inner.host_limit) {
-                            Ok(g) => g,
-                            Err(_) => breakers.force_connection(Some(&self.inner.host_limit)),
-                        };
-                        self.inner.shared.stats.rq_pending_total.inc();
-                        let conn = Box::pin(self.connect_h2(guard)).await?;
-                        let shared = (conn.sender.clone(), conn.track.clone());
-                        if let Ok(mut slot) = self.inner.h2.lock()
-                            && let Some(old) = slot.replace(conn)
-                        {
-                            old.close_locally();
-                        }
-                        shared
-                    }
-                }
+        let (mut sender, track) = loop {
+            let shared = self.shared_h2_or_connect().await?;
+            if self.admit_h2_stream(&shared.1) {
+                break shared;
             }
         };
         if sender.ready().await.is_err() {
@@ -643,6 +639,60 @@ impl HostPool {
                 Err(classify(&e))
             }
         }
+    }
+
+    /// The shared HTTP/2 connection, opened if there is none (one at a time).
+    async fn shared_h2_or_connect(
+        &self,
+    ) -> Result<(http2::SendRequest<ProxyBody>, Arc<ConnTrack>), UpstreamError> {
+        if let Some(s) = self.shared_h2() {
+            return Ok(s);
+        }
+        let _guard = self.inner.h2_connecting.lock().await;
+        if let Some(s) = self.shared_h2() {
+            return Ok(s);
+        }
+        // One multiplexed connection per host: opened even over the limit (Envoy opens a
+        // first connection anyway; the overflow is counted).
+        let breakers = &self.inner.shared.stats.breakers;
+        let guard = match breakers.try_host_connection(&self.inner.host_limit) {
+            Ok(g) => g,
+            Err(_) => breakers.force_connection(Some(&self.inner.host_limit)),
+        };
+        self.inner.shared.stats.rq_pending_total.inc();
+        let conn = Box::pin(self.connect_h2(guard)).await?;
+        let shared = (conn.sender.clone(), conn.track.clone());
+        if let Ok(mut slot) = self.inner.h2.lock()
+            && let Some(old) = slot.replace(conn)
+        {
+            old.close_locally();
+        }
+        Ok(shared)
+    }
+
+    /// Admits one more stream on an HTTP/2 connection, unless it already carried
+    /// `max_requests_per_connection`. The stream that reaches the limit retires the connection
+    /// (counted in `upstream_cx_max_requests`): new requests open another, and it closes once
+    /// its streams finish.
+    fn admit_h2_stream(&self, track: &Arc<ConnTrack>) -> bool {
+        let stats = &self.inner.shared.stats;
+        let Some(max) = stats.max_requests_per_connection else {
+            return true;
+        };
+        let n = track
+            .streams
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if n == max {
+            stats.cx_max_requests.inc();
+            if let Ok(mut slot) = self.inner.h2.lock()
+                && slot.as_ref().is_some_and(|c| Arc::ptr_eq(&c.track, track))
+                && let Some(old) = slot.take()
+            {
+                old.close_locally();
+            }
+        }
+        n <= max
     }
 
     /// The shared HTTP/2 connection, if it is usable.
@@ -779,6 +829,7 @@ impl HostPool {
             conn: super::http1::Connection::new(stream),
             generation,
             active_rq: false,
+            requests: 0,
             shared: self.inner.shared.clone(),
             guard: Some(guard),
         }))

@@ -95,6 +95,7 @@ impl ClusterStats {
                 name,
                 &config.circuit_breakers,
                 config.per_host_max_connections,
+                config.max_requests_per_connection,
             ),
             prefix: p,
             store: store.clone(),

@@ -80,6 +80,11 @@ pub struct PoolStats {
     pub breakers: crate::resilience::breaker::CircuitBreakers,
     /// `per_host_thresholds.max_connections`, applied to each host's pool.
     pub per_host_max_connections: Option<u32>,
+    /// `max_requests_per_connection`: a connection that carried this many requests is closed
+    /// (HTTP/1.1, once its last response ends) or gets no new streams (HTTP/2).
+    pub max_requests_per_connection: Option<u32>,
+    /// `upstream_cx_max_requests`: connections closed for reaching it.
+    pub cx_max_requests: Counter,
     /// The cluster's upstream TLS, when configured: every connection is TLS, never plaintext.
     pub tls: Option<Arc<crate::tls::ClusterTls>>,
 }
@@ -92,6 +97,7 @@ impl PoolStats {
         cluster: &str,
         breakers: &CircuitBreakerThresholds,
         per_host_max_connections: Option<u32>,
+        max_requests_per_connection: Option<u32>,
     ) -> Self {
         let c = |s: &str| store.counter(&format!("cluster.{cluster}.{s}"));
         let g = |s: &str| store.gauge(&format!("cluster.{cluster}.{s}"));
@@ -102,6 +108,8 @@ impl PoolStats {
             rq_total: c("upstream_rq_total"),
             breakers: crate::resilience::breaker::CircuitBreakers::new(breakers, store, cluster),
             per_host_max_connections,
+            max_requests_per_connection,
+            cx_max_requests: c("upstream_cx_max_requests"),
             cx_total: c("upstream_cx_total"),
             cx_active: g("upstream_cx_active"),
             cx_connect_fail: c("upstream_cx_connect_fail"),

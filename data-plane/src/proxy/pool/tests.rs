@@ -15,17 +15,19 @@ const DEADLINE: Duration = Duration::from_secs(5);
 
 /// A scripted upstream's listener, the stats store, and a pool of cluster `c` for it.
 async fn setup() -> (TcpListener, Store, HostPool) {
+    setup_with(UpstreamProtocol::Http1, None).await
+}
+
+/// The same with a protocol and a `max_requests_per_connection`.
+async fn setup_with(
+    protocol: UpstreamProtocol,
+    max_requests: Option<u32>,
+) -> (TcpListener, Store, HostPool) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let store = Store::new();
-    let stats = PoolStats::new(&store, "c", &Default::default(), None);
+    let stats = PoolStats::new(&store, "c", &Default::default(), None, max_requests);
     let addr = l.local_addr().expect("addr");
-    let pool = HostPool::new(
-        addr,
-        UpstreamProtocol::Http1,
-        Duration::from_secs(1),
-        None,
-        stats,
-    );
+    let pool = HostPool::new(addr, protocol, Duration::from_secs(1), None, stats);
     (l, store, pool)
 }
 
@@ -229,4 +231,64 @@ async fn connection_close_is_honoured_and_counted_as_a_local_close() {
     assert_eq!(store.counter("cluster.c.upstream_cx_total").value(), 2);
     // As Envoy's HTTP/1.1 pool: the proxy closes a connection the response said to close.
     assert_eq!(ends(&store), [2, 2, 0, 0, 0, 0, 0]);
+}
+
+#[tokio::test]
+async fn http1_connections_close_after_max_requests_per_connection() {
+    let (l, store, p) = setup_with(UpstreamProtocol::Http1, Some(2)).await;
+    let upstream = tokio::spawn(async move {
+        // Two requests on the first connection, which the proxy then closes; the third on a
+        // second one.
+        let mut first = accept(&l).await;
+        for _ in 0..2 {
+            read_head(&mut first).await;
+            first.write_all(OK).await.expect("write");
+        }
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(DEADLINE, first.read_to_end(&mut rest)).await;
+        assert_eq!(closed.expect("closed by the proxy").expect("read"), 0);
+        let mut second = accept(&l).await;
+        read_head(&mut second).await;
+        second.write_all(OK).await.expect("write");
+        second
+    });
+    for _ in 0..3 {
+        let resp = p.send(get()).await.expect("response");
+        assert_eq!(body_text(resp).await.as_deref(), Ok("ok"));
+    }
+    drop(upstream.await.expect("upstream"));
+    let c = |s: &str| store.counter(&format!("cluster.c.{s}")).value();
+    assert_eq!(c("upstream_cx_total"), 2);
+    assert_eq!(c("upstream_cx_max_requests"), 1);
+    assert_eq!(ends(&store), [1, 1, 0, 0, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn http2_connections_take_no_new_streams_after_max_requests_per_connection() {
+    use hyper::server::conn::http2;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (l, store, p) = setup_with(UpstreamProtocol::Http2, Some(2)).await;
+    // An h2c upstream that answers each stream with the number of its connection.
+    let upstream = tokio::spawn(async move {
+        for n in 1..=2u32 {
+            let s = accept(&l).await;
+            let svc = hyper::service::service_fn(move |_req| async move {
+                Ok::<_, std::convert::Infallible>(http::Response::new(body::full(n.to_string())))
+            });
+            tokio::spawn(
+                http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    let mut served_by = Vec::new();
+    for _ in 0..4 {
+        let resp = p.send(get()).await.expect("response");
+        served_by.push(body_text(resp).await.expect("body"));
+    }
+    assert_eq!(served_by, ["1", "1", "2", "2"]);
+    upstream.await.expect("upstream");
+    let c = |s: &str| store.counter(&format!("cluster.c.{s}")).value();
+    assert_eq!(c("upstream_cx_total"), 2);
+    // The fourth stream reached the limit on the second connection too.
+    assert_eq!(c("upstream_cx_max_requests"), 2);
 }
