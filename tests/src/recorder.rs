@@ -3,7 +3,8 @@
 //! `legate_test_upstream` drains request bodies without reporting them; this
 //! one keeps them, so a test can check that a retried request carried the same
 //! body on every attempt. It answers the Nth request with the Nth status of a
-//! script (the last one repeats), with an empty body.
+//! script (the last one repeats), with an empty body; or, started with
+//! [`Recorder::echo`], with `200` and the request's body.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -38,6 +39,8 @@ pub struct Recorded {
 #[derive(Debug)]
 struct Shared {
     statuses: Vec<StatusCode>,
+    /// Answer with the request's body.
+    echo: bool,
     requests: Mutex<Vec<Recorded>>,
 }
 
@@ -54,6 +57,15 @@ impl Recorder {
     /// Binds `127.0.0.1:0` and answers the Nth request with `statuses[N-1]`
     /// (the last status repeats; `200` if the list is empty).
     pub async fn start(statuses: &[u16]) -> io::Result<Recorder> {
+        Recorder::with(statuses, false).await
+    }
+
+    /// Binds `127.0.0.1:0` and answers every request with `200` and the body it received.
+    pub async fn echo() -> io::Result<Recorder> {
+        Recorder::with(&[], true).await
+    }
+
+    async fn with(statuses: &[u16], echo: bool) -> io::Result<Recorder> {
         let statuses = statuses
             .iter()
             .map(|s| StatusCode::from_u16(*s).map_err(io::Error::other))
@@ -62,6 +74,7 @@ impl Recorder {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             statuses,
+            echo,
             requests: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -122,7 +135,7 @@ async fn handle(
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
             headers: parts.headers,
-            body,
+            body: body.clone(),
             at,
         });
         requests.len()
@@ -133,7 +146,7 @@ async fn handle(
         .or(shared.statuses.last())
         .copied()
         .unwrap_or(StatusCode::OK);
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(Full::new(if shared.echo { body } else { Bytes::new() }));
     *resp.status_mut() = status;
     Ok(resp)
 }

@@ -13,6 +13,7 @@
 mod common;
 
 mod backoff;
+mod bodies;
 mod breakers;
 mod grpc;
 mod internal;
