@@ -187,11 +187,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
     }
 
-    /// The transport.
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
     /// The upstream closed the connection (or it failed): a close counted as remote.
     pub fn peer_closed(&self) -> bool {
         self.peer_closed
