@@ -31,14 +31,13 @@ need curl "apt-get install -y curl"
 for b in legate-cp legate-upstream; do
     [[ -x $REL/$b ]] || die "$REL/$b missing (cargo build --release -p legate-control-plane -p legate-test-upstream)"
 done
-if (($(nproc) >= 2)); then PROXY_CPU=1 LOAD_CPU=0; else PROXY_CPU=0 LOAD_CPU=0; fi
+if (($(nproc) >= 2)); then PROXY_CPU=1 LOAD_CPUS=0; else PROXY_CPU=0 LOAD_CPUS=0; fi
 CLK_TCK=$(getconf CLK_TCK)
-# user and system ticks of a process
-ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
+WRK_ARGS=(-t1 "-c$CONNS" --latency)
 
-start_bench_service "$LOAD_CPU"
+start_bench_service "$LOAD_CPUS"
 
-RESULTS=$WORK/results.txt
+RESULTS=$WORK/results.tsv # label rep rps p99_us user_us/req sys_us/req
 : >"$RESULTS"
 for rep in $(seq "$REPS"); do
     for label in A B; do
@@ -51,41 +50,38 @@ for rep in $(seq "$REPS"); do
         pid=$LAST_PID
         wait_for "proxy $label admin address" 30 test -s "$admin"
         wait_for "a proxied 200 through $label" 30 curl -sf --max-time 2 -o /dev/null "http://$LISTEN/"
-        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d3s "http://$LISTEN/" >/dev/null
-        read -r u0 s0 < <(ticks "$pid")
-        out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://$LISTEN/")
-        read -r u1 s1 < <(ticks "$pid")
+        run_wrk "$WORK/$label.$rep.warmup" 3 "http://$LISTEN/"
+        u0=$(task_user_ticks "$pid")
+        p0=$(task_ticks "$pid")
+        run_wrk "$WORK/$label.$rep" "$DURATION" "http://$LISTEN/"
+        u1=$(task_user_ticks "$pid")
+        p1=$(task_ticks "$pid")
         stop "$pid"
-        awk -v l="$label" -v rep="$rep" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$CLK_TCK" '
-            /Requests\/sec/ { rps = $2 }
-            $1 == "99%" { p99 = $2; if (p99 ~ /us$/) p99 = p99 + 0; else if (p99 ~ /ms$/) p99 = p99 * 1000; else p99 = p99 * 1e6 }
-            /requests in/ { n = $1 }
-            END { printf "%s %d %.0f %.0f %.2f %.2f\n", l, rep, rps, p99, u / hz * 1e6 / n, s / hz * 1e6 / n }
-        ' <<<"$out" | tee -a "$RESULTS" >&2
+        ((ERRS == 0)) || die "$label run $rep: $ERRS errors; see $WORK/$label.$rep"
+        awk -v l="$label" -v rep="$rep" -v rps="$RPS" -v p99="$P99" -v u=$((u1 - u0)) \
+            -v s=$((p1 - p0 - u1 + u0)) -v hz="$CLK_TCK" -v n="$REQS" \
+            'BEGIN{printf "%s\t%d\t%.0f\t%.0f\t%.2f\t%.2f\n", l, rep, rps, p99, u/hz*1e6/n, s/hz*1e6/n}' |
+            tee -a "$RESULTS" >&2
     done
 done
 
-REPORT=$(awk -v a="$A" -v b="$B" '
-    function median(arr, n,   i, j, t) {
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
-        return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
-    }
-    { k = $1; n[k]++; rps[k, n[k]] = $3; p99[k, n[k]] = $4; usr[k, n[k]] = $5; sys[k, n[k]] = $6 }
-    END {
-        print "| build | runs | RPS | p99 | CPU/request (user + sys) |"
-        print "|---|---:|---:|---:|---:|"
-        for (x = 0; x < 2; x++) {
-            k = x ? "B" : "A"
-            for (i = 1; i <= n[k]; i++) { r[i] = rps[k, i]; p[i] = p99[k, i]; u[i] = usr[k, i]; s[i] = sys[k, i]; t[i] = usr[k, i] + sys[k, i] }
-            printf "| %s `%s` | %d | %.0f | %.0f µs | %.1f µs (%.1f + %.1f) |\n", k, (x ? b : a), n[k], median(r, n[k]), median(p, n[k]), median(t, n[k]), median(u, n[k]), median(s, n[k])
-        }
-    }' "$RESULTS")
+# med LABEL COLUMN: the median of one column of one build's runs.
+med() { awk -F'\t' -v l="$1" -v c="$2" '$1==l {print $c}' "$RESULTS" | median; }
 {
     echo "## legate-proxy A/B ($(date -u '+%Y-%m-%d %H:%M UTC'))"
     echo
     echo "wrk -t1 -c$CONNS -d${DURATION}s, $REPS interleaved runs each, fresh proxy per run (\`--concurrency 1\`), medians:"
     echo
-    echo "$REPORT"
+    echo "| build | runs | RPS | p99 | CPU/request (user + sys) |"
+    echo "|---|---:|---:|---:|---:|"
+    for label in A B; do
+        bin=$A
+        [[ $label == B ]] && bin=$B
+        total=$(awk -F'\t' -v l="$label" '$1==l {print $5 + $6}' "$RESULTS" | median)
+        awk -v l="$label" -v b="$bin" -v n="$REPS" -v rps="$(med "$label" 3)" -v p99="$(med "$label" 4)" \
+            -v t="$total" -v u="$(med "$label" 5)" -v s="$(med "$label" 6)" \
+            'BEGIN{printf "| %s `%s` | %d | %.0f | %.0f µs | %.1f µs (%.1f + %.1f) |\n", l, b, n, rps, p99, t, u, s}'
+    done
 } | tee "${OUT:-/dev/null}"
 
 }

@@ -1,8 +1,9 @@
 # Helpers shared by the benchmark scripts (bench/run.sh, bench/resilience.sh,
 # bench/instructions.sh, bench/ab.sh). Sourced, not run.
 #
-# Expects before sourcing: `set -euo pipefail`; NAME (the log prefix). Defines ROOT, REL, WORK,
-# PIDS, ENVOY and CARGO_TARGET_DIR (defaults below), and installs an EXIT trap that stops every
+# Expects before sourcing: `set -euo pipefail`; NAME (the log prefix); `run_wrk` also needs
+# WRK_ARGS and LOAD_CPUS. Defines ROOT, REL, WORK, PIDS, ENVOY and CARGO_TARGET_DIR (defaults
+# below), and installs an EXIT trap that stops every
 # process started with `start` and removes $WORK unless KEEP=1 or the script failed.
 
 ENVOY=${ENVOY:-/root/.cache/legate-venv/lib/python3.11/site-packages/envoy/_bin/envoy}
@@ -32,6 +33,30 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# task_ticks PID: utime+stime of all its threads (clock ticks; includes softirq work done in its
+# context: this kernel has no IRQ time accounting).
+task_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# task_user_ticks PID: utime only (stime = task_ticks - this).
+task_user_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12}'; }
+# to_us VALUE: wrk latency (e.g. 512.00us, 1.23ms, 1.01s) -> microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) m=1; else if (v ~ /ms$/) m=1000;
+        else if (v ~ /m$/) m=60e6; else if (v ~ /s$/) m=1e6; else m=1; printf "%.1f", n*m }'
+}
+median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+# run_wrk OUTFILE SECONDS URL: wrk with the caller's WRK_ARGS (array) on LOAD_CPUS; sets RPS,
+# P50 and P99 (us), REQS and ERRS (non-2xx and socket errors).
+run_wrk() {
+    local out=$1 secs=$2 url=$3
+    timeout $((secs + 30)) taskset -c "$LOAD_CPUS" wrk "${WRK_ARGS[@]}" "-d${secs}s" "$url" >"$out" 2>&1 ||
+        die "wrk failed: $(tail -5 "$out")"
+    RPS=$(awk '/^Requests\/sec:/{print $2}' "$out")
+    P50=$(to_us "$(awk '$1=="50%"{print $2}' "$out")")
+    P99=$(to_us "$(awk '$1=="99%"{print $2}' "$out")")
+    REQS=$(awk '/requests in/{print $1}' "$out")
+    ERRS=$(awk '/Non-2xx/{n+=$NF} /Socket errors/{gsub(/,/,""); n+=$4+$6+$8+$10} END{print n+0}' "$out")
+}
 
 # need TOOL HINT...: die unless TOOL is on PATH, saying how to install it.
 need() {

@@ -78,22 +78,11 @@ else
 fi
 
 # --- helpers -----------------------------------------------------------------------------------
-# task_ticks PID: utime+stime of all its threads (clock ticks; includes softirq work done in its
-# context: this kernel has no IRQ time accounting).
-task_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-# task_user_ticks PID: utime only (stime = task_ticks - this).
-task_user_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12}'; }
 # child_ticks: cutime+cstime of this script (every waited-for descendant: wrk, h2load, curl, ...).
 child_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
 # busy_ticks: all CPUs' non-idle ticks.
 busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 CLK_TCK=$(getconf CLK_TCK)
-# to_us VALUE: wrk latency (e.g. 512.00us, 1.23ms, 1.01s) -> microseconds.
-to_us() {
-    awk -v v="$1" 'BEGIN{ n=v+0; if (v ~ /us$/) m=1; else if (v ~ /ms$/) m=1000;
-        else if (v ~ /m$/) m=60e6; else if (v ~ /s$/) m=1e6; else m=1; printf "%.1f", n*m }'
-}
-median() { sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
 # wait_quiet: until the whole machine is <= QUIET_MAX % busy over 2 s (our processes are idle
 # at this point). Sets QUIET to the last busy %.
 wait_quiet() {
@@ -180,17 +169,6 @@ ours_ticks() { local t=0 p; for p in "${OURS[@]}"; do t=$((t + $(task_ticks "$p"
 WRK_ARGS=(-t1 "-c$CONNS" --latency)
 H2_ARGS=(-t1 "-c$H2_CONNS" "-m$H2_STREAMS")
 
-# run_wrk OUTFILE SECONDS URL -> sets RPS P50 P99 (us) REQS ERRS
-run_wrk() {
-    local out=$1 secs=$2 url=$3
-    timeout $((secs + 30)) taskset -c "$LOAD_CPUS" wrk "${WRK_ARGS[@]}" "-d${secs}s" "$url" >"$out" 2>&1 ||
-        die "wrk failed: $(tail -5 "$out")"
-    RPS=$(awk '/^Requests\/sec:/{print $2}' "$out")
-    P50=$(to_us "$(awk '$1=="50%"{print $2}' "$out")")
-    P99=$(to_us "$(awk '$1=="99%"{print $2}' "$out")")
-    REQS=$(awk '/requests in/{print $1}' "$out")
-    ERRS=$(awk '/Non-2xx/{n+=$NF} /Socket errors/{gsub(/,/,""); n+=$4+$6+$8+$10} END{print n+0}' "$out")
-}
 # run_h2 OUTFILE SECONDS URL -> same variables (percentiles from h2load's per-request log)
 run_h2() {
     local out=$1 secs=$2 url=$3

@@ -44,8 +44,8 @@ impl std::fmt::Debug for ProxyBody {
     }
 }
 
-fn boxed_error<T>(
-    polled: Poll<Option<Result<T, hyper::Error>>>,
+fn boxed_error<T, E: std::error::Error + Send + Sync + 'static>(
+    polled: Poll<Option<Result<T, E>>>,
 ) -> Poll<Option<Result<T, BoxError>>> {
     polled.map(|frame| frame.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
 }
@@ -163,9 +163,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = match &mut self.inner {
-            Upstream::H1(b) => b
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+            Upstream::H1(b) => boxed_error(b.poll_frame(cx)),
             Upstream::H2(b) => boxed_error(Pin::new(b).poll_frame(cx)),
         };
         match &polled {

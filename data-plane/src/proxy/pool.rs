@@ -140,9 +140,10 @@ struct Shared {
 }
 
 impl Shared {
-    /// Counts a connection's end as Envoy does: `upstream_cx_destroy`, `_local` or `_remote`,
-    /// and `_with_active_rq` when a request was on it; frees the active-connection gauges.
-    fn count_end(&self, local: bool, with_active_rq: bool) {
+    /// A connection ended: counts it as Envoy does (`upstream_cx_destroy`, `_local` or
+    /// `_remote`, and `_with_active_rq` when a request was on it), frees the active-connection
+    /// gauges and the breaker's connection slot, and wakes a request waiting for a connection.
+    fn closed(&self, guard: Option<ConnectionGuard>, local: bool, with_active_rq: bool) {
         let s = &self.stats;
         s.cx_active.dec();
         self.host.cx_active.fetch_sub(1, Ordering::Relaxed);
@@ -153,12 +154,20 @@ impl Shared {
             s.cx_destroy_remote.inc();
         }
         if with_active_rq {
-            s.cx_destroy_with_active_rq.inc();
-            if local {
-                s.cx_destroy_local_with_active_rq.inc();
-            } else {
-                s.cx_destroy_remote_with_active_rq.inc();
-            }
+            self.count_active_rq(local);
+        }
+        drop(guard);
+        self.released.notify_one();
+    }
+
+    /// `upstream_cx_destroy_with_active_rq` and its `_local` or `_remote` split.
+    fn count_active_rq(&self, local: bool) {
+        let s = &self.stats;
+        s.cx_destroy_with_active_rq.inc();
+        if local {
+            s.cx_destroy_local_with_active_rq.inc();
+        } else {
+            s.cx_destroy_remote_with_active_rq.inc();
         }
     }
 }
@@ -187,9 +196,7 @@ struct PooledH1 {
 impl Drop for PooledH1 {
     fn drop(&mut self) {
         let local = !self.conn.peer_closed();
-        self.shared.count_end(local, self.active_rq);
-        drop(self.guard.take());
-        self.shared.released.notify_one();
+        self.shared.closed(self.guard.take(), local, self.active_rq);
     }
 }
 
@@ -225,15 +232,9 @@ impl ConnTrack {
     /// (`local`) or by the upstream. hyper hands a broken connection's error to the request
     /// on it and may end the connection itself cleanly, so the request's failure is the
     /// reliable sign.
-    fn destroyed_with_active_rq(&self, stats: &PoolStats, local: bool) {
-        if self.active_counted.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        stats.cx_destroy_with_active_rq.inc();
-        if local {
-            stats.cx_destroy_local_with_active_rq.inc();
-        } else {
-            stats.cx_destroy_remote_with_active_rq.inc();
+    fn destroyed_with_active_rq(&self, shared: &Shared, local: bool) {
+        if !self.active_counted.swap(true, Ordering::Relaxed) {
+            shared.count_active_rq(local);
         }
     }
 }
@@ -634,7 +635,7 @@ impl HostPool {
             Err(e) => {
                 // A stream error leaves the connection up; a connection error closes it.
                 if sender.is_closed() {
-                    track.destroyed_with_active_rq(&self.inner.shared.stats, false);
+                    track.destroyed_with_active_rq(&self.inner.shared, false);
                 }
                 Err(classify(&e))
             }
@@ -812,11 +813,11 @@ impl HostPool {
                 // was there to take the error).
                 Err(_) => (false, true),
             };
-            drop(guard);
-            inner.shared.released.notify_one();
             // A failed request on the connection may have counted `_with_active_rq` already.
             let counted = state.active_counted.swap(true, Ordering::Relaxed);
-            inner.shared.count_end(local, with_active_rq && !counted);
+            inner
+                .shared
+                .closed(Some(guard), local, with_active_rq && !counted);
         });
         track
     }
