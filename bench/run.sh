@@ -30,7 +30,7 @@
 #
 # Repetitions are interleaved (the order of TARGETS rotates by one per repetition)
 # so that slow drift on a shared machine does not land on one target. Each proxy repetition is a
-# fresh process: start, wait for /ready and a proxied 200, warm up, measure, sample RSS, stop.
+# fresh process: start, wait for /ready and a proxied 200, warm up, measure, read its peak RSS, stop.
 set -euo pipefail
 # The whole script is one { ... } group: bash parses it completely before running it, so
 # editing this file while a benchmark runs cannot break the running instance.
@@ -185,16 +185,13 @@ run_h2() {
     rm -f "$out.log"
 }
 
-# sampler PID FILE: VmRSS every 100 ms, the maximum kept in FILE, until FILE.stop exists.
-sampler() {
-    local pid=$1 file=$2 peak=0 k v _
-    while [[ ! -e $file.stop ]] && [[ -r /proc/$pid/status ]]; do
-        while read -r k v _; do
-            if [[ $k == VmRSS: ]]; then ((v > peak)) && peak=$v; break; fi
-        done <"/proc/$pid/status"
-        echo "$peak" >"$file"
-        sleep 0.1
-    done
+# reset_peak PID: sets the process's VmHWM (peak RSS) to its current RSS (`clear_refs` 5,
+# Linux >= 4.0), so that VmHWM read after the runs is the exact peak during them. This replaced a
+# shell loop that read VmRSS every 100 ms: it forked a `sleep` on the load core ten times a second,
+# which lengthened the latency tail it was sitting next to (see BENCHMARKS.md, "The harness").
+reset_peak() {
+    echo 5 2>/dev/null >"/proc/$1/clear_refs" ||
+        die "cannot reset the peak RSS of $1 (/proc/$1/clear_refs: Linux >= 4.0, same user or root)"
 }
 
 RESULTS=$WORK/results.tsv   # target proto rep rps p50 p99 reqs errs cpu_us/req other% busy_before% load1 user_us/req sys_us/req
@@ -237,7 +234,9 @@ one_run() {
         cpu_user=$(awk -v d=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN{printf "%.1f", n ? d/hz*1e6/n : 0}')
         cpu_sys=$(awk -v d=$((p1 - p0 - u1 + u0)) -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN{printf "%.1f", n ? d/hz*1e6/n : 0}')
         cpu=$(awk -v d=$((p1 - p0)) -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN{printf "%.1f", n ? d/hz*1e6/n : 0}')
-        foreign=$(awk -v f=$(((b1 - b0) - (o1 - o0) - (c1 - c0))) -v hz="$CLK_TCK" -v s="$DURATION" 'BEGIN{printf "%.0f", 100*f/hz/s}')
+        # (/proc/stat and the per-process counters tick separately: a few ticks either way is
+        # jitter, so a slightly negative difference reads as 0.)
+        foreign=$(awk -v f=$(((b1 - b0) - (o1 - o0) - (c1 - c0))) -v hz="$CLK_TCK" -v s="$DURATION" 'BEGIN{if (f < 0) f = 0; printf "%.0f", 100*f/hz/s}')
         local line
         line=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$target" "$proto" "$rep" "$RPS" "$P50" "$P99" \
             "$REQS" "$ERRS" "$cpu" "$foreign" "$QUIET" "$(cut -d' ' -f1 /proc/loadavg)" "$cpu_user" "$cpu_sys")
@@ -271,16 +270,14 @@ run_target() {
     url="http://127.0.0.1:$port/"
     wait_for "$target to proxy to the upstream" 30 sh -c "test \"\$(curl -s --max-time 2 $url)\" = ok"
     sleep 1
-    local idle; idle=$(rss_kb "$pid" VmRSS)
-    rm -f "$WORK/$target.rss" "$WORK/$target.rss.stop"
-    sampler "$pid" "$WORK/$target.rss" &
-    local spid=$!
-    PIDS+=("$spid")
-    for proto in "${PROTOS[@]}"; do one_run "$target" "$proto" "$rep" "$url" "$pid"; done
-    touch "$WORK/$target.rss.stop"; wait "$spid" 2>/dev/null || true
-    local peak hwm after
-    peak=$(cat "$WORK/$target.rss" 2>/dev/null || echo 0)
+    local idle hwm peak after
+    idle=$(rss_kb "$pid" VmRSS)
+    # The lifetime peak so far (start-up included), then the peak of the runs alone.
     hwm=$(rss_kb "$pid" VmHWM)
+    reset_peak "$pid"
+    for proto in "${PROTOS[@]}"; do one_run "$target" "$proto" "$rep" "$url" "$pid"; done
+    peak=$(rss_kb "$pid" VmHWM)
+    ((peak > hwm)) && hwm=$peak
     sleep 2
     after=$(rss_kb "$pid" VmRSS)
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$rep" "$idle" "$peak" "$hwm" "$after" >>"$MEM"
@@ -354,7 +351,7 @@ ratios() {
     for proto in "${PROTOS[@]}"; do
         if [[ $proto == h1 ]]; then echo "### HTTP/1.1 keep-alive (wrk, $CONNS connections)"; else echo "### h2c (h2load, $H2_CONNS connections × $H2_STREAMS streams)"; fi
         echo
-        echo "| target | RPS | p50 | p99 | CPU/request of the target process (user + sys) | RSS idle | RSS peak (sampled) | VmHWM | RSS after |"
+        echo "| target | RPS | p50 | p99 | CPU/request of the target process (user + sys) | RSS idle | RSS peak (runs) | VmHWM | RSS after |"
         echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         for t in $TARGETS; do
             mem="| | | |"
