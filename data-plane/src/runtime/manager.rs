@@ -15,9 +15,7 @@ use crate::stats::{Counter, Gauge, Histogram, Store};
 use crate::xds::{ConfigSink, Update};
 use arc_swap::ArcSwap;
 use legate_proto::pb::envoy::config::cluster::v3::Cluster as ClusterProto;
-use legate_proto::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use legate_proto::pb::envoy::config::listener::v3::Listener as ListenerProto;
-use legate_proto::pb::envoy::config::route::v3::RouteConfiguration;
 use legate_proto::pb::google::protobuf::Any;
 use legate_proto::type_url;
 use std::collections::{BTreeMap, BTreeSet};
@@ -684,10 +682,7 @@ impl Manager {
     ) -> Result<(), String> {
         let mut parsed = Vec::new();
         let mut st = self.lock()?;
-        for (name, any) in resources {
-            let proto: ClusterProto =
-                legate_proto::any::unpack(any).map_err(|e| format!("cluster `{name}`: {e}"))?;
-            let cfg = config::cluster(&proto).map_err(|e| e.to_string())?;
+        for (name, any, cfg) in convert_each(resources, "cluster", config::cluster)? {
             // A new or changed TLS context must build (inline material, secret kinds).
             if !st
                 .clusters
@@ -703,18 +698,7 @@ impl Manager {
             }
             parsed.push((name.clone(), cfg, any.clone()));
         }
-        let mut next: BTreeMap<String, ClusterEntry> = BTreeMap::new();
-        let names: BTreeSet<String> = st
-            .clusters
-            .iter()
-            .filter(|(_, e)| e.from_bootstrap)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in names {
-            if let Some(e) = st.clusters.remove(&n) {
-                next.insert(n, e);
-            }
-        }
+        let mut next = take_static(&mut st.clusters, |e| e.from_bootstrap);
         // Envoy's CDS: a cluster whose resource changed in any way is added or updated (and
         // takes the version of this update); an identical one is skipped.
         let mut added_or_updated = 0;
@@ -784,10 +768,11 @@ impl Manager {
     ) -> Result<(), String> {
         let t0 = Instant::now();
         let mut parsed = BTreeMap::new();
-        for (name, any) in resources {
-            let cla: ClusterLoadAssignment = legate_proto::any::unpack(any)
-                .map_err(|e| format!("cluster load assignment `{name}`: {e}"))?;
-            let eps = config::load_assignment(&cla).map_err(|e| e.to_string())?;
+        for (name, any, eps) in convert_each(
+            resources,
+            "cluster load assignment",
+            config::load_assignment,
+        )? {
             parsed.insert(name.clone(), (eps, any.clone(), now()));
         }
         let mut st = self.lock()?;
@@ -838,13 +823,11 @@ impl Manager {
         resources: &BTreeMap<String, Any>,
         update: &Update<'_>,
     ) -> Result<(), String> {
-        let mut parsed = Vec::new();
-        for (name, any) in resources {
-            let proto: ListenerProto =
-                legate_proto::any::unpack(any).map_err(|e| format!("listener `{name}`: {e}"))?;
-            let cfg = config::listener(&proto).map_err(|e| e.to_string())?;
-            parsed.push((cfg, any.clone()));
-        }
+        let parsed: Vec<(ListenerConfig, Any)> =
+            convert_each(resources, "listener", config::listener)?
+                .into_iter()
+                .map(|(_, any, cfg)| (cfg, any.clone()))
+                .collect();
         let mut st = self.lock()?;
         let mut configs: Vec<ListenerConfig> = st
             .listeners
@@ -862,18 +845,7 @@ impl Manager {
             configs.push(cfg.clone());
         }
         self.listeners.reconcile(&configs)?;
-        let mut next: BTreeMap<String, ListenerEntry> = BTreeMap::new();
-        let statics: Vec<String> = st
-            .listeners
-            .iter()
-            .filter(|(_, e)| e.from_bootstrap)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in statics {
-            if let Some(e) = st.listeners.remove(&n) {
-                next.insert(n, e);
-            }
-        }
+        let mut next = take_static(&mut st.listeners, |e| e.from_bootstrap);
         let mut any_applied = false;
         for (cfg, any) in parsed {
             let name = cfg.name.clone();
@@ -924,10 +896,9 @@ impl Manager {
     ) -> Result<(), String> {
         let t0 = Instant::now();
         let mut parsed = BTreeMap::new();
-        for (name, any) in resources {
-            let rc: RouteConfiguration = legate_proto::any::unpack(any)
-                .map_err(|e| format!("route configuration `{name}`: {e}"))?;
-            let table = config::route_table(&rc).map_err(|e| e.to_string())?;
+        for (name, any, table) in
+            convert_each(resources, "route configuration", config::route_table)?
+        {
             parsed.insert(name.clone(), (table, any.clone()));
         }
         let mut st = self.lock()?;
@@ -1155,6 +1126,42 @@ pub struct ConfigDumpParts {
 }
 
 /// The endpoints a cluster has now (and their DNS names), to carry them over.
+/// Unpacks every resource of one type and converts it with `convert`; the first failure
+/// rejects the whole set. An unpack error names the resource (`<kind> `name`: ...`); a
+/// conversion error already names it and the field.
+fn convert_each<'a, P, T, E>(
+    resources: &'a BTreeMap<String, Any>,
+    kind: &str,
+    convert: impl Fn(&P) -> Result<T, E>,
+) -> Result<Vec<(&'a String, &'a Any, T)>, String>
+where
+    P: prost::Message + prost::Name + Default,
+    E: std::fmt::Display,
+{
+    resources
+        .iter()
+        .map(|(name, any)| {
+            let proto: P =
+                legate_proto::any::unpack(any).map_err(|e| format!("{kind} `{name}`: {e}"))?;
+            let converted = convert(&proto).map_err(|e| e.to_string())?;
+            Ok((name, any, converted))
+        })
+        .collect()
+}
+
+/// Moves the entries that came from the bootstrap out of `entries` (an xDS update never
+/// replaces or removes them); what is left is the previous xDS-delivered set.
+fn take_static<V>(
+    entries: &mut BTreeMap<String, V>,
+    from_bootstrap: impl Fn(&V) -> bool,
+) -> BTreeMap<String, V> {
+    let (statics, dynamic) = std::mem::take(entries)
+        .into_iter()
+        .partition(|(_, e)| from_bootstrap(e));
+    *entries = dynamic;
+    statics
+}
+
 fn endpoints_of(c: &Cluster) -> (Vec<EndpointConfig>, Vec<Option<String>>) {
     let hosts = c.hosts();
     let eps = hosts
@@ -1258,6 +1265,7 @@ mod tests {
     use super::*;
     use legate_proto::any::pack;
     use legate_proto::json::from_json;
+    use legate_proto::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
     use legate_proto::type_url::{CLUSTER, ENDPOINT};
     use serde_json::json;
 
