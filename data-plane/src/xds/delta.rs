@@ -345,6 +345,11 @@ mod tests {
         }
     }
 
+    /// A client subscribed to CDS and LDS by wildcard as told.
+    fn client(cds: bool, lds: bool) -> Delta {
+        Delta::new(node(), Subscriptions { cds, lds })
+    }
+
     fn res(any: Any, version: &str) -> Resource {
         Resource {
             name: crate::xds::resource_name(&any).expect("name"),
@@ -374,13 +379,7 @@ mod tests {
     fn wildcard_start_then_named_subscriptions() {
         let sink = FakeSink::default();
         let (mut status, cell) = status_writer();
-        let mut d = Delta::new(
-            node(),
-            Subscriptions {
-                cds: true,
-                lds: true,
-            },
-        );
+        let mut d = client(true, true);
         let reqs = d.start(&sink);
         assert_eq!(reqs.len(), 2);
         assert!(reqs[0].node.is_some() && reqs[1].node.is_none());
@@ -428,13 +427,7 @@ mod tests {
     fn nack_restores_the_previous_state() {
         let sink = FakeSink::default();
         let (mut status, _) = status_writer();
-        let mut d = Delta::new(
-            node(),
-            Subscriptions {
-                cds: true,
-                lds: false,
-            },
-        );
+        let mut d = client(true, false);
         d.start(&sink);
         d.on_response(
             resp(
@@ -510,13 +503,7 @@ mod tests {
     fn named_types_ignore_unsubscribed_and_reject_mismatched_types() {
         let sink = FakeSink::default();
         let (mut status, _) = status_writer();
-        let mut d = Delta::new(
-            node(),
-            Subscriptions {
-                cds: true,
-                lds: false,
-            },
-        );
+        let mut d = client(true, false);
         d.start(&sink);
         d.on_response(
             resp(CLUSTER, "1", vec![res(cluster("a"), "1")], &[]),

@@ -250,6 +250,11 @@ mod tests {
         }
     }
 
+    /// A client subscribed to CDS and LDS by wildcard as told.
+    fn client(cds: bool, lds: bool) -> Sotw {
+        Sotw::new(node(), Subscriptions { cds, lds })
+    }
+
     fn resp(t: &str, version: &str, nonce: &str, resources: Vec<Any>) -> DiscoveryResponse {
         DiscoveryResponse {
             version_info: version.into(),
@@ -263,13 +268,7 @@ mod tests {
     #[test]
     fn start_subscribes_wildcards_and_sends_node_once() {
         let sink = FakeSink::default();
-        let mut s = Sotw::new(
-            node(),
-            Subscriptions {
-                cds: true,
-                lds: true,
-            },
-        );
+        let mut s = client(true, true);
         let reqs = s.start(&sink);
         let types: Vec<&str> = reqs.iter().map(|r| r.type_url.as_str()).collect();
         assert_eq!(types, [CLUSTER, LISTENER]);
@@ -281,13 +280,7 @@ mod tests {
     fn ack_nack_and_eds_follow_cds() {
         let sink = FakeSink::default();
         let (mut status, cell) = status_writer();
-        let mut s = Sotw::new(
-            node(),
-            Subscriptions {
-                cds: true,
-                lds: false,
-            },
-        );
+        let mut s = client(true, false);
         s.start(&sink);
         let reqs = s.on_response(
             resp(CLUSTER, "v1", "1", vec![cluster("a")]),
@@ -334,13 +327,7 @@ mod tests {
     fn eds_merges_and_restricts_to_subscribed_names() {
         let sink = FakeSink::default();
         let (mut status, _) = status_writer();
-        let mut s = Sotw::new(
-            node(),
-            Subscriptions {
-                cds: true,
-                lds: false,
-            },
-        );
+        let mut s = client(true, false);
         s.start(&sink);
         s.on_response(
             resp(CLUSTER, "v1", "1", vec![cluster("a"), cluster("b")]),
@@ -395,13 +382,7 @@ mod tests {
     fn bad_resources_are_nacked_by_index_and_unknown_types_acked() {
         let sink = FakeSink::default();
         let (mut status, _) = status_writer();
-        let mut s = Sotw::new(
-            node(),
-            Subscriptions {
-                cds: true,
-                lds: false,
-            },
-        );
+        let mut s = client(true, false);
         s.start(&sink);
         let reqs = s.on_response(
             resp(CLUSTER, "v1", "1", vec![cluster("a"), cla("x")]),
@@ -433,13 +414,7 @@ mod tests {
     fn reconnect_resends_versions_and_names() {
         let sink = FakeSink::default();
         let (mut status, _) = status_writer();
-        let mut s = Sotw::new(
-            node(),
-            Subscriptions {
-                cds: true,
-                lds: true,
-            },
-        );
+        let mut s = client(true, true);
         s.start(&sink);
         s.on_response(
             resp(CLUSTER, "v1", "1", vec![cluster("a")]),
