@@ -6,8 +6,8 @@
 //! (BENCHMARKS.md, "Instructions per request"). Here the task serving the request writes the
 //! request and reads the response itself; the response body borrows the connection until its
 //! last byte, then the pool takes the connection back. An idle connection is owned by the
-//! pool's idle list and polled by nobody: [`Connection::is_reusable_now`] looks at it when it
-//! is taken again.
+//! pool's idle list and read by nobody: [`Connection::is_reusable_now`] looks at it when it
+//! goes idle (leaving the pool's watch as its read waker) and when it is taken again.
 //!
 //! Framing follows RFC 9112 and hyper's client, which this replaces on the HTTP/1.1 path (HTTP/2
 //! stays on hyper):
@@ -192,15 +192,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.peer_closed
     }
 
-    /// Whether an idle connection can carry a request now. Nobody polls an idle connection,
-    /// so this looks without waiting: a connection the upstream has closed (or that received
-    /// bytes nobody asked for) is not reusable. Costs no system call unless the socket became
-    /// readable since the last read.
-    pub fn is_reusable_now(&mut self) -> bool {
+    /// Whether an idle connection can carry a request now, looking without waiting: a
+    /// connection the upstream has closed (or that received bytes nobody asked for) is not
+    /// reusable. When it is, `waker` is woken once the socket becomes readable (the pool's
+    /// watch of its idle connections; a no-op waker for a last look). Costs no system call
+    /// unless the socket became readable since the last read.
+    pub fn is_reusable_now(&mut self, waker: &std::task::Waker) -> bool {
         if self.broken || !self.keep_alive || !self.read.is_empty() {
             return false;
         }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut cx = Context::from_waker(waker);
         match self.poll_fill(&mut cx) {
             Poll::Pending => true,
             Poll::Ready(Ok(_)) => {

@@ -25,11 +25,13 @@
 //! its end closes the connection at once, as Envoy resets the stream. A failed connect also
 //! fails the request waiting for it: `upstream_rq_pending_failure_eject`.
 //!
-//! Deviation: nothing polls an idle HTTP/1.1 connection, so one the upstream closed while idle
-//! is noticed, closed and counted (`upstream_cx_destroy_remote`, `upstream_cx_active`) when a
-//! request next takes it from the idle list, or when the pool goes away; Envoy's event loop
-//! notices at once. The request that finds it closed takes the next idle connection or opens a
-//! new one, as in Envoy.
+//! Idle HTTP/1.1 connections are watched, as Envoy's event loop watches them: one task per
+//! worker's idle list (started with its first idle connection) is woken by the I/O driver when
+//! an idle connection becomes readable, and closes it there and then: the upstream closed it
+//! (`upstream_cx_destroy_remote`) or sent bytes nobody asked for (a local close). The same task
+//! closes connections idle for longer than the cluster's `idle_timeout`. Nothing else polls an
+//! idle connection; a request that takes one still checks it first (no system call unless the
+//! socket became readable), and takes the next or opens a new one if it is closed.
 
 use super::body::{ProxyBody, UpstreamBody};
 use crate::config::UpstreamProtocol;
@@ -41,7 +43,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -110,11 +112,11 @@ struct PoolInner {
     idle_timeout: Option<Duration>,
     /// Counters, shared with every connection (which counts its own end).
     shared: Arc<Shared>,
-    /// HTTP/1.1 idle connections with the time they became idle (most recent last), one list
-    /// per worker thread: as in Envoy, whose pools are per worker, a connection serves the
-    /// worker whose event loop it is registered with; a worker with none idle takes one from
-    /// another worker's list before it opens a new one. A lock is held only to push or pop.
-    idle: Box<[IdleList]>,
+    /// HTTP/1.1 idle connections, one list per worker thread: as in Envoy, whose pools are per
+    /// worker, a connection serves the worker whose event loop it is registered with; a worker
+    /// with none idle takes one from another worker's list before it opens a new one. A lock is
+    /// held only to push, pop or close connections.
+    idle: Box<[IdleSlot]>,
     /// The TLS generation the idle list was last purged for.
     idle_generation: AtomicU64,
     /// HTTP/2 shared connection.
@@ -127,6 +129,46 @@ struct PoolInner {
 
 /// Idle HTTP/1.1 connections with the time each became idle (most recent last).
 type IdleList = Mutex<Vec<(Box<PooledH1>, Instant)>>;
+
+/// One worker's idle HTTP/1.1 connections and their watch.
+#[derive(Debug)]
+struct IdleSlot {
+    list: IdleList,
+    watch: Arc<IdleWatch>,
+    /// `watch` as a waker (made once): the read waker of every connection in `list`.
+    waker: Waker,
+    /// The watch task was started.
+    watching: AtomicBool,
+}
+
+impl IdleSlot {
+    fn new() -> Self {
+        let watch = Arc::new(IdleWatch::default());
+        IdleSlot {
+            list: Mutex::new(Vec::new()),
+            waker: Waker::from(watch.clone()),
+            watch,
+            watching: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Wakes an idle list's watch task: an idle connection became readable (the upstream closed
+/// it, or sent bytes nobody asked for), or the pool went away.
+#[derive(Debug, Default)]
+struct IdleWatch {
+    readable: tokio::sync::Notify,
+}
+
+impl std::task::Wake for IdleWatch {
+    fn wake(self: Arc<Self>) {
+        self.readable.notify_one();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.readable.notify_one();
+    }
+}
 
 /// What a pool shares with its connections: the counters a connection's end updates, and the
 /// wake-up of requests waiting for a connection.
@@ -306,11 +348,21 @@ impl H1Response {
         {
             return;
         }
-        if let Ok(mut idle) = self.pool.idle[self.pool.idle_slot()].lock() {
-            idle.push((conn, Instant::now()));
-            drop(idle);
+        let slot = self.pool.idle_slot();
+        let idle = &self.pool.idle[slot];
+        // From now on the connection's readiness wakes the watch, not this request's task
+        // (one the upstream closed already is not kept).
+        if !conn.conn.is_reusable_now(&idle.waker) {
+            return;
+        }
+        if let Ok(mut list) = idle.list.lock() {
+            list.push((conn, Instant::now()));
+            drop(list);
             // Wake one request queued for a connection (max_connections reached).
             self.pool.shared.released.notify_one();
+            if !idle.watching.load(Ordering::Relaxed) {
+                PoolInner::watch_idle(&self.pool, slot);
+            }
         }
     }
 
@@ -346,7 +398,10 @@ impl H1Response {
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
-        // Idle HTTP/1.1 connections close (locally) as the list drops.
+        // Idle HTTP/1.1 connections close (locally) as the lists drop; their watch tasks end.
+        for slot in self.idle.iter() {
+            slot.watch.readable.notify_one();
+        }
         if let Ok(Some(conn)) = self.h2.get_mut().map(Option::take) {
             conn.close_locally();
         }
@@ -354,6 +409,56 @@ impl Drop for PoolInner {
 }
 
 impl PoolInner {
+    /// Starts the watch of idle list `slot` on this thread's runtime, once: it closes the
+    /// list's connections that the upstream closes when it closes them, and those idle for
+    /// longer than `idle_timeout` when that passes. It holds the pool weakly and ends with it.
+    fn watch_idle(pool: &Arc<Self>, slot: usize) {
+        let idle = &pool.idle[slot];
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if idle.watching.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak = Arc::downgrade(pool);
+        let watch = idle.watch.clone();
+        runtime.spawn(async move {
+            loop {
+                // The next idle connection to expire, if connections expire.
+                let expiry = match weak.upgrade() {
+                    Some(pool) => pool.close_idle(slot),
+                    None => return,
+                };
+                match expiry {
+                    Some(at) => {
+                        tokio::select! {
+                            _ = watch.readable.notified() => {}
+                            _ = tokio::time::sleep_until(at.into()) => {}
+                        }
+                    }
+                    None => watch.readable.notified().await,
+                }
+            }
+        });
+    }
+
+    /// Closes the idle connections of list `slot` that cannot carry a request any more
+    /// (closed by the upstream, out of step, past `idle_timeout`), and leaves the others
+    /// watched. Returns when to look again, if connections expire: when the oldest one left
+    /// expires, or one `idle_timeout` from now if none is left; a connection that goes idle
+    /// later expires later than either, so none outlives its `idle_timeout` unseen.
+    fn close_idle(&self, slot: usize) -> Option<Instant> {
+        let idle = &self.idle[slot];
+        let now = Instant::now();
+        let mut list = idle.list.lock().ok()?;
+        list.retain_mut(|(conn, since)| {
+            self.idle_timeout
+                .is_none_or(|t| now.duration_since(*since) < t)
+                && conn.conn.is_reusable_now(&idle.waker)
+        });
+        Some(list.first().map_or(now, |(_, since)| *since) + self.idle_timeout?)
+    }
+
     /// This worker's idle list (the first when not on a worker thread).
     fn idle_slot(&self) -> usize {
         super::workers::current_index().unwrap_or(0) % self.idle.len()
@@ -453,7 +558,7 @@ impl HostPool {
                     released: tokio::sync::Notify::new(),
                 }),
                 idle: (0..super::workers::started().max(1))
-                    .map(|_| Mutex::new(Vec::new()))
+                    .map(|_| IdleSlot::new())
                     .collect(),
                 idle_generation: AtomicU64::new(0),
                 h2: Mutex::new(None),
@@ -590,7 +695,7 @@ impl HostPool {
         // After a TLS rotation, close every idle connection made with an older configuration.
         if self.inner.idle_generation.swap(current, Ordering::AcqRel) != current {
             for list in lists.iter() {
-                if let Ok(mut idle) = list.lock() {
+                if let Ok(mut idle) = list.list.lock() {
                     idle.retain(|(c, _)| c.generation == current);
                 }
             }
@@ -599,8 +704,8 @@ impl HostPool {
         (0..lists.len()).find_map(|i| self.pop_idle_from(&lists[(own + i) % lists.len()], current))
     }
 
-    fn pop_idle_from(&self, list: &IdleList, current: u64) -> Option<Box<PooledH1>> {
-        let mut idle = list.lock().ok()?;
+    fn pop_idle_from(&self, slot: &IdleSlot, current: u64) -> Option<Box<PooledH1>> {
+        let mut idle = slot.list.lock().ok()?;
         while let Some((mut conn, since)) = idle.pop() {
             // Connections idle for longer than `idle_timeout` are dropped (which closes them),
             // as are those the upstream closed meanwhile.
@@ -608,7 +713,7 @@ impl HostPool {
                 .inner
                 .idle_timeout
                 .is_some_and(|t| since.elapsed() >= t);
-            if expired || conn.generation != current || !conn.conn.is_reusable_now() {
+            if expired || conn.generation != current || !conn.conn.is_reusable_now(Waker::noop()) {
                 continue;
             }
             return Some(conn);

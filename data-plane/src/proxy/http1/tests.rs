@@ -100,7 +100,7 @@ async fn get_without_body_then_reuse() {
     let server = peer.await.expect("peer");
 
     // The same connection carries a second request.
-    assert!(conn.is_reusable_now());
+    assert!(conn.is_reusable_now(std::task::Waker::noop()));
     let peer = answer(
         server,
         "GET /two HTTP/1.1\r\nhost: payments\r\n\r\n",
@@ -113,7 +113,7 @@ async fn get_without_body_then_reuse() {
     drop(peer.await.expect("peer"));
     // The upstream went away while the connection was idle: not reusable.
     tokio::task::yield_now().await;
-    assert!(!conn.is_reusable_now());
+    assert!(!conn.is_reusable_now(std::task::Waker::noop()));
     assert!(conn.peer_closed());
 }
 

@@ -23,12 +23,35 @@ async fn setup_with(
     protocol: UpstreamProtocol,
     max_requests: Option<u32>,
 ) -> (TcpListener, Store, HostPool) {
+    setup_full(protocol, max_requests, None).await
+}
+
+/// The same with an `idle_timeout` too.
+async fn setup_full(
+    protocol: UpstreamProtocol,
+    max_requests: Option<u32>,
+    idle_timeout: Option<Duration>,
+) -> (TcpListener, Store, HostPool) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let store = Store::new();
     let stats = PoolStats::new(&store, "c", &Default::default(), None, max_requests);
     let addr = l.local_addr().expect("addr");
-    let pool = HostPool::new(addr, protocol, Duration::from_secs(1), None, stats);
+    let pool = HostPool::new(addr, protocol, Duration::from_secs(1), idle_timeout, stats);
     (l, store, pool)
+}
+
+/// Waits (up to the deadline) until the connection-end counters read `want`; nothing signals
+/// a counter, so it looks every few milliseconds.
+async fn until_ends(store: &Store, want: [u64; 7]) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while ends(store) != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connection ends {:?}, want {want:?}",
+            ends(store)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// An upstream that accepts one connection, reads one request, writes `response`, then lets
@@ -115,18 +138,18 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 const TRUNCATED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc";
 
 #[tokio::test]
-async fn keep_alive_reuses_one_connection_then_counts_a_remote_close_when_idle() {
+async fn keep_alive_reuses_one_connection_then_counts_a_remote_close_while_idle() {
     let (l, store, p) = setup().await;
-    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
     let upstream = tokio::spawn(async move {
         let mut s = accept(&l).await;
         for _ in 0..3 {
             read_head(&mut s).await;
             s.write_all(OK).await.expect("write");
         }
-        // Closes the idle connection.
+        // Closes the connection once the proxy holds it idle.
+        let _ = close_rx.await;
         drop(s);
-        let _ = closed_tx.send(());
         let mut s = accept(&l).await;
         read_head(&mut s).await;
         s.write_all(OK).await.expect("write");
@@ -137,15 +160,12 @@ async fn keep_alive_reuses_one_connection_then_counts_a_remote_close_when_idle()
         assert_eq!(body_text(resp).await.as_deref(), Ok("ok"));
     }
     assert_eq!(store.counter("cluster.c.upstream_cx_total").value(), 1);
-    // The upstream has closed the idle connection once it accepted again; the proxy learns of
-    // the close when its I/O driver next turns, which parking on a timer makes happen (there
-    // is no other signal: nothing polls an idle connection). Then a request: a new connection,
-    // and the old one counted as closed by the upstream, without a request on it.
-    tokio::time::timeout(DEADLINE, closed_rx)
-        .await
-        .expect("the upstream closed within the deadline")
-        .expect("signal");
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(ends(&store), [0, 0, 0, 0, 0, 0, 1], "idle, open");
+    // The upstream closes the idle connection: the pool's watch closes it at once and counts
+    // it as closed by the upstream, without a request on it (no request needed to notice).
+    close_tx.send(()).expect("upstream waiting");
+    until_ends(&store, [1, 0, 1, 0, 0, 0, 0]).await;
+    // The next request opens a new connection.
     let resp = p.send(get()).await.expect("response on a new connection");
     assert_eq!(body_text(resp).await.as_deref(), Ok("ok"));
     assert_eq!(store.counter("cluster.c.upstream_cx_total").value(), 2);
@@ -291,4 +311,38 @@ async fn http2_connections_take_no_new_streams_after_max_requests_per_connection
     assert_eq!(c("upstream_cx_total"), 2);
     // The fourth stream reached the limit on the second connection too.
     assert_eq!(c("upstream_cx_max_requests"), 2);
+}
+
+#[tokio::test]
+async fn idle_connections_close_locally_after_idle_timeout_without_a_request() {
+    let (l, store, p) = setup_full(
+        UpstreamProtocol::Http1,
+        None,
+        Some(Duration::from_millis(50)),
+    )
+    .await;
+    let upstream = tokio::spawn(async move {
+        for _ in 0..2 {
+            let mut s = accept(&l).await;
+            read_head(&mut s).await;
+            s.write_all(OK).await.expect("write");
+            // Holds the connection open for longer than the test waits for the proxy to close
+            // it: only the proxy's idle timeout can end it in time.
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(3 * DEADLINE, s.read_to_end(&mut rest)).await;
+        }
+    });
+    // Twice: the second connection goes idle after the watch found its list empty.
+    for round in 1..=2 {
+        let resp = p.send(get()).await.expect("response");
+        assert_eq!(body_text(resp).await.as_deref(), Ok("ok"));
+        assert_eq!(ends(&store)[6], 1, "round {round}: idle, still open");
+        // The watch closes it when idle_timeout passes: a local close.
+        until_ends(&store, [round, round, 0, 0, 0, 0, 0]).await;
+    }
+    assert_eq!(store.counter("cluster.c.upstream_cx_total").value(), 2);
+    tokio::time::timeout(DEADLINE, upstream)
+        .await
+        .expect("the upstream saw both closes within the deadline")
+        .expect("upstream");
 }
