@@ -1125,7 +1125,6 @@ pub struct ConfigDumpParts {
     pub secrets: Vec<DumpEntry>,
 }
 
-/// The endpoints a cluster has now (and their DNS names), to carry them over.
 /// Unpacks every resource of one type and converts it with `convert`; the first failure
 /// rejects the whole set. An unpack error names the resource (`<kind> `name`: ...`); a
 /// conversion error already names it and the field.
@@ -1162,6 +1161,7 @@ fn take_static<V>(
     statics
 }
 
+/// The endpoints a cluster has now (and their DNS names), to carry them over.
 fn endpoints_of(c: &Cluster) -> (Vec<EndpointConfig>, Vec<Option<String>>) {
     let hosts = c.hosts();
     let eps = hosts
