@@ -451,12 +451,23 @@ impl PoolInner {
         let idle = &self.idle[slot];
         let now = Instant::now();
         let mut list = idle.list.lock().ok()?;
-        list.retain_mut(|(conn, since)| {
-            self.idle_timeout
-                .is_none_or(|t| now.duration_since(*since) < t)
-                && conn.conn.is_reusable_now(&idle.waker)
-        });
+        list.retain_mut(|(conn, since)| self.idle_usable(conn, *since, now, &idle.waker));
         Some(list.first().map_or(now, |(_, since)| *since) + self.idle_timeout?)
+    }
+
+    /// Whether a connection idle since `since` can still carry a request at `now`: within
+    /// `idle_timeout`, and not closed by the upstream nor out of step. `waker` becomes its read
+    /// waker (see `http1::Connection::is_reusable_now`).
+    fn idle_usable(
+        &self,
+        conn: &mut PooledH1,
+        since: Instant,
+        now: Instant,
+        waker: &Waker,
+    ) -> bool {
+        self.idle_timeout
+            .is_none_or(|t| now.duration_since(since) < t)
+            && conn.conn.is_reusable_now(waker)
     }
 
     /// This worker's idle list (the first when not on a worker thread).
@@ -706,14 +717,13 @@ impl HostPool {
 
     fn pop_idle_from(&self, slot: &IdleSlot, current: u64) -> Option<Box<PooledH1>> {
         let mut idle = slot.list.lock().ok()?;
+        let now = Instant::now();
         while let Some((mut conn, since)) = idle.pop() {
-            // Connections idle for longer than `idle_timeout` are dropped (which closes them),
-            // as are those the upstream closed meanwhile.
-            let expired = self
-                .inner
-                .idle_timeout
-                .is_some_and(|t| since.elapsed() >= t);
-            if expired || conn.generation != current || !conn.conn.is_reusable_now(Waker::noop()) {
+            // Connections the watch has not closed yet but cannot carry a request are dropped
+            // (which closes them); so are those made with an older TLS configuration.
+            if conn.generation != current
+                || !self.inner.idle_usable(&mut conn, since, now, Waker::noop())
+            {
                 continue;
             }
             return Some(conn);
