@@ -82,6 +82,16 @@ fi
 child_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
 # busy_ticks: all CPUs' non-idle ticks.
 busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+# ipis CPUS: interprocessor interrupts (rescheduling + function call; a TLB shootdown is one of the
+# latter) received so far by the cores in CPUS (a taskset list such as 0 or 0-1). Waking a task on
+# another core that is idle or must be preempted costs the waker an IPI, which on this kind of VM
+# is expensive (see BENCHMARKS.md, "Wakeups across cores"): the count per request explains much of
+# the run-to-run spread of a proxy's kernel time.
+ipis() {
+    awk -v set="$1" 'BEGIN{ n = split(set, parts, ","); for (i = 1; i <= n; i++) {
+            if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want[c] = 1 } else want[parts[i]] = 1 } }
+        $1 == "RES:" || $1 == "CAL:" { for (c in want) t += $(c + 2) } END{ print t + 0 }' /proc/interrupts
+}
 CLK_TCK=$(getconf CLK_TCK)
 # wait_quiet: until the whole machine is <= QUIET_MAX % busy over 2 s (our processes are idle
 # at this point). Sets QUIET to the last busy %.
@@ -194,7 +204,7 @@ reset_peak() {
         die "cannot reset the peak RSS of $1 (/proc/$1/clear_refs: Linux >= 4.0, same user or root)"
 }
 
-RESULTS=$WORK/results.tsv   # target proto rep rps p50 p99 reqs errs cpu_us/req other% busy_before% load1 user_us/req sys_us/req
+RESULTS=$WORK/results.tsv   # target proto rep rps p50 p99 reqs errs cpu_us/req other% busy_before% load1 user_us/req sys_us/req ipi_load/req ipi_proxy/req
 MEM=$WORK/mem.tsv           # target rep idle peak hwm after (KiB)
 : >"$RESULTS"; : >"$MEM"
 DISCARDED=$WORK/discarded.tsv; : >"$DISCARDED"
@@ -212,6 +222,8 @@ one_run() {
         local p0 o0 c0 b0 p1 o1 c1 b1
         local u0 u1
         u0=$(task_user_ticks "$pid"); p0=$(task_ticks "$pid"); o0=$(ours_ticks); c0=$(child_ticks); b0=$(busy_ticks)
+        local il0 ip0 il1 ip1
+        il0=$(ipis "$LOAD_CPUS"); ip0=$(ipis "$PROXY_CPUS")
         if [[ $target != direct ]]; then o0=$((o0 + p0)); fi
         local perf_pid=
         if [[ $PERF == 1 && $target == legate && $attempt == 0 ]]; then
@@ -226,6 +238,7 @@ one_run() {
                 grep -v '^#' | grep '%' | head -60 >"$WORK/legate.$proto.$rep.perf.txt" || true
             log "perf profile: $WORK/legate.$proto.$rep.perf.txt"
         fi
+        il1=$(ipis "$LOAD_CPUS"); ip1=$(ipis "$PROXY_CPUS")
         u1=$(task_user_ticks "$pid"); p1=$(task_ticks "$pid"); o1=$(ours_ticks); c1=$(child_ticks); b1=$(busy_ticks)
         if [[ $target != direct ]]; then o1=$((o1 + p1)); fi
         ((ERRS == 0)) || die "$target/$proto rep $rep: $ERRS errors; see $WORK/$target.$proto.$rep"
@@ -237,10 +250,15 @@ one_run() {
         # (/proc/stat and the per-process counters tick separately: a few ticks either way is
         # jitter, so a slightly negative difference reads as 0.)
         foreign=$(awk -v f=$(((b1 - b0) - (o1 - o0) - (c1 - c0))) -v hz="$CLK_TCK" -v s="$DURATION" 'BEGIN{if (f < 0) f = 0; printf "%.0f", 100*f/hz/s}')
+        # IPIs per request received by the load core(s) and by the proxy's core (with PIN=0 both
+        # are every core: the same figure twice)
+        local ipi_load ipi_proxy
+        ipi_load=$(awk -v d=$((il1 - il0)) -v n="$REQS" 'BEGIN{printf "%.3f", n ? d/n : 0}')
+        ipi_proxy=$(awk -v d=$((ip1 - ip0)) -v n="$REQS" 'BEGIN{printf "%.3f", n ? d/n : 0}')
         local line
-        line=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$target" "$proto" "$rep" "$RPS" "$P50" "$P99" \
-            "$REQS" "$ERRS" "$cpu" "$foreign" "$QUIET" "$(cut -d' ' -f1 /proc/loadavg)" "$cpu_user" "$cpu_sys")
-        log "$target/$proto rep $rep: $RPS req/s, p50 ${P50}us, p99 ${P99}us, ${cpu}us CPU/req (user ${cpu_user}, sys ${cpu_sys}); other CPU ${foreign}% of a core, load $(loadavg)"
+        line=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$target" "$proto" "$rep" "$RPS" "$P50" "$P99" \
+            "$REQS" "$ERRS" "$cpu" "$foreign" "$QUIET" "$(cut -d' ' -f1 /proc/loadavg)" "$cpu_user" "$cpu_sys" "$ipi_load" "$ipi_proxy")
+        log "$target/$proto rep $rep: $RPS req/s, p50 ${P50}us, p99 ${P99}us, ${cpu}us CPU/req (user ${cpu_user}, sys ${cpu_sys}); IPIs/req to load core ${ipi_load}, to proxy core ${ipi_proxy}; other CPU ${foreign}% of a core, load $(loadavg)"
         if [[ -n $perf_pid ]]; then
             log "  profiled run (perf costs CPU): not counted; redoing"
             echo "$line" >>"$DISCARDED"
@@ -351,15 +369,15 @@ ratios() {
     for proto in "${PROTOS[@]}"; do
         if [[ $proto == h1 ]]; then echo "### HTTP/1.1 keep-alive (wrk, $CONNS connections)"; else echo "### h2c (h2load, $H2_CONNS connections × $H2_STREAMS streams)"; fi
         echo
-        echo "| target | RPS | p50 | p99 | CPU/request of the target process (user + sys) | RSS idle | RSS peak (runs) | VmHWM | RSS after |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        echo "| target | RPS | p50 | p99 | CPU/request of the target process (user + sys) | IPIs/request to the load core | RSS idle | RSS peak (runs) | VmHWM | RSS after |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         for t in $TARGETS; do
             mem="| | | |"
             [[ $t != direct ]] && mem="$(fmt_mb "$(medm "$t" 3)") | $(fmt_mb "$(medm "$t" 4)") | $(fmt_mb "$(medm "$t" 5)") | $(fmt_mb "$(medm "$t" 6)")"
             [[ $t == direct ]] && mem="(upstream) | | | "
-            printf '| %s | %.0f | %s | %s | %.1f µs (%.1f + %.1f) | %s |\n' "$(name_of "$t")" "$(med "$t" "$proto" 4)" \
+            printf '| %s | %.0f | %s | %s | %.1f µs (%.1f + %.1f) | %.3f | %s |\n' "$(name_of "$t")" "$(med "$t" "$proto" 4)" \
                 "$(fmt_us "$(med "$t" "$proto" 5)")" "$(fmt_us "$(med "$t" "$proto" 6)")" "$(med "$t" "$proto" 9)" \
-                "$(med "$t" "$proto" 13)" "$(med "$t" "$proto" 14)" "$mem"
+                "$(med "$t" "$proto" 13)" "$(med "$t" "$proto" 14)" "$(med "$t" "$proto" 15)" "$mem"
         done
         echo
         if has envoy && has legate; then ratios envoy legate "legate-proxy ÷ Envoy"; fi
@@ -373,16 +391,16 @@ ratios() {
     done
     echo "<details><summary>every measured run</summary>"
     echo
-    echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | other CPU % | busy before % | load1 |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    sort -t$'\t' -k2,2 -k1,1 -k3,3n "$RESULTS" | awk -F'\t' -v m="$NOISE_MAX" '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s%s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$10,($10>m?" ⚠":""),$11,$12}'
+    echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | IPIs/req to load core, to proxy core | other CPU % | busy before % | load1 |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    sort -t$'\t' -k2,2 -k1,1 -k3,3n "$RESULTS" | awk -F'\t' -v m="$NOISE_MAX" '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s, %s | %s%s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$15,$16,$10,($10>m?" ⚠":""),$11,$12}'
     echo
     if [[ -s $DISCARDED ]]; then
         echo "Discarded runs (other processes > ${NOISE_MAX}% of a core, or profiled):"
         echo
-        echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | other CPU % | busy before % | load1 |"
-        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        awk -F'\t' '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$10,$11,$12}' "$DISCARDED"
+        echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | IPIs/req to load core, to proxy core | other CPU % | busy before % | load1 |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        awk -F'\t' '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s, %s | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$15,$16,$10,$11,$12}' "$DISCARDED"
         echo
     fi
     echo "| proxy | rep | RSS idle KiB | peak KiB | VmHWM KiB | after KiB |"
