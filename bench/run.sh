@@ -87,6 +87,13 @@ busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 # another core that is idle or must be preempted costs the waker an IPI, which on this kind of VM
 # is expensive (see BENCHMARKS.md, "Wakeups across cores"): the count per request explains much of
 # the run-to-run spread of a proxy's kernel time.
+# steal_ticks CPUS: ticks the hypervisor ran something else while the cores in CPUS wanted to run
+# (/proc/stat "steal"): host contention that no process in this VM shows.
+steal_ticks() {
+    awk -v set="$1" 'BEGIN{ n = split(set, parts, ","); for (i = 1; i <= n; i++) {
+            if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want["cpu" c] = 1 } else want["cpu" parts[i]] = 1 } }
+        ($1 in want) { t += $9 } END{ print t + 0 }' /proc/stat
+}
 ipis() {
     awk -v set="$1" 'BEGIN{ n = split(set, parts, ","); for (i = 1; i <= n; i++) {
             if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want[c] = 1 } else want[parts[i]] = 1 } }
@@ -204,7 +211,7 @@ reset_peak() {
         die "cannot reset the peak RSS of $1 (/proc/$1/clear_refs: Linux >= 4.0, same user or root)"
 }
 
-RESULTS=$WORK/results.tsv   # target proto rep rps p50 p99 reqs errs cpu_us/req other% busy_before% load1 user_us/req sys_us/req ipi_load/req ipi_proxy/req
+RESULTS=$WORK/results.tsv   # target proto rep rps p50 p99 reqs errs cpu_us/req other% busy_before% load1 user_us/req sys_us/req ipi_load/req ipi_proxy/req steal%
 MEM=$WORK/mem.tsv           # target rep idle peak hwm after (KiB)
 : >"$RESULTS"; : >"$MEM"
 DISCARDED=$WORK/discarded.tsv; : >"$DISCARDED"
@@ -222,8 +229,8 @@ one_run() {
         local p0 o0 c0 b0 p1 o1 c1 b1
         local u0 u1
         u0=$(task_user_ticks "$pid"); p0=$(task_ticks "$pid"); o0=$(ours_ticks); c0=$(child_ticks); b0=$(busy_ticks)
-        local il0 ip0 il1 ip1
-        il0=$(ipis "$LOAD_CPUS"); ip0=$(ipis "$PROXY_CPUS")
+        local il0 ip0 il1 ip1 st0 st1
+        il0=$(ipis "$LOAD_CPUS"); ip0=$(ipis "$PROXY_CPUS"); st0=$(steal_ticks "$PROXY_CPUS")
         if [[ $target != direct ]]; then o0=$((o0 + p0)); fi
         local perf_pid=
         if [[ $PERF == 1 && $target == legate && $attempt == 0 ]]; then
@@ -238,7 +245,7 @@ one_run() {
                 grep -v '^#' | grep '%' | head -60 >"$WORK/legate.$proto.$rep.perf.txt" || true
             log "perf profile: $WORK/legate.$proto.$rep.perf.txt"
         fi
-        il1=$(ipis "$LOAD_CPUS"); ip1=$(ipis "$PROXY_CPUS")
+        il1=$(ipis "$LOAD_CPUS"); ip1=$(ipis "$PROXY_CPUS"); st1=$(steal_ticks "$PROXY_CPUS")
         u1=$(task_user_ticks "$pid"); p1=$(task_ticks "$pid"); o1=$(ours_ticks); c1=$(child_ticks); b1=$(busy_ticks)
         if [[ $target != direct ]]; then o1=$((o1 + p1)); fi
         ((ERRS == 0)) || die "$target/$proto rep $rep: $ERRS errors; see $WORK/$target.$proto.$rep"
@@ -255,10 +262,13 @@ one_run() {
         local ipi_load ipi_proxy
         ipi_load=$(awk -v d=$((il1 - il0)) -v n="$REQS" 'BEGIN{printf "%.3f", n ? d/n : 0}')
         ipi_proxy=$(awk -v d=$((ip1 - ip0)) -v n="$REQS" 'BEGIN{printf "%.3f", n ? d/n : 0}')
+        # steal on the proxy's core(s), % of one core over the run
+        local steal
+        steal=$(awk -v d=$((st1 - st0)) -v hz="$CLK_TCK" -v s="$DURATION" 'BEGIN{printf "%.1f", 100*d/hz/s}')
         local line
-        line=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$target" "$proto" "$rep" "$RPS" "$P50" "$P99" \
-            "$REQS" "$ERRS" "$cpu" "$foreign" "$QUIET" "$(cut -d' ' -f1 /proc/loadavg)" "$cpu_user" "$cpu_sys" "$ipi_load" "$ipi_proxy")
-        log "$target/$proto rep $rep: $RPS req/s, p50 ${P50}us, p99 ${P99}us, ${cpu}us CPU/req (user ${cpu_user}, sys ${cpu_sys}); IPIs/req to load core ${ipi_load}, to proxy core ${ipi_proxy}; other CPU ${foreign}% of a core, load $(loadavg)"
+        line=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$target" "$proto" "$rep" "$RPS" "$P50" "$P99" \
+            "$REQS" "$ERRS" "$cpu" "$foreign" "$QUIET" "$(cut -d' ' -f1 /proc/loadavg)" "$cpu_user" "$cpu_sys" "$ipi_load" "$ipi_proxy" "$steal")
+        log "$target/$proto rep $rep: $RPS req/s, p50 ${P50}us, p99 ${P99}us, ${cpu}us CPU/req (user ${cpu_user}, sys ${cpu_sys}); IPIs/req to load core ${ipi_load}, to proxy core ${ipi_proxy}; steal on proxy core ${steal}%; other CPU ${foreign}% of a core, load $(loadavg)"
         if [[ -n $perf_pid ]]; then
             log "  profiled run (perf costs CPU): not counted; redoing"
             echo "$line" >>"$DISCARDED"
@@ -391,16 +401,16 @@ ratios() {
     done
     echo "<details><summary>every measured run</summary>"
     echo
-    echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | IPIs/req to load core, to proxy core | other CPU % | busy before % | load1 |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    sort -t$'\t' -k2,2 -k1,1 -k3,3n "$RESULTS" | awk -F'\t' -v m="$NOISE_MAX" '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s, %s | %s%s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$15,$16,$10,($10>m?" ⚠":""),$11,$12}'
+    echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | IPIs/req to load core, to proxy core | steal % (proxy core) | other CPU % | busy before % | load1 |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    sort -t$'\t' -k2,2 -k1,1 -k3,3n "$RESULTS" | awk -F'\t' -v m="$NOISE_MAX" '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s, %s | %s | %s%s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$15,$16,$17,$10,($10>m?" ⚠":""),$11,$12}'
     echo
     if [[ -s $DISCARDED ]]; then
         echo "Discarded runs (other processes > ${NOISE_MAX}% of a core, or profiled):"
         echo
-        echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | IPIs/req to load core, to proxy core | other CPU % | busy before % | load1 |"
-        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        awk -F'\t' '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s, %s | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$15,$16,$10,$11,$12}' "$DISCARDED"
+        echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | IPIs/req to load core, to proxy core | steal % (proxy core) | other CPU % | busy before % | load1 |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        awk -F'\t' '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s, %s | %s | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$15,$16,$17,$10,$11,$12}' "$DISCARDED"
         echo
     fi
     echo "| proxy | rep | RSS idle KiB | peak KiB | VmHWM KiB | after KiB |"
