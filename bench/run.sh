@@ -94,6 +94,13 @@ steal_ticks() {
             if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want["cpu" c] = 1 } else want["cpu" parts[i]] = 1 } }
         ($1 in want) { t += $9 } END{ print t + 0 }' /proc/stat
 }
+# core_ticks CPUS: "busy total" ticks so far of the cores in CPUS (/proc/stat; busy = user, nice,
+# system, irq, softirq, steal).
+core_ticks() {
+    awk -v set="$1" 'BEGIN{ n = split(set, parts, ","); for (i = 1; i <= n; i++) {
+            if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want["cpu" c] = 1 } else want["cpu" parts[i]] = 1 } }
+        ($1 in want) { b += $2 + $3 + $4 + $7 + $8 + $9; t += $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 } END{ print b + 0, t + 0 }' /proc/stat
+}
 ipis() {
     awk -v set="$1" 'BEGIN{ n = split(set, parts, ","); for (i = 1; i <= n; i++) {
             if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want[c] = 1 } else want[parts[i]] = 1 } }
@@ -211,7 +218,7 @@ reset_peak() {
         die "cannot reset the peak RSS of $1 (/proc/$1/clear_refs: Linux >= 4.0, same user or root)"
 }
 
-RESULTS=$WORK/results.tsv   # target proto rep rps p50 p99 reqs errs cpu_us/req other% busy_before% load1 user_us/req sys_us/req ipi_load/req ipi_proxy/req steal%
+RESULTS=$WORK/results.tsv   # target proto rep rps p50 p99 reqs errs cpu_us/req other% busy_before% load1 user_us/req sys_us/req ipi_load/req ipi_proxy/req steal% busy_load% busy_proxy%
 MEM=$WORK/mem.tsv           # target rep idle peak hwm after (KiB)
 : >"$RESULTS"; : >"$MEM"
 DISCARDED=$WORK/discarded.tsv; : >"$DISCARDED"
@@ -231,6 +238,8 @@ one_run() {
         u0=$(task_user_ticks "$pid"); p0=$(task_ticks "$pid"); o0=$(ours_ticks); c0=$(child_ticks); b0=$(busy_ticks)
         local il0 ip0 il1 ip1 st0 st1
         il0=$(ipis "$LOAD_CPUS"); ip0=$(ipis "$PROXY_CPUS"); st0=$(steal_ticks "$PROXY_CPUS")
+        local lb0 lt0 pb0 pt0 lb1 lt1 pb1 pt1
+        read -r lb0 lt0 < <(core_ticks "$LOAD_CPUS"); read -r pb0 pt0 < <(core_ticks "$PROXY_CPUS")
         if [[ $target != direct ]]; then o0=$((o0 + p0)); fi
         local perf_pid=
         if [[ $PERF == 1 && $target == legate && $attempt == 0 ]]; then
@@ -246,6 +255,7 @@ one_run() {
             log "perf profile: $WORK/legate.$proto.$rep.perf.txt"
         fi
         il1=$(ipis "$LOAD_CPUS"); ip1=$(ipis "$PROXY_CPUS"); st1=$(steal_ticks "$PROXY_CPUS")
+        read -r lb1 lt1 < <(core_ticks "$LOAD_CPUS"); read -r pb1 pt1 < <(core_ticks "$PROXY_CPUS")
         u1=$(task_user_ticks "$pid"); p1=$(task_ticks "$pid"); o1=$(ours_ticks); c1=$(child_ticks); b1=$(busy_ticks)
         if [[ $target != direct ]]; then o1=$((o1 + p1)); fi
         ((ERRS == 0)) || die "$target/$proto rep $rep: $ERRS errors; see $WORK/$target.$proto.$rep"
@@ -262,13 +272,18 @@ one_run() {
         local ipi_load ipi_proxy
         ipi_load=$(awk -v d=$((il1 - il0)) -v n="$REQS" 'BEGIN{printf "%.3f", n ? d/n : 0}')
         ipi_proxy=$(awk -v d=$((ip1 - ip0)) -v n="$REQS" 'BEGIN{printf "%.3f", n ? d/n : 0}')
+        # how busy the load core(s) and the proxy's core(s) were (% of their time; with PIN=0 the
+        # same figure twice). A load core near 100 % means the run measured the load side too.
+        local busy_load busy_proxy
+        busy_load=$(awk -v b=$((lb1 - lb0)) -v t=$((lt1 - lt0)) 'BEGIN{printf "%.0f", t ? 100*b/t : 0}')
+        busy_proxy=$(awk -v b=$((pb1 - pb0)) -v t=$((pt1 - pt0)) 'BEGIN{printf "%.0f", t ? 100*b/t : 0}')
         # steal on the proxy's core(s), % of one core over the run
         local steal
         steal=$(awk -v d=$((st1 - st0)) -v hz="$CLK_TCK" -v s="$DURATION" 'BEGIN{printf "%.1f", 100*d/hz/s}')
         local line
-        line=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$target" "$proto" "$rep" "$RPS" "$P50" "$P99" \
-            "$REQS" "$ERRS" "$cpu" "$foreign" "$QUIET" "$(cut -d' ' -f1 /proc/loadavg)" "$cpu_user" "$cpu_sys" "$ipi_load" "$ipi_proxy" "$steal")
-        log "$target/$proto rep $rep: $RPS req/s, p50 ${P50}us, p99 ${P99}us, ${cpu}us CPU/req (user ${cpu_user}, sys ${cpu_sys}); IPIs/req to load core ${ipi_load}, to proxy core ${ipi_proxy}; steal on proxy core ${steal}%; other CPU ${foreign}% of a core, load $(loadavg)"
+        line=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$target" "$proto" "$rep" "$RPS" "$P50" "$P99" \
+            "$REQS" "$ERRS" "$cpu" "$foreign" "$QUIET" "$(cut -d' ' -f1 /proc/loadavg)" "$cpu_user" "$cpu_sys" "$ipi_load" "$ipi_proxy" "$steal" "$busy_load" "$busy_proxy")
+        log "$target/$proto rep $rep: $RPS req/s, p50 ${P50}us, p99 ${P99}us, ${cpu}us CPU/req (user ${cpu_user}, sys ${cpu_sys}); IPIs/req to load core ${ipi_load}, to proxy core ${ipi_proxy}; steal on proxy core ${steal}%; cores busy: load ${busy_load}%, proxy ${busy_proxy}%; other CPU ${foreign}% of a core, load $(loadavg)"
         if [[ -n $perf_pid ]]; then
             log "  profiled run (perf costs CPU): not counted; redoing"
             echo "$line" >>"$DISCARDED"
@@ -379,15 +394,15 @@ ratios() {
     for proto in "${PROTOS[@]}"; do
         if [[ $proto == h1 ]]; then echo "### HTTP/1.1 keep-alive (wrk, $CONNS connections)"; else echo "### h2c (h2load, $H2_CONNS connections × $H2_STREAMS streams)"; fi
         echo
-        echo "| target | RPS | p50 | p99 | CPU/request of the target process (user + sys) | IPIs/request to the load core | RSS idle | RSS peak (runs) | VmHWM | RSS after |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        echo "| target | RPS | p50 | p99 | CPU/request of the target process (user + sys) | IPIs/request to the load core | load core busy | RSS idle | RSS peak (runs) | VmHWM | RSS after |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         for t in $TARGETS; do
             mem="| | | |"
             [[ $t != direct ]] && mem="$(fmt_mb "$(medm "$t" 3)") | $(fmt_mb "$(medm "$t" 4)") | $(fmt_mb "$(medm "$t" 5)") | $(fmt_mb "$(medm "$t" 6)")"
             [[ $t == direct ]] && mem="(upstream) | | | "
-            printf '| %s | %.0f | %s | %s | %.1f µs (%.1f + %.1f) | %.3f | %s |\n' "$(name_of "$t")" "$(med "$t" "$proto" 4)" \
+            printf '| %s | %.0f | %s | %s | %.1f µs (%.1f + %.1f) | %.3f | %.0f %% | %s |\n' "$(name_of "$t")" "$(med "$t" "$proto" 4)" \
                 "$(fmt_us "$(med "$t" "$proto" 5)")" "$(fmt_us "$(med "$t" "$proto" 6)")" "$(med "$t" "$proto" 9)" \
-                "$(med "$t" "$proto" 13)" "$(med "$t" "$proto" 14)" "$(med "$t" "$proto" 15)" "$mem"
+                "$(med "$t" "$proto" 13)" "$(med "$t" "$proto" 14)" "$(med "$t" "$proto" 15)" "$(med "$t" "$proto" 18)" "$mem"
         done
         echo
         if has envoy && has legate; then ratios envoy legate "legate-proxy ÷ Envoy"; fi
@@ -396,21 +411,24 @@ ratios() {
             line="RPS as a fraction of direct:"
             for t in $TARGETS; do [[ $t == direct || $t == *-mtls ]] || line+=" $(name_of "$t") $(ratio "$(med "$t" "$proto" 4)" "$(med direct "$proto" 4)");"; done
             echo "${line%;}."
+            # Through any proxy the load core does at least the direct run's work per request:
+            # the direct RPS bounds every proxy, so direct ÷ Envoy bounds the RPS ratio.
+            has envoy && echo "Highest RPS ratio to Envoy this run could show (direct ÷ Envoy, see BENCHMARKS.md, \"The ceiling\"): $(ratio "$(med direct "$proto" 4)" "$(med envoy "$proto" 4)")."
             echo
         fi
     done
     echo "<details><summary>every measured run</summary>"
     echo
-    echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | IPIs/req to load core, to proxy core | steal % (proxy core) | other CPU % | busy before % | load1 |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    sort -t$'\t' -k2,2 -k1,1 -k3,3n "$RESULTS" | awk -F'\t' -v m="$NOISE_MAX" '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s, %s | %s | %s%s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$15,$16,$17,$10,($10>m?" ⚠":""),$11,$12}'
+    echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | IPIs/req to load core, to proxy core | steal % (proxy core) | busy % load core, proxy core | other CPU % | busy before % | load1 |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    sort -t$'\t' -k2,2 -k1,1 -k3,3n "$RESULTS" | awk -F'\t' -v m="$NOISE_MAX" '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s, %s | %s | %s, %s | %s%s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$15,$16,$17,$18,$19,$10,($10>m?" ⚠":""),$11,$12}'
     echo
     if [[ -s $DISCARDED ]]; then
         echo "Discarded runs (other processes > ${NOISE_MAX}% of a core, or profiled):"
         echo
-        echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | IPIs/req to load core, to proxy core | steal % (proxy core) | other CPU % | busy before % | load1 |"
-        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        awk -F'\t' '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s, %s | %s | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$15,$16,$17,$10,$11,$12}' "$DISCARDED"
+        echo "| target | proto | rep | RPS | p50 µs | p99 µs | requests | errors | CPU µs/req (user + sys) | IPIs/req to load core, to proxy core | steal % (proxy core) | busy % load core, proxy core | other CPU % | busy before % | load1 |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        awk -F'\t' '{printf "| %s | %s | %s | %.0f | %.0f | %.0f | %s | %s | %s (%s + %s) | %s, %s | %s | %s, %s | %s | %s | %s |\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$13,$14,$15,$16,$17,$18,$19,$10,$11,$12}' "$DISCARDED"
         echo
     fi
     echo "| proxy | rep | RSS idle KiB | peak KiB | VmHWM KiB | after KiB |"
