@@ -82,29 +82,35 @@ fi
 child_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
 # busy_ticks: all CPUs' non-idle ticks.
 busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+# cpu_numbers CPUS: the cores of a taskset list ("0", "0-1", "0,2-3"), separated by spaces.
+cpu_numbers() {
+    local part c out=()
+    local -a parts
+    IFS=, read -ra parts <<<"$1"
+    for part in "${parts[@]}"; do
+        if [[ $part == *-* ]]; then
+            for ((c = ${part%-*}; c <= ${part#*-}; c++)); do out+=("$c"); done
+        else
+            out+=("$part")
+        fi
+    done
+    echo "${out[*]}"
+}
+# core_ticks CPUS: "busy total steal" ticks so far of the cores in CPUS (/proc/stat; busy = user,
+# nice, system, irq, softirq, steal; steal = the hypervisor ran something else while the core
+# wanted to run: host contention that no process in this VM shows).
+core_ticks() {
+    awk -v cpus="$(cpu_numbers "$1")" 'BEGIN{ n = split(cpus, c, " "); for (i = 1; i <= n; i++) want["cpu" c[i]] = 1 }
+        ($1 in want) { b += $2 + $3 + $4 + $7 + $8 + $9; t += $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; st += $9 }
+        END{ print b + 0, t + 0, st + 0 }' /proc/stat
+}
 # ipis CPUS: interprocessor interrupts (rescheduling + function call; a TLB shootdown is one of the
 # latter) received so far by the cores in CPUS (a taskset list such as 0 or 0-1). Waking a task on
 # another core that is idle or must be preempted costs the waker an IPI, which on this kind of VM
-# is expensive (see BENCHMARKS.md, "Wakeups across cores"): the count per request explains much of
-# the run-to-run spread of a proxy's kernel time.
-# steal_ticks CPUS: ticks the hypervisor ran something else while the cores in CPUS wanted to run
-# (/proc/stat "steal"): host contention that no process in this VM shows.
-steal_ticks() {
-    awk -v set="$1" 'BEGIN{ n = split(set, parts, ","); for (i = 1; i <= n; i++) {
-            if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want["cpu" c] = 1 } else want["cpu" parts[i]] = 1 } }
-        ($1 in want) { t += $9 } END{ print t + 0 }' /proc/stat
-}
-# core_ticks CPUS: "busy total" ticks so far of the cores in CPUS (/proc/stat; busy = user, nice,
-# system, irq, softirq, steal).
-core_ticks() {
-    awk -v set="$1" 'BEGIN{ n = split(set, parts, ","); for (i = 1; i <= n; i++) {
-            if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want["cpu" c] = 1 } else want["cpu" parts[i]] = 1 } }
-        ($1 in want) { b += $2 + $3 + $4 + $7 + $8 + $9; t += $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 } END{ print b + 0, t + 0 }' /proc/stat
-}
+# is expensive (bench/wake-cost.sh; BENCHMARKS.md, "The ceiling").
 ipis() {
-    awk -v set="$1" 'BEGIN{ n = split(set, parts, ","); for (i = 1; i <= n; i++) {
-            if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want[c] = 1 } else want[parts[i]] = 1 } }
-        $1 == "RES:" || $1 == "CAL:" { for (c in want) t += $(c + 2) } END{ print t + 0 }' /proc/interrupts
+    awk -v cpus="$(cpu_numbers "$1")" 'BEGIN{ n = split(cpus, c, " "); for (i = 1; i <= n; i++) want[c[i]] = 1 }
+        $1 == "RES:" || $1 == "CAL:" { for (k in want) t += $(k + 2) } END{ print t + 0 }' /proc/interrupts
 }
 CLK_TCK=$(getconf CLK_TCK)
 # wait_quiet: until the whole machine is <= QUIET_MAX % busy over 2 s (our processes are idle
@@ -236,10 +242,9 @@ one_run() {
         local p0 o0 c0 b0 p1 o1 c1 b1
         local u0 u1
         u0=$(task_user_ticks "$pid"); p0=$(task_ticks "$pid"); o0=$(ours_ticks); c0=$(child_ticks); b0=$(busy_ticks)
-        local il0 ip0 il1 ip1 st0 st1
-        il0=$(ipis "$LOAD_CPUS"); ip0=$(ipis "$PROXY_CPUS"); st0=$(steal_ticks "$PROXY_CPUS")
-        local lb0 lt0 pb0 pt0 lb1 lt1 pb1 pt1
-        read -r lb0 lt0 < <(core_ticks "$LOAD_CPUS"); read -r pb0 pt0 < <(core_ticks "$PROXY_CPUS")
+        local il0 ip0 il1 ip1 lb0 lt0 pb0 pt0 st0 lb1 lt1 pb1 pt1 st1 _
+        il0=$(ipis "$LOAD_CPUS"); ip0=$(ipis "$PROXY_CPUS")
+        read -r lb0 lt0 _ < <(core_ticks "$LOAD_CPUS"); read -r pb0 pt0 st0 < <(core_ticks "$PROXY_CPUS")
         if [[ $target != direct ]]; then o0=$((o0 + p0)); fi
         local perf_pid=
         if [[ $PERF == 1 && $target == legate && $attempt == 0 ]]; then
@@ -254,8 +259,8 @@ one_run() {
                 grep -v '^#' | grep '%' | head -60 >"$WORK/legate.$proto.$rep.perf.txt" || true
             log "perf profile: $WORK/legate.$proto.$rep.perf.txt"
         fi
-        il1=$(ipis "$LOAD_CPUS"); ip1=$(ipis "$PROXY_CPUS"); st1=$(steal_ticks "$PROXY_CPUS")
-        read -r lb1 lt1 < <(core_ticks "$LOAD_CPUS"); read -r pb1 pt1 < <(core_ticks "$PROXY_CPUS")
+        il1=$(ipis "$LOAD_CPUS"); ip1=$(ipis "$PROXY_CPUS")
+        read -r lb1 lt1 _ < <(core_ticks "$LOAD_CPUS"); read -r pb1 pt1 st1 < <(core_ticks "$PROXY_CPUS")
         u1=$(task_user_ticks "$pid"); p1=$(task_ticks "$pid"); o1=$(ours_ticks); c1=$(child_ticks); b1=$(busy_ticks)
         if [[ $target != direct ]]; then o1=$((o1 + p1)); fi
         ((ERRS == 0)) || die "$target/$proto rep $rep: $ERRS errors; see $WORK/$target.$proto.$rep"

@@ -2,7 +2,7 @@
  * What it costs a thread to wake another one, on this machine: the time the waker spends in one
  * write(2) to a pipe that a reader is blocked on, when the reader sleeps on an idle other core
  * (the kernel must send that core an interprocessor interrupt), and when nobody waits. Built and
- * run by bench/wake-cost.sh; see BENCHMARKS.md, "Wakeups across cores".
+ * run by bench/wake-cost.sh; see BENCHMARKS.md, "The ceiling".
  */
 #define _GNU_SOURCE
 #include <pthread.h>

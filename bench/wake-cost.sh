@@ -2,7 +2,7 @@
 # What waking a thread on another core costs the waker on this machine (bench/wake-cost.c): on a
 # VM every interprocessor interrupt may exit to the hypervisor, and a proxy pays one each time
 # it sends to a client or upstream whose core has gone idle. bench/run.sh counts those IPIs per
-# request; this measures what one costs. See BENCHMARKS.md, "Wakeups across cores".
+# request; this measures what one costs. See BENCHMARKS.md, "The ceiling".
 #
 # Usage: bench/wake-cost.sh [SAMPLES]   (default 5000 per case, 200 µs apart: ~3 s)
 set -euo pipefail
