@@ -417,8 +417,11 @@ ratios() {
             for t in $TARGETS; do [[ $t == direct || $t == *-mtls ]] || line+=" $(name_of "$t") $(ratio "$(med "$t" "$proto" 4)" "$(med direct "$proto" 4)");"; done
             echo "${line%;}."
             # Through any proxy the load core does at least the direct run's work per request:
-            # the direct RPS bounds every proxy, so direct ÷ Envoy bounds the RPS ratio.
-            has envoy && echo "Highest RPS ratio to Envoy this run could show (direct ÷ Envoy, see BENCHMARKS.md, \"The ceiling\"): $(ratio "$(med direct "$proto" 4)" "$(med envoy "$proto" 4)")."
+            # the direct RPS bounds every proxy, so direct ÷ Envoy bounds the RPS ratio. (Not
+            # for h2c: behind a proxy the upstream serves HTTP/1.1, not the direct run's h2c.)
+            if has envoy && [[ $proto == h1 ]]; then
+                echo "Highest RPS ratio to Envoy this run could show (direct ÷ Envoy, see BENCHMARKS.md, \"The ceiling\"): $(ratio "$(med direct "$proto" 4)" "$(med envoy "$proto" 4)")."
+            fi
             echo
         fi
     done
