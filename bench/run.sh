@@ -68,6 +68,7 @@ PROTOS=(h1)
 
 # --- CPU placement -----------------------------------------------------------------------------
 NCPU=$(nproc)
+ALL_CPUS=0-$((NCPU - 1))
 if [[ $PIN == 1 && $NCPU -ge 2 ]]; then
     LOAD_CPUS=0; PROXY_CPUS=1
     taskset -cp "$LOAD_CPUS" $$ >/dev/null   # this script and everything it starts: core 0
@@ -80,8 +81,6 @@ fi
 # --- helpers -----------------------------------------------------------------------------------
 # child_ticks: cutime+cstime of this script (every waited-for descendant: wrk, h2load, curl, ...).
 child_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
-# busy_ticks: all CPUs' non-idle ticks.
-busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 # cpu_numbers CPUS: the cores of a taskset list ("0", "0-1", "0,2-3"), separated by spaces.
 cpu_numbers() {
     local part c out=()
@@ -116,11 +115,11 @@ CLK_TCK=$(getconf CLK_TCK)
 # wait_quiet: until the whole machine is <= QUIET_MAX % busy over 2 s (our processes are idle
 # at this point). Sets QUIET to the last busy %.
 wait_quiet() {
-    local deadline=$((SECONDS + QUIET_WAIT)) b0 t0 b1 t1 warned=0 began=$SECONDS
+    local deadline=$((SECONDS + QUIET_WAIT)) b0 t0 b1 t1 _ warned=0 began=$SECONDS
     while :; do
-        b0=$(busy_ticks); t0=$(awk '/^cpu /{s=0; for(i=2;i<=NF;i++) s+=$i; print s}' /proc/stat)
+        read -r b0 t0 _ < <(core_ticks "$ALL_CPUS")
         sleep 2
-        b1=$(busy_ticks); t1=$(awk '/^cpu /{s=0; for(i=2;i<=NF;i++) s+=$i; print s}' /proc/stat)
+        read -r b1 t1 _ < <(core_ticks "$ALL_CPUS")
         QUIET=$(awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) 'BEGIN{printf "%.0f", t ? 100*b/t : 0}')
         if ((QUIET <= QUIET_MAX)); then WAITED=$((WAITED + SECONDS - began)); return 0; fi
         if ((SECONDS >= deadline || WAITED + SECONDS - began >= WAIT_BUDGET)); then
@@ -239,10 +238,11 @@ one_run() {
     ((ERRS == 0)) || die "$target/$proto warm-up: $ERRS errors; see $WORK/$target.$proto.$rep.warmup"
     for attempt in $(seq 0 "$NOISE_RETRIES"); do
         wait_quiet
-        local p0 o0 c0 b0 p1 o1 c1 b1
+        local p0 o0 c0 b0 p1 o1 c1 b1 _
         local u0 u1
-        u0=$(task_user_ticks "$pid"); p0=$(task_ticks "$pid"); o0=$(ours_ticks); c0=$(child_ticks); b0=$(busy_ticks)
-        local il0 ip0 il1 ip1 lb0 lt0 pb0 pt0 st0 lb1 lt1 pb1 pt1 st1 _
+        u0=$(task_user_ticks "$pid"); p0=$(task_ticks "$pid"); o0=$(ours_ticks); c0=$(child_ticks)
+        read -r b0 _ _ < <(core_ticks "$ALL_CPUS")
+        local il0 ip0 il1 ip1 lb0 lt0 pb0 pt0 st0 lb1 lt1 pb1 pt1 st1
         il0=$(ipis "$LOAD_CPUS"); ip0=$(ipis "$PROXY_CPUS")
         read -r lb0 lt0 _ < <(core_ticks "$LOAD_CPUS"); read -r pb0 pt0 st0 < <(core_ticks "$PROXY_CPUS")
         if [[ $target != direct ]]; then o0=$((o0 + p0)); fi
@@ -261,7 +261,8 @@ one_run() {
         fi
         il1=$(ipis "$LOAD_CPUS"); ip1=$(ipis "$PROXY_CPUS")
         read -r lb1 lt1 _ < <(core_ticks "$LOAD_CPUS"); read -r pb1 pt1 st1 < <(core_ticks "$PROXY_CPUS")
-        u1=$(task_user_ticks "$pid"); p1=$(task_ticks "$pid"); o1=$(ours_ticks); c1=$(child_ticks); b1=$(busy_ticks)
+        u1=$(task_user_ticks "$pid"); p1=$(task_ticks "$pid"); o1=$(ours_ticks); c1=$(child_ticks)
+        read -r b1 _ _ < <(core_ticks "$ALL_CPUS")
         if [[ $target != direct ]]; then o1=$((o1 + p1)); fi
         ((ERRS == 0)) || die "$target/$proto rep $rep: $ERRS errors; see $WORK/$target.$proto.$rep"
         # CPU of the target process per request; CPU used by anything else (% of one core)
