@@ -73,6 +73,7 @@ fn convert(l: &Listener) -> Result<ListenerConfig> {
         name: l.name.clone(),
         address,
         stat_prefix: hcm.stat_prefix,
+        listener_stat_prefix: l.stat_prefix.clone(),
         routes: hcm.routes,
         codec: hcm.codec,
         stream_idle_timeout: hcm.stream_idle_timeout,

@@ -26,6 +26,9 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// The HCM's `stat_prefix` (stats `http.<prefix>.*`).
     pub stat_prefix: String,
+    /// The listener's own `stat_prefix` (stats `listener.<prefix>.*`); empty: the bound
+    /// address, as Envoy names it (`127.0.0.1_10000`).
+    pub listener_stat_prefix: String,
     /// Where the routes come from.
     pub routes: RouteSource,
     /// Accepted downstream protocols.

@@ -33,9 +33,13 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// `te: trailers` (which gRPC needs).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them: one pass over the names instead of eight lookups.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
+    if headers.keys().any(is_hop_by_hop) {
+        remove_hop_by_hop(headers);
     }
+}
+
+/// [`strip_hop_by_hop`] without the look first.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -157,7 +161,21 @@ pub struct UpstreamHeaders<'a> {
 /// Prepares downstream request headers for the upstream (`x-envoy-expected-rq-timeout-ms`
 /// is set per attempt by the router).
 pub fn prepare_request(headers: &mut HeaderMap, extra: &UpstreamHeaders<'_>) {
-    strip_hop_by_hop(headers);
+    // One pass over the names finds both kinds of header to drop (most requests carry neither).
+    if headers
+        .keys()
+        .any(|n| is_hop_by_hop(n) || n == header::EXPECT)
+    {
+        remove_hop_by_hop(headers);
+        // The `100 Continue` is the proxy's to send (hyper sends it when the body is first
+        // read); without `proxy_100_continue` Envoy does not forward the expectation.
+        if headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        {
+            headers.remove(header::EXPECT);
+        }
+    }
     if let header::Entry::Vacant(e) = headers.entry(&X_FORWARDED_PROTO) {
         e.insert(HeaderValue::from_static("http"));
     }
@@ -189,6 +207,28 @@ mod tests {
         assert!(h.get("x-foo").is_none() && h.get("keep-alive").is_none());
         assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
         assert!(h.get("x-keep").is_some());
+    }
+
+    #[test]
+    fn expect_100_continue_is_not_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert("expect", HeaderValue::from_static("100-Continue"));
+        prepare_request(
+            &mut h,
+            &UpstreamHeaders {
+                original_path: None,
+            },
+        );
+        assert!(h.get("expect").is_none());
+        let mut other = HeaderMap::new();
+        other.insert("expect", HeaderValue::from_static("something-else"));
+        prepare_request(
+            &mut other,
+            &UpstreamHeaders {
+                original_path: None,
+            },
+        );
+        assert_eq!(other["expect"], "something-else");
     }
 
     #[test]

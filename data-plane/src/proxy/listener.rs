@@ -45,6 +45,13 @@ pub struct HttpStats {
     pub cx_total: Counter,
     /// `downstream_cx_active`.
     pub cx_active: Gauge,
+    /// `downstream_cx_protocol_error`: requests Envoy's HTTP/1.1 codec would refuse.
+    pub cx_protocol_error: Counter,
+    /// `downstream_rq_rx_reset`: requests that ended without a response (the client went away)
+    /// or that Envoy resets after refusing them.
+    pub rq_rx_reset: Counter,
+    /// `downstream_rq_ws_on_non_ws_route`: upgrade requests (no route allows one).
+    pub rq_ws_on_non_ws_route: Counter,
     classes: [Counter; 5],
 }
 
@@ -63,6 +70,9 @@ impl HttpStats {
             no_cluster: c("no_cluster"),
             cx_total: c("downstream_cx_total"),
             cx_active: g("downstream_cx_active"),
+            cx_protocol_error: c("downstream_cx_protocol_error"),
+            rq_rx_reset: c("downstream_rq_rx_reset"),
+            rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
             classes: [
                 c("downstream_rq_1xx"),
                 c("downstream_rq_2xx"),
@@ -286,18 +296,28 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
+/// `listener.<name>`, Envoy's scope for a listener's stats: its `stat_prefix`, else its address
+/// with every `:` made `_` (`listener.127.0.0.1_10000`, `listener.[__1]_10000`).
+fn listener_stats_scope(stat_prefix: &str, address: Option<SocketAddr>) -> String {
+    if !stat_prefix.is_empty() {
+        return format!("listener.{stat_prefix}");
+    }
+    let address = address.map(|a| a.to_string()).unwrap_or_default();
+    format!("listener.{}", address.replace(':', "_"))
+}
+
 async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ListenerCtx>,
     mut shutdown: watch::Receiver<bool>,
     store: Store,
 ) {
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let cx_total = store.counter(&format!("listener.{addr}.downstream_cx_total"));
-    let cx_active = store.gauge(&format!("listener.{addr}.downstream_cx_active"));
+    let scope = listener_stats_scope(
+        &ctx.state.load().config.listener_stat_prefix,
+        listener.local_addr().ok(),
+    );
+    let cx_total = store.counter(&format!("{scope}.downstream_cx_total"));
+    let cx_active = store.gauge(&format!("{scope}.downstream_cx_active"));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -338,4 +358,18 @@ async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ListenerCtx>) 
         tracing::debug!(error = %e, "downstream connection ended with an error");
     }
     state.stats.cx_active.dec();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listener_stats_scope;
+
+    #[test]
+    fn listener_stats_are_named_as_envoy_names_them() {
+        let v4 = "127.0.0.1:10000".parse().ok();
+        assert_eq!(listener_stats_scope("", v4), "listener.127.0.0.1_10000");
+        let v6 = "[::1]:10000".parse().ok();
+        assert_eq!(listener_stats_scope("", v6), "listener.[__1]_10000");
+        assert_eq!(listener_stats_scope("egress", v4), "listener.egress");
+    }
 }

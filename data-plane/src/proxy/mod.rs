@@ -1,5 +1,6 @@
 //! The request path: listener → route → cluster → load balancer → pool → upstream.
 
+pub mod admission;
 pub mod body;
 pub mod headers;
 pub mod http1;

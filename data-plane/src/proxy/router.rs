@@ -16,6 +16,7 @@
 //!   request with a 504 that is charged nothing (no attempt was in flight).
 //! * `upstream_rq_timeout` counts a route timeout that cuts an attempt short.
 
+use super::admission::{self, Rejection};
 use super::body::{self, ProxyBody, UpstreamBody};
 use super::headers::{self, UpstreamHeaders};
 use super::internal;
@@ -58,22 +59,75 @@ pub async fn handle(
     let stats = &state.stats;
     let start = Instant::now();
     stats.rq_total.inc();
-    stats.rq_active.inc();
+    let mut in_flight = InFlight::start(stats);
     if req.version() == Version::HTTP_2 {
         stats.rq_http2_total.inc();
     } else {
         stats.rq_http1_total.inc();
     }
-    let verdict = internal::sanitize(req.headers_mut(), state.config.internal_address.as_ref());
-    let runtime = ctx.runtime.load();
-    let mut resp = route(&runtime, &state.config.routes, stats, req, verdict, start).await;
+    let mut resp = match admission::check(&req) {
+        Some(rejection) => refuse(stats, rejection, req.version()),
+        None => {
+            let verdict =
+                internal::sanitize(req.headers_mut(), state.config.internal_address.as_ref());
+            let runtime = ctx.runtime.load();
+            route(&runtime, &state.config.routes, stats, req, verdict, start).await
+        }
+    };
+    in_flight.answered();
     stats.count_status(resp.status().as_u16());
-    stats.rq_active.dec();
     stats.rq_completed.inc();
     stats.rq_time.record(elapsed_ms(start));
     resp.headers_mut()
         .insert(header::SERVER, state.server_header.clone());
     Ok(resp)
+}
+
+/// `downstream_rq_active` for one request. Dropped without [`InFlight::answered`] (the
+/// connection went away and hyper dropped the request's future), the request counts as
+/// `downstream_rq_rx_reset`, as Envoy counts a downstream reset.
+struct InFlight<'a> {
+    stats: &'a HttpStats,
+    answered: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(stats: &'a HttpStats) -> Self {
+        stats.rq_active.inc();
+        InFlight {
+            stats,
+            answered: false,
+        }
+    }
+
+    fn answered(&mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.stats.rq_active.dec();
+        if !self.answered {
+            self.stats.rq_rx_reset.inc();
+        }
+    }
+}
+
+/// Envoy's answer to a request its connection manager refuses, counted as Envoy counts it.
+fn refuse(stats: &HttpStats, rejection: Rejection, version: Version) -> Response<ProxyBody> {
+    if rejection.is_protocol_error() {
+        stats.cx_protocol_error.inc();
+    }
+    if rejection.resets_stream() {
+        stats.rq_rx_reset.inc();
+    }
+    match rejection {
+        Rejection::Upgrade => stats.rq_ws_on_non_ws_route.inc(),
+        Rejection::Connect => stats.no_route.inc(),
+        _ => {}
+    }
+    rejection.reply(version)
 }
 
 async fn route(

@@ -12,6 +12,7 @@
 
 mod common;
 
+mod admission;
 mod backoff;
 mod bodies;
 mod breakers;

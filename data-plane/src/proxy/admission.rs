@@ -1,0 +1,315 @@
+//! The checks Envoy's HTTP connection manager makes on a downstream request before routing it,
+//! with Envoy 1.40's defaults (the HCM fields that change them, `http_protocol_options`,
+//! `common_http_protocol_options`, `max_request_headers_kb` and `upgrade_configs`, are NACKed
+//! by `config::listener`). Each rejection is answered as Envoy answers it — status, body,
+//! `connection: close` — and counted under the same stats.
+//!
+//! | request | Envoy's answer | stats (besides `downstream_rq_4xx`) |
+//! |---|---|---|
+//! | HTTP/1.0 (`accept_http_10: false`) | 426 `Upgrade Required` | `downstream_cx_protocol_error`, `downstream_rq_rx_reset` |
+//! | request head over 60 KiB (`max_request_headers_kb: 60`) | 431 `Request Header Fields Too Large` | same |
+//! | a target that is not a path (`GET host:80`), other than CONNECT | 400 `Bad Request` | same |
+//! | HTTP/1.1 without `host` | 400, empty body | |
+//! | an upgrade (`connection: upgrade` + `upgrade: websocket`) | 403, empty body | `downstream_rq_ws_on_non_ws_route`, `downstream_rq_rx_reset` |
+//! | CONNECT (no route has a `connect_matcher`) | 404, empty body | `no_route`, `downstream_rq_rx_reset` |
+//!
+//! What hyper's HTTP/1.1 parser rejects before a request exists (a malformed request line or
+//! header, more than 100 headers, a head over ~400 KiB) gets hyper's own answer: the same status
+//! as Envoy's, with an empty body and no `server` header. Where hyper and Envoy differ (all
+//! within RFC 9112): a request with both `content-length` and `transfer-encoding: chunked` is
+//! read as chunked and its connection closed after the response (Envoy refuses it with 400), a
+//! folded header line (obs-fold) is refused with 400 (Envoy unfolds it), a `#fragment` in the
+//! target is dropped (Envoy refuses it with 400), and the answer to an HTTP/1.0 request says
+//! `HTTP/1.0` in its status line (Envoy's says `HTTP/1.1`). Envoy counts the request head's bytes
+//! as received; legate-proxy rebuilds them from the parsed request (`name: value` with one space),
+//! which is exact for every client that writes headers that way.
+
+use super::body::ProxyBody;
+use super::local_reply;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+
+/// Envoy's default `max_request_headers_kb` (60 KiB), in bytes: the request line, the header
+/// lines and the blank line that ends them.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 60 * 1024;
+
+/// Why a request was refused before routing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// HTTP/1.0 (or older): Envoy only accepts it with `accept_http_10`.
+    Http10,
+    /// The request head is larger than [`MAX_REQUEST_HEAD_BYTES`].
+    HeadTooLarge,
+    /// A request target that is neither a path nor an absolute URI (and the method is not
+    /// CONNECT).
+    NonRelativePath,
+    /// HTTP/1.1 without a `host` header.
+    MissingHost,
+    /// A connection upgrade (WebSocket, …): no `upgrade_configs` enable one.
+    Upgrade,
+    /// CONNECT: only a route with a `connect_matcher` matches it, and there is none.
+    Connect,
+}
+
+impl Rejection {
+    /// The status Envoy answers with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Rejection::Http10 => StatusCode::UPGRADE_REQUIRED,
+            Rejection::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Rejection::NonRelativePath | Rejection::MissingHost => StatusCode::BAD_REQUEST,
+            Rejection::Upgrade => StatusCode::FORBIDDEN,
+            Rejection::Connect => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// Envoy's body: the reason phrase for what its HTTP/1.1 codec rejects, empty for what its
+    /// connection manager or router rejects.
+    fn body(self) -> &'static str {
+        if self.is_protocol_error() {
+            self.status().canonical_reason().unwrap_or("")
+        } else {
+            ""
+        }
+    }
+
+    /// Counted as `downstream_cx_protocol_error` (Envoy's codec rejects it).
+    pub fn is_protocol_error(self) -> bool {
+        matches!(
+            self,
+            Rejection::Http10 | Rejection::HeadTooLarge | Rejection::NonRelativePath
+        )
+    }
+
+    /// Counted as `downstream_rq_rx_reset`: Envoy resets the stream after its reply for every
+    /// rejection except a missing `host`.
+    pub fn resets_stream(self) -> bool {
+        self != Rejection::MissingHost
+    }
+
+    /// The local reply, with `connection: close` on HTTP/1.x (Envoy closes the connection after
+    /// each of these).
+    pub fn reply(self, version: Version) -> Response<ProxyBody> {
+        let mut r = local_reply::reply(self.status(), self.body());
+        if version != Version::HTTP_2 {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
+    }
+}
+
+/// The first check `req` fails, in the order Envoy makes them, or `None` to route it.
+pub fn check<B>(req: &Request<B>) -> Option<Rejection> {
+    let version = req.version();
+    let http1 = version != Version::HTTP_2;
+    if http1 && version < Version::HTTP_11 {
+        return Some(Rejection::Http10);
+    }
+    let headers = scan(req.headers());
+    if http1 && request_line_len(req) + headers.bytes + 2 > MAX_REQUEST_HEAD_BYTES {
+        return Some(Rejection::HeadTooLarge);
+    }
+    let connect = req.method() == Method::CONNECT;
+    let uri = req.uri();
+    if http1 && !connect && uri.scheme().is_none() && uri.path_and_query().is_none() {
+        return Some(Rejection::NonRelativePath);
+    }
+    if version == Version::HTTP_11 && !headers.host {
+        return Some(Rejection::MissingHost);
+    }
+    if headers.upgrade && connection_names_upgrade(req.headers()) {
+        return Some(Rejection::Upgrade);
+    }
+    if connect {
+        return Some(Rejection::Connect);
+    }
+    None
+}
+
+/// What one pass over the request headers finds (no lookup by name: a request usually carries
+/// a handful of headers, and comparing a standard name is comparing a number).
+struct HeaderScan {
+    /// `name: value\r\n` for every header, as a client writes them.
+    bytes: usize,
+    /// A `host` header is present.
+    host: bool,
+    /// An `upgrade` header other than `h2c` is present. `upgrade: h2c` is no upgrade: Envoy (and
+    /// legate-proxy) drop its headers and serve the request over HTTP/1.1.
+    upgrade: bool,
+}
+
+fn scan(headers: &HeaderMap) -> HeaderScan {
+    let mut scan = HeaderScan {
+        bytes: 0,
+        host: false,
+        upgrade: false,
+    };
+    for (name, value) in headers {
+        scan.bytes += name.as_str().len() + 2 + value.len() + 2;
+        if name == header::HOST {
+            scan.host = true;
+        } else if name == header::UPGRADE && !value.as_bytes().eq_ignore_ascii_case(b"h2c") {
+            scan.upgrade = true;
+        }
+    }
+    scan
+}
+
+/// `METHOD target HTTP/1.1\r\n`.
+fn request_line_len<B>(req: &Request<B>) -> usize {
+    let target = match req.uri().path_and_query() {
+        Some(p) if req.uri().scheme().is_none() => p.as_str().len(),
+        _ => req.uri().to_string().len(),
+    };
+    req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len()
+}
+
+/// `connection` names `upgrade` (with an `upgrade` header, that makes an upgrade request).
+fn connection_names_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(
+        version: Version,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Request<()> {
+        let mut b = Request::builder()
+            .version(version)
+            .method(method)
+            .uri(target);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).expect("valid test request")
+    }
+
+    fn get(headers: &[(&str, &str)]) -> Request<()> {
+        request(Version::HTTP_11, "GET", "/a", headers)
+    }
+
+    #[test]
+    fn an_ordinary_request_passes() {
+        assert_eq!(check(&get(&[("host", "x")])), None);
+        assert_eq!(
+            check(&request(
+                Version::HTTP_11,
+                "GET",
+                "http://x/a?b",
+                &[("host", "x")]
+            )),
+            None
+        );
+        assert_eq!(
+            check(&request(Version::HTTP_11, "OPTIONS", "*", &[("host", "x")])),
+            None
+        );
+        assert_eq!(
+            check(&request(
+                Version::HTTP_11,
+                "GET",
+                "http://x",
+                &[("host", "x")]
+            )),
+            None
+        );
+        assert_eq!(
+            check(&request(Version::HTTP_2, "GET", "http://x/a", &[])),
+            None
+        );
+        // An empty host is a host (Envoy routes it).
+        assert_eq!(check(&get(&[("host", "")])), None);
+    }
+
+    #[test]
+    fn http_10_needs_an_upgrade() {
+        let r = request(Version::HTTP_10, "GET", "/a", &[("host", "x")]);
+        assert_eq!(check(&r), Some(Rejection::Http10));
+        let reply = Rejection::Http10.reply(Version::HTTP_10);
+        assert_eq!(reply.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(reply.headers()["connection"], "close");
+        assert_eq!(reply.headers()["content-length"], "16");
+        assert_eq!(reply.headers()["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn the_head_limit_is_60_kib_exactly() {
+        // `GET /a HTTP/1.1\r\n` (17) + `host: x\r\n` (9) + `x-big: …\r\n` (9 + n) + `\r\n` (2).
+        let fits = 61_440 - 17 - 9 - 9 - 2;
+        let at_limit = get(&[("host", "x"), ("x-big", &"a".repeat(fits))]);
+        assert_eq!(
+            request_line_len(&at_limit) + scan(at_limit.headers()).bytes + 2,
+            61_440
+        );
+        assert_eq!(check(&at_limit), None);
+        let over = get(&[("host", "x"), ("x-big", &"a".repeat(fits + 1))]);
+        assert_eq!(check(&over), Some(Rejection::HeadTooLarge));
+        assert_eq!(
+            Rejection::HeadTooLarge.reply(Version::HTTP_11).headers()["content-length"],
+            "31"
+        );
+    }
+
+    #[test]
+    fn a_target_must_be_a_path_unless_connect() {
+        let r = request(Version::HTTP_11, "GET", "x:80", &[("host", "x")]);
+        assert_eq!(check(&r), Some(Rejection::NonRelativePath));
+        let c = request(Version::HTTP_11, "CONNECT", "x:443", &[("host", "x:443")]);
+        assert_eq!(check(&c), Some(Rejection::Connect));
+        assert_eq!(
+            Rejection::Connect.reply(Version::HTTP_11).status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn http_11_needs_a_host() {
+        assert_eq!(check(&get(&[])), Some(Rejection::MissingHost));
+        assert_eq!(Rejection::MissingHost.body(), "");
+        assert!(!Rejection::MissingHost.resets_stream());
+    }
+
+    #[test]
+    fn upgrades_are_forbidden_but_h2c_is_ignored() {
+        let ws = get(&[
+            ("host", "x"),
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(check(&ws), Some(Rejection::Upgrade));
+        let h2c = get(&[
+            ("host", "x"),
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+        ]);
+        assert_eq!(check(&h2c), None);
+        // Either header alone is no upgrade.
+        assert_eq!(
+            check(&get(&[("host", "x"), ("upgrade", "websocket")])),
+            None
+        );
+        assert_eq!(
+            check(&get(&[("host", "x"), ("connection", "upgrade")])),
+            None
+        );
+        let reply = Rejection::Upgrade.reply(Version::HTTP_11);
+        assert_eq!(reply.status(), StatusCode::FORBIDDEN);
+        assert_eq!(reply.headers()["content-length"], "0");
+    }
+
+    #[test]
+    fn http2_replies_carry_no_connection_header() {
+        let reply = Rejection::Connect.reply(Version::HTTP_2);
+        assert!(reply.headers().get("connection").is_none());
+    }
+}

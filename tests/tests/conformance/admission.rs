@@ -1,0 +1,279 @@
+//! Requests the connection manager refuses before routing (HTTP/1.0, an oversized head, a
+//! target that is not a path, no `host`, an upgrade, CONNECT), a request whose client goes away
+//! before the response, and `expect: 100-continue`: the bytes the client gets back and the
+//! `http.app.*` counters. Sent over raw TCP, since a well-behaved HTTP client would not send most
+//! of them.
+
+use std::time::Duration;
+
+use legate_e2e::upstream::Upstream;
+use legate_e2e::{Flavor, Recorder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::{Fixture, PAYMENTS_PATH, flavors, svc, test_id};
+
+/// Upper bound of every raw exchange.
+const EXCHANGE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What came back on a connection, read until the proxy closed it.
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses one response (`HTTP/1.x NNN …`, headers, then the rest as the body).
+fn parse(bytes: &[u8]) -> Raw {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete response head in {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Raw {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Writes `request` on a new connection and reads until the proxy closes it; panics if it
+/// does not within [`EXCHANGE_DEADLINE`] (each refusal must close the connection, as Envoy's do).
+async fn send_expecting_close(fx: &Fixture, what: &str, request: &[u8]) -> Raw {
+    let exchange = async {
+        let mut s = TcpStream::connect(fx.listener).await?;
+        s.write_all(request).await?;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await?;
+        Ok::<_, std::io::Error>(got)
+    };
+    let got = tokio::time::timeout(EXCHANGE_DEADLINE, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{}: {what}: the connection was not closed within {EXCHANGE_DEADLINE:?}",
+                fx.flavor.name()
+            )
+        })
+        .unwrap_or_else(|e| panic!("{}: {what}: {e}", fx.flavor.name()));
+    parse(&got)
+}
+
+/// Each refusal: Envoy's status and body, `connection: close`, and the connection closed; none
+/// reaches the upstream. A head of exactly 60 KiB is still forwarded. The counters are Envoy's:
+/// the codec's refusals count as protocol errors, and every refusal but the missing `host`
+/// resets the stream; the listener's connections count under `listener.127.0.0.1_<port>`.
+async fn refused_requests_answered_as_envoy_does(flavor: Flavor) {
+    let up = Upstream::start("p1").await.expect("upstream");
+    let fx = Fixture::start(flavor, &[svc("payments", &[up.addr], "")]).await;
+    let id = test_id(flavor, "refused");
+    let get = |lines: &[&str]| {
+        let mut r = format!("GET {PAYMENTS_PATH} HTTP/1.1\r\nx-test-id: {id}\r\n");
+        for l in lines {
+            r.push_str(l);
+            r.push_str("\r\n");
+        }
+        r + "\r\n"
+    };
+    // `GET /payments/x HTTP/1.1\r\n` + `x-test-id: …\r\n` + `host: x\r\n` + `x-big: …\r\n` +
+    // `\r\n` is 61,440 bytes (60 KiB) with `fits` bytes of value, one more is over the limit.
+    let fixed = get(&["host: x", "x-big: "]).len();
+    let fits = 60 * 1024 - fixed;
+    let big = |n: usize| get(&["host: x", &format!("x-big: {}", "a".repeat(n))]);
+    assert_eq!(big(fits).len(), 60 * 1024);
+
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "HTTP/1.0",
+            format!("GET {PAYMENTS_PATH} HTTP/1.0\r\nhost: x\r\nx-test-id: {id}\r\n\r\n"),
+            426,
+            "Upgrade Required",
+        ),
+        (
+            "a 60 KiB + 1 byte head",
+            big(fits + 1),
+            431,
+            "Request Header Fields Too Large",
+        ),
+        (
+            "an authority-form target",
+            format!("GET payments:80 HTTP/1.1\r\nhost: x\r\nx-test-id: {id}\r\n\r\n"),
+            400,
+            "Bad Request",
+        ),
+        ("no host", get(&[]), 400, ""),
+        (
+            "a WebSocket upgrade",
+            get(&["host: x", "connection: Upgrade", "upgrade: websocket"]),
+            403,
+            "",
+        ),
+        (
+            "CONNECT",
+            format!(
+                "CONNECT payments:443 HTTP/1.1\r\nhost: payments:443\r\nx-test-id: {id}\r\n\r\n"
+            ),
+            404,
+            "",
+        ),
+    ];
+    for (what, request, status, body) in &cases {
+        let r = send_expecting_close(&fx, what, request.as_bytes()).await;
+        let name = flavor.name();
+        assert_eq!(r.status, *status, "{name}: {what}: status");
+        assert_eq!(r.body, *body, "{name}: {what}: body");
+        assert_eq!(r.header("connection"), Some("close"), "{name}: {what}");
+        assert_eq!(r.header("server"), Some("envoy"), "{name}: {what}");
+        let text_plain = (!body.is_empty()).then_some("text/plain");
+        assert_eq!(r.header("content-type"), text_plain, "{name}: {what}");
+    }
+    assert_eq!(
+        up.log().count(&id),
+        0,
+        "refused requests reached the upstream"
+    );
+
+    // The largest head Envoy accepts is forwarded (and the connection kept).
+    let mut s = TcpStream::connect(fx.listener).await.expect("connect");
+    s.write_all(big(fits).as_bytes()).await.expect("write");
+    let mut got = vec![0u8; 256 * 1024];
+    let n = tokio::time::timeout(EXCHANGE_DEADLINE, s.read(&mut got))
+        .await
+        .expect("a response to the 60 KiB head")
+        .expect("read");
+    assert_eq!(
+        parse(&got[..n]).status,
+        200,
+        "{}: 60 KiB head",
+        flavor.name()
+    );
+    assert_eq!(up.log().count(&id), 1);
+
+    // Listener stats are scoped by the address with `:` made `_`.
+    let accepted = format!(
+        "listener.127.0.0.1_{}.downstream_cx_total",
+        fx.listener.port()
+    );
+    fx.wait_stat(&accepted, 7..=u64::MAX, EXCHANGE_DEADLINE)
+        .await;
+    fx.expect_stats(&[
+        ("http.app.downstream_rq_4xx", 6),
+        ("http.app.downstream_cx_protocol_error", 3),
+        ("http.app.downstream_rq_rx_reset", 5),
+        ("http.app.downstream_rq_ws_on_non_ws_route", 1),
+        ("http.app.no_route", 1),
+        ("http.app.downstream_rq_active", 0),
+        ("cluster.payments.upstream_rq_total", 1),
+    ])
+    .await;
+}
+
+flavors!(
+    refused_requests_answered_as_envoy_does,
+    refused_requests_answered_as_envoy_does_envoy,
+    refused_requests_answered_as_envoy_does_legate
+);
+
+/// A client that closes its connection while the upstream is still answering: the request is
+/// no longer active, counts as `downstream_rq_rx_reset` and not as completed.
+async fn client_gone_before_the_response(flavor: Flavor) {
+    let (up, fx) = Fixture::payments(flavor, "").await;
+    let before = fx.stats().await;
+    let id = test_id(flavor, "gone");
+    let mut s = TcpStream::connect(fx.listener).await.expect("connect");
+    let request = format!(
+        "GET {PAYMENTS_PATH} HTTP/1.1\r\nhost: x\r\nx-test-id: {id}\r\nx-fault-delay-ms: 2000\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).await.expect("write");
+    fx.wait_arrived(&up, &id).await;
+    fx.wait_stat("http.app.downstream_rq_active", 1..=1, EXCHANGE_DEADLINE)
+        .await;
+    drop(s);
+    let completed = before
+        .get("http.app.downstream_rq_completed")
+        .copied()
+        .unwrap_or(0);
+    fx.expect_stats(&[
+        ("http.app.downstream_rq_active", 0),
+        ("http.app.downstream_rq_rx_reset", 1),
+        ("http.app.downstream_rq_completed", completed),
+    ])
+    .await;
+}
+
+flavors!(
+    client_gone_before_the_response,
+    client_gone_before_the_response_envoy,
+    client_gone_before_the_response_legate
+);
+
+/// `expect: 100-continue`: the client gets `100 Continue` before it sends the body, the
+/// upstream gets the body without the expectation.
+async fn expect_100_continue_answered_by_the_proxy(flavor: Flavor) {
+    let rec = Recorder::echo().await.expect("recorder");
+    let fx = Fixture::start(flavor, &[svc("payments", &[rec.addr], "")]).await;
+    let exchange = async {
+        let mut s = TcpStream::connect(fx.listener).await?;
+        let head = format!(
+            "POST {PAYMENTS_PATH} HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = s.read(&mut buf).await?;
+        let interim = String::from_utf8_lossy(&buf[..n]).into_owned();
+        s.write_all(b"hello").await?;
+        let mut rest = Vec::new();
+        loop {
+            let n = s.read(&mut buf).await?;
+            rest.extend_from_slice(&buf[..n]);
+            if n == 0 || String::from_utf8_lossy(&rest).contains("\r\n\r\n") {
+                break;
+            }
+        }
+        Ok::<_, std::io::Error>((interim, rest))
+    };
+    let (interim, rest) = tokio::time::timeout(EXCHANGE_DEADLINE, exchange)
+        .await
+        .expect("exchange within the deadline")
+        .expect("exchange");
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{}: got {interim:?} before sending the body",
+        flavor.name()
+    );
+    assert_eq!(parse(&rest).status, 200, "{}", flavor.name());
+    let got = rec.requests();
+    assert_eq!(got.len(), 1, "{}: one request upstream", flavor.name());
+    assert_eq!(got[0].body, "hello", "{}", flavor.name());
+    assert!(
+        got[0].headers.get("expect").is_none(),
+        "{}: the upstream got {:?}",
+        flavor.name(),
+        got[0].headers
+    );
+}
+
+flavors!(
+    expect_100_continue_answered_by_the_proxy,
+    expect_100_continue_answered_by_the_proxy_envoy,
+    expect_100_continue_answered_by_the_proxy_legate
+);
