@@ -266,7 +266,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 return Poll::Ready(Ok(head));
             }
             if ready!(self.poll_fill(cx))? == 0 {
-                return Poll::Ready(Err(Error::Closed));
+                // Part of a head, then the close: Envoy's codec calls that a protocol error.
+                return Poll::Ready(Err(if self.read.is_empty() {
+                    Error::Closed
+                } else {
+                    Error::Protocol("connection closed inside the response head")
+                }));
             }
         }
     }
@@ -554,7 +559,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             }
             let (mut parts, ()) = http::Response::new(()).into_parts();
             parts.status = status;
-            parts.version = version;
+            // The response goes downstream as the proxy's own HTTP/1.1 (or HTTP/2), whatever
+            // version the upstream spoke: Envoy answers `HTTP/1.1` to an HTTP/1.0 upstream too.
+            parts.version = Version::HTTP_11;
             parts.headers = map;
             return Ok(Some((parts, decoder)));
         }
@@ -635,7 +642,8 @@ fn encode_data(out: &mut Vec<u8>, framing: &mut Framing, data: &Bytes) -> Result
 struct FramingHeaders {
     close: bool,
     keep_alive: bool,
-    /// `transfer-encoding` is present; `Some(true)`: its last coding is `chunked`.
+    /// `transfer-encoding` is present; `Some(true)`: it is exactly `chunked` (the only coding
+    /// Envoy's codec accepts).
     chunked: Option<bool>,
     /// The `content-length` (all values equal).
     length: Option<u64>,
@@ -668,8 +676,8 @@ impl FramingHeaders {
                 }
             }
             17 if name.eq_ignore_ascii_case("transfer-encoding") => {
-                let last = value.rsplit(|b| *b == b',').next().map(<[u8]>::trim_ascii);
-                self.chunked = Some(last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")));
+                let chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                self.chunked = Some(self.chunked.is_none() && chunked);
             }
             _ => {}
         }
@@ -684,15 +692,20 @@ impl FramingHeaders {
         }
     }
 
-    /// How the response body is delimited (RFC 9112 section 6.3).
+    /// How the response body is delimited (RFC 9112 section 6.3), with Envoy's stricter rules:
+    /// a `transfer-encoding` other than exactly `chunked`, or one together with a
+    /// `content-length`, is a protocol error (RFC 9112 would read the body to the end of the
+    /// connection, or let `chunked` win).
     fn decoder(&self, head_request: bool, status: StatusCode) -> Result<Decoder, Error> {
         if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             return Ok(Decoder::Length(0));
         }
         match self.chunked {
+            Some(_) if self.length.is_some() || self.bad_length.is_some() => {
+                return Err(Error::Protocol("both content-length and transfer-encoding"));
+            }
             Some(true) => return Ok(Decoder::Chunked(ChunkState::Size)),
-            // Another coding last: the body runs to the end of the connection.
-            Some(false) => return Ok(Decoder::Eof(false)),
+            Some(false) => return Err(Error::Protocol("transfer-encoding other than chunked")),
             None => {}
         }
         if let Some(why) = self.bad_length {

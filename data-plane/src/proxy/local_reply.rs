@@ -53,6 +53,14 @@ pub fn upstream_reset(reason: &str, retried: bool) -> Response<ProxyBody> {
     )
 }
 
+/// 502 when the upstream's response head broke HTTP/1.1 (Envoy: `UPE`, reset reason
+/// `protocol error`).
+pub fn upstream_protocol_error(retried: bool) -> Response<ProxyBody> {
+    let mut r = upstream_reset(super::pool::UpstreamError::Protocol.reason(), retried);
+    *r.status_mut() = StatusCode::BAD_GATEWAY;
+    r
+}
+
 /// 504 when the route timeout fires (Envoy: `UT`).
 pub fn upstream_timeout() -> Response<ProxyBody> {
     reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")

@@ -58,6 +58,8 @@ pub enum UpstreamError {
     ConnectTimeout,
     /// The connection was reset or closed before response headers.
     Reset,
+    /// The upstream's response head broke HTTP/1.1 (or a limit): Envoy answers 502.
+    Protocol,
     /// The HTTP/2 peer refused the stream.
     RefusedStream,
     /// A circuit breaker refused the request (pending requests over `max_pending_requests`).
@@ -71,6 +73,7 @@ impl UpstreamError {
             UpstreamError::ConnectFailure => "remote connection failure",
             UpstreamError::ConnectTimeout => "connection timeout",
             UpstreamError::Reset => "connection termination",
+            UpstreamError::Protocol => "protocol error",
             UpstreamError::RefusedStream => "remote refused stream reset",
             UpstreamError::Overflow => "overflow",
         }
@@ -676,6 +679,10 @@ impl HostPool {
             Err(e) => {
                 tracing::debug!(upstream = %self.inner.addr, error = %e, "HTTP/1.1 exchange failed");
                 // Dropped here: counted with its request, remote if the upstream broke it.
+                if matches!(e, super::http1::Error::Protocol(_)) {
+                    stats.cx_protocol_error.inc();
+                    return Err(UpstreamError::Protocol);
+                }
                 Err(UpstreamError::Reset)
             }
         }

@@ -468,7 +468,11 @@ impl Attempts<'_> {
                     cs.retry.success.inc();
                 }
             }
-            let code = outcome.effective_status();
+            let code = match &result {
+                // A reset to retries and outlier detection, but Envoy answers (and charges) 502.
+                Err(NoResponse::Failed(UpstreamError::Protocol)) => 502,
+                _ => outcome.effective_status(),
+            };
             HostStats::inc(if code >= 500 {
                 &host.stats.rq_error
             } else {
@@ -477,6 +481,9 @@ impl Attempts<'_> {
             cs.charge_final(code, self.internal);
             return match result {
                 Ok(r) => downstream_response(r, took),
+                Err(NoResponse::Failed(UpstreamError::Protocol)) => {
+                    local_reply::upstream_protocol_error(attempt_no > 1)
+                }
                 Err(NoResponse::Failed(e)) => {
                     local_reply::upstream_reset(e.reason(), attempt_no > 1)
                 }

@@ -85,6 +85,8 @@ pub struct PoolStats {
     pub max_requests_per_connection: Option<u32>,
     /// `upstream_cx_max_requests`: connections closed for reaching it.
     pub cx_max_requests: Counter,
+    /// `upstream_cx_protocol_error`: connections closed because the upstream broke HTTP/1.1.
+    pub cx_protocol_error: Counter,
     /// The cluster's upstream TLS, when configured: every connection is TLS, never plaintext.
     pub tls: Option<Arc<crate::tls::ClusterTls>>,
 }
@@ -110,6 +112,7 @@ impl PoolStats {
             per_host_max_connections,
             max_requests_per_connection,
             cx_max_requests: c("upstream_cx_max_requests"),
+            cx_protocol_error: c("upstream_cx_protocol_error"),
             cx_total: c("upstream_cx_total"),
             cx_active: g("upstream_cx_active"),
             cx_connect_fail: c("upstream_cx_connect_fail"),

@@ -1,7 +1,7 @@
 //! Requests the connection manager refuses before routing (HTTP/1.0, an oversized head, a
 //! target that is not a path, no `host`, an upgrade, CONNECT), a request whose client goes away
-//! before the response, and `expect: 100-continue`: the bytes the client gets back and the
-//! `http.app.*` counters. Sent over raw TCP, since a well-behaved HTTP client would not send most
+//! before the response, `expect: 100-continue`, and upstreams that break HTTP/1.1: the bytes
+//! the client gets back and the counters. Sent over raw TCP, since a well-behaved HTTP client would not send most
 //! of them.
 
 use std::time::Duration;
@@ -18,6 +18,8 @@ const EXCHANGE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What came back on a connection, read until the proxy closed it.
 struct Raw {
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    version: String,
     status: u16,
     headers: Vec<(String, String)>,
     body: String,
@@ -50,6 +52,7 @@ fn parse(bytes: &[u8]) -> Raw {
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     Raw {
+        version: status_line.split(' ').next().unwrap_or_default().to_owned(),
         status,
         headers,
         body: body.to_owned(),
@@ -276,4 +279,96 @@ flavors!(
     expect_100_continue_answered_by_the_proxy,
     expect_100_continue_answered_by_the_proxy_envoy,
     expect_100_continue_answered_by_the_proxy_legate
+);
+
+/// A raw upstream: answers each request with the bytes `respond(path)` gives, then closes.
+async fn raw_upstream(
+    respond: fn(&str) -> Vec<u8>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind raw upstream");
+    let addr = listener.local_addr().expect("raw upstream address");
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let path = text.split(' ').nth(1).unwrap_or("/").to_owned();
+                let _ = s.write_all(&respond(&path)).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// The upstream's answer for each case (the route strips `/payments`).
+fn broken_response(path: &str) -> Vec<u8> {
+    match path {
+        "/status-line" => b"HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        "/length-and-chunked" => b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
+        "/gzip-chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
+        "/cut-head" => b"HTTP/1.1 200 OK\r\ncontent-le".to_vec(),
+        "/header-line" => b"HTTP/1.1 200 OK\r\nno colon here\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        _ => b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+    }
+}
+
+/// An upstream that breaks HTTP/1.1 before its response headers end gets Envoy's 502 (reset
+/// reason `protocol error`), charged as a 502 and counted in `upstream_cx_protocol_error`; an
+/// HTTP/1.0 upstream's answer reaches the client as HTTP/1.1.
+async fn upstream_protocol_errors_are_502(flavor: Flavor) {
+    let (addr, _task) = raw_upstream(broken_response).await;
+    let fx = Fixture::start(flavor, &[svc("payments", &[addr], "")]).await;
+    let name = flavor.name();
+    let cases = [
+        "status-line",
+        "length-and-chunked",
+        "gzip-chunked",
+        "header-line",
+        "cut-head",
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        let r = fx.get(&format!("/payments/{case}"), &[]).await;
+        let charged = i as u64 + 1;
+        fx.wait_stat(
+            "cluster.payments.upstream_rq_502",
+            charged..=charged,
+            EXCHANGE_DEADLINE,
+        )
+        .await;
+        assert_eq!(r.status, 502, "{name}: {case}: {}", r.body);
+        assert_eq!(
+            r.body,
+            "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
+            "{name}: {case}"
+        );
+    }
+    let ok = send_expecting_close(
+        &fx,
+        "an HTTP/1.0 upstream",
+        b"GET /payments/http10 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!((ok.status, ok.body.as_str()), (200, "ok"), "{name}");
+    assert_eq!(ok.version, "HTTP/1.1", "{name}: the status line");
+    fx.expect_stats(&[
+        ("cluster.payments.upstream_rq_502", 5),
+        ("cluster.payments.upstream_rq_200", 1),
+        ("cluster.payments.upstream_cx_protocol_error", 5),
+    ])
+    .await;
+}
+
+flavors!(
+    upstream_protocol_errors_are_502,
+    upstream_protocol_errors_are_502_envoy,
+    upstream_protocol_errors_are_502_legate
 );

@@ -232,8 +232,10 @@ async fn connection_close_and_http10_are_not_reused() {
     ] {
         let (mut conn, server) = pipe();
         let peer = answer(server, GET_ROOT, response);
-        let (_, ex) = conn.send(get("/")).await.expect("response");
+        let (head, ex) = conn.send(get("/")).await.expect("response");
         assert!(ex.is_end());
+        // Downstream, the proxy answers in its own HTTP/1.1, as Envoy does.
+        assert_eq!(head.version, http::Version::HTTP_11);
         assert_eq!(
             conn.is_reusable_after(&ex),
             reusable,
@@ -277,9 +279,26 @@ async fn exchange_with(response: &'static [u8]) -> Result<Vec<u8>, Error> {
 
 #[tokio::test]
 async fn broken_responses_are_errors_that_say_why() {
-    let cases: [(&[u8], &str); 7] = [
+    let cases: [(&[u8], &str); 10] = [
         (b"", "closed before"),
-        (b"HTTP/1.1 200 OK\r\ncontent-le", "closed before"),
+        // Envoy's codec refuses what RFC 9112 would still read: both framings, or a coding
+        // other than exactly `chunked`.
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            "both content-length and transfer-encoding",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            "transfer-encoding other than chunked",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            "transfer-encoding other than chunked",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-le",
+            "connection closed inside the response head",
+        ),
         (b"SMTP ready\r\n\r\n", "malformed response head"),
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabc",
