@@ -910,6 +910,70 @@ async fn check_admin(flavor: Flavor, dp: &Envoy, upstream: &Upstream) -> Observe
         dumped_cluster(&dump, "payments").is_some(),
         "{name}: no dynamic cluster payments in /config_dump: {dump:#}"
     );
+    // /config_dump?resource=: the elements of one list, each typed by its own message.
+    let only = dp
+        .admin_json("/config_dump?resource=dynamic_active_clusters")
+        .await;
+    let types: Vec<&str> = only["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["@type"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        !types.is_empty()
+            && types
+                .iter()
+                .all(|t| *t
+                    == "type.googleapis.com/envoy.admin.v3.ClustersConfigDump.DynamicCluster"),
+        "{name} /config_dump?resource=dynamic_active_clusters: {only:#}"
+    );
+    assert!(
+        only["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["cluster"]["name"] == "payments"),
+        "{name}: no payments in {only:#}"
+    );
+    let (status, body) = dp.admin_get("/config_dump?resource=bogus").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "bogus not found in config dump"),
+        "{name} /config_dump?resource=bogus"
+    );
+
+    // /listeners
+    let (status, listeners) = dp.admin_get("/listeners").await;
+    assert_eq!(status, 200, "{name} /listeners");
+    let prefix = format!("{amb}::127.0.0.1:");
+    assert!(
+        listeners.lines().count() == 1 && listeners.starts_with(&prefix),
+        "{name} /listeners: {listeners:?}"
+    );
+    let listeners_json = dp.admin_json("/listeners?format=json").await;
+    let status = &listeners_json["listener_statuses"][0];
+    assert_eq!(status["name"], amb, "{name}: {listeners_json:#}");
+    assert_eq!(
+        status["local_address"]["socket_address"]["address"], "127.0.0.1",
+        "{name}: {listeners_json:#}"
+    );
+    assert_eq!(
+        format!(
+            "{prefix}{}\n",
+            status["local_address"]["socket_address"]["port_value"]
+        ),
+        listeners,
+        "{name}: /listeners and ?format=json agree"
+    );
+
+    // Usage errors and the command list.
+    let (status, body) = dp.admin_get("/stats?format=bogus").await;
+    assert_eq!(status, 400, "{name} /stats?format=bogus: {body}");
+    assert!(body.starts_with("usage: /stats?format="), "{name}: {body}");
+    let (status, body) = dp.admin_get("/help").await;
+    assert_eq!(status, 200, "{name} /help: {body}");
+    assert!(body.starts_with("admin commands are:"), "{name}: {body}");
 
     Observed {
         stats: lines

@@ -66,6 +66,54 @@ fn statics(
 }
 
 /// The whole dump; `include_eds` adds the EndpointsConfigDump as Envoy's `?include_eds`.
+/// `/config_dump?resource=<field>`: every element of the repeated field `<field>` of any
+/// config dump in `dump` (`dynamic_active_clusters`, `static_listeners`, …), each typed by its
+/// own message (`ClustersConfigDump.DynamicCluster`, …), as Envoy lists them. `None` when no
+/// config dump has such a list.
+pub fn only_resource(dump: &Value, field: &str) -> Option<Value> {
+    let mut found = false;
+    let mut configs = Vec::new();
+    for config in dump["configs"].as_array()? {
+        let Some(items) = config.get(field).and_then(Value::as_array) else {
+            continue;
+        };
+        let Some(element_type) = config["@type"]
+            .as_str()
+            .and_then(|t| element_type(t, field))
+        else {
+            continue;
+        };
+        found = true;
+        for item in items {
+            let mut typed = Map::new();
+            typed.insert("@type".into(), Value::String(element_type.clone()));
+            if let Some(fields) = item.as_object() {
+                typed.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            configs.push(Value::Object(typed));
+        }
+    }
+    found.then(|| json!({ "configs": configs }))
+}
+
+/// The message type of the elements of `field` in the config dump of type `dump_type`.
+fn element_type(dump_type: &str, field: &str) -> Option<String> {
+    let message = match field {
+        "static_clusters" => "StaticCluster",
+        "dynamic_active_clusters" | "dynamic_warming_clusters" => "DynamicCluster",
+        "static_listeners" => "StaticListener",
+        "dynamic_listeners" => "DynamicListener",
+        "static_route_configs" => "StaticRouteConfig",
+        "dynamic_route_configs" => "DynamicRouteConfig",
+        "static_endpoint_configs" => "StaticEndpointConfig",
+        "dynamic_endpoint_configs" => "DynamicEndpointConfig",
+        "static_secrets" => "StaticSecret",
+        "dynamic_active_secrets" | "dynamic_warming_secrets" => "DynamicSecret",
+        _ => return None,
+    };
+    Some(format!("{dump_type}.{message}"))
+}
+
 pub fn dump(ctx: &AdminCtx, include_eds: bool) -> Value {
     // Decoded for this dump only and freed after it: the proxy keeps no descriptor pool.
     let codec = Codec::new();

@@ -45,7 +45,10 @@ pub struct AdminCtx {
 
 type Body = Full<Bytes>;
 
-const PATHS: &str = "admin commands are:\n  /: Admin home page\n  /clusters: upstream cluster status\n  /config_dump: dump current Envoy configs\n  /quitquitquit: exit the server\n  /ready: print server state, return 200 if LIVE, otherwise return 503\n  /server_info: print server version/status information\n  /stats: print server stats\n  /stats/prometheus: print server stats in prometheus format\n";
+const PATHS: &str = "admin commands are:\n  /: Admin home page\n  /clusters: upstream cluster status\n  /config_dump: dump current Envoy configs\n  /help: print out list of admin commands\n  /hot_restart_version: print the hot restart compatibility version\n  /listeners: print listener info\n  /quitquitquit: exit the server\n  /ready: print server state, return 200 if LIVE, otherwise return 503\n  /server_info: print server version/status information\n  /stats: print server stats\n  /stats/prometheus: print server stats in prometheus format\n";
+
+/// Envoy's answer to an unknown `/stats?format=`.
+const STATS_FORMAT_USAGE: &str = "usage: /stats?format=(html|active-html|json|prometheus|text)\n";
 
 /// Serves the admin API on `listener` until the process exits.
 pub async fn serve(ctx: Arc<AdminCtx>, listener: TcpListener) {
@@ -165,6 +168,23 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `/listeners?format=json`: Envoy's `ListenersStatus`.
+fn listeners_json(listeners: &[(String, std::net::SocketAddr)]) -> serde_json::Value {
+    let statuses: Vec<serde_json::Value> = listeners
+        .iter()
+        .map(|(name, address)| {
+            serde_json::json!({
+                "name": name,
+                "local_address": {"socket_address": {
+                    "address": address.ip().to_string(),
+                    "port_value": address.port(),
+                }},
+            })
+        })
+        .collect();
+    serde_json::json!({ "listener_statuses": statuses })
+}
+
 fn handle(ctx: &AdminCtx, req: &Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let post = req.method() == Method::POST;
@@ -201,10 +221,12 @@ fn handle(ctx: &AdminCtx, req: &Request<Incoming>) -> Response<Body> {
             match get("format") {
                 Some("json") => compact_json(&ctx.store.render_json(filter.as_ref(), used_only)),
                 Some("prometheus") => text(StatusCode::OK, ctx.store.render_prometheus()),
-                _ => text(
+                // `html` and `active-html` (Envoy's browser views) get the text form.
+                None | Some("text" | "html" | "active-html") => text(
                     StatusCode::OK,
                     ctx.store.render_text(filter.as_ref(), used_only),
                 ),
+                Some(_) => text(StatusCode::BAD_REQUEST, STATS_FORMAT_USAGE.into()),
             }
         }
         "/stats/prometheus" => text(StatusCode::OK, ctx.store.render_prometheus()),
@@ -216,7 +238,34 @@ fn handle(ctx: &AdminCtx, req: &Request<Incoming>) -> Response<Body> {
                 text(StatusCode::OK, clusters::text(&clusters))
             }
         }
-        "/config_dump" => json(&config_dump::dump(ctx, has("include_eds"))),
+        "/config_dump" => {
+            let dump = config_dump::dump(ctx, has("include_eds"));
+            match get("resource").filter(|r| !r.is_empty()) {
+                None => json(&dump),
+                Some(resource) => match config_dump::only_resource(&dump, resource) {
+                    Some(filtered) => json(&filtered),
+                    None => text(
+                        StatusCode::NOT_FOUND,
+                        format!("{resource} not found in config dump"),
+                    ),
+                },
+            }
+        }
+        "/listeners" => {
+            let listeners = ctx.manager.active_listeners();
+            if get("format") == Some("json") {
+                json(&listeners_json(&listeners))
+            } else {
+                let lines: String = listeners
+                    .iter()
+                    .map(|(name, address)| format!("{name}::{address}\n"))
+                    .collect();
+                text(StatusCode::OK, lines)
+            }
+        }
+        // legate-proxy has no hot restart (the flags are accepted and ignored).
+        "/hot_restart_version" => text(StatusCode::OK, "disabled".into()),
+        "/help" => text(StatusCode::OK, PATHS.into()),
         "/quitquitquit" => {
             if !post {
                 return text(

@@ -999,6 +999,20 @@ impl Manager {
         }
     }
 
+    /// The listeners accepting connections (not those still warming), by name, for
+    /// `/listeners`.
+    pub fn active_listeners(&self) -> Vec<(String, std::net::SocketAddr)> {
+        let mut active: Vec<_> = self
+            .listeners
+            .list()
+            .into_iter()
+            .filter(|(_, _, active)| *active)
+            .map(|(name, address, _)| (name, address))
+            .collect();
+        active.sort();
+        active
+    }
+
     /// Every cluster (warm or not), with whether it came from xDS, for `/clusters`.
     pub fn clusters(&self) -> Vec<(Arc<Cluster>, bool)> {
         self.lock()
