@@ -45,6 +45,12 @@ pub struct HttpStats {
     pub cx_total: Counter,
     /// `downstream_cx_active`.
     pub cx_active: Gauge,
+    /// `downstream_cx_destroy`: connections closed (by either side).
+    pub cx_destroy: Counter,
+    /// `downstream_cx_http1_total`: connections that speak HTTP/1.1.
+    pub cx_http1_total: Counter,
+    /// `downstream_cx_http2_total`: connections that speak HTTP/2 (h2c).
+    pub cx_http2_total: Counter,
     /// `downstream_cx_protocol_error`: requests Envoy's HTTP/1.1 codec would refuse.
     pub cx_protocol_error: Counter,
     /// `downstream_rq_rx_reset`: requests that ended without a response (the client went away)
@@ -70,6 +76,9 @@ impl HttpStats {
             no_cluster: c("no_cluster"),
             cx_total: c("downstream_cx_total"),
             cx_active: g("downstream_cx_active"),
+            cx_destroy: c("downstream_cx_destroy"),
+            cx_http1_total: c("downstream_cx_http1_total"),
+            cx_http2_total: c("downstream_cx_http2_total"),
             cx_protocol_error: c("downstream_cx_protocol_error"),
             rq_rx_reset: c("downstream_rq_rx_reset"),
             rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
@@ -318,6 +327,7 @@ async fn accept_loop(
     );
     let cx_total = store.counter(&format!("{scope}.downstream_cx_total"));
     let cx_active = store.gauge(&format!("{scope}.downstream_cx_active"));
+    let cx_destroy = store.counter(&format!("{scope}.downstream_cx_destroy"));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -327,9 +337,11 @@ async fn accept_loop(
                 cx_active.inc();
                 let ctx = ctx.clone();
                 let cx_active = cx_active.clone();
+                let cx_destroy = cx_destroy.clone();
                 tokio::spawn(async move {
                     serve_connection(stream, ctx).await;
                     cx_active.dec();
+                    cx_destroy.inc();
                 });
             }
             _ = shutdown.changed() => return,
@@ -342,10 +354,21 @@ async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ListenerCtx>) 
     state.stats.cx_total.inc();
     state.stats.cx_active.inc();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    match state.config.codec {
-        Codec::Auto => {}
-        Codec::Http1 => builder = builder.http1_only(),
-        Codec::Http2 => builder = builder.http2_only(),
+    let http2 = match state.config.codec {
+        Codec::Auto => speaks_http2(&stream).await,
+        Codec::Http1 => {
+            builder = builder.http1_only();
+            false
+        }
+        Codec::Http2 => {
+            builder = builder.http2_only();
+            true
+        }
+    };
+    if http2 {
+        state.stats.cx_http2_total.inc();
+    } else {
+        state.stats.cx_http1_total.inc();
     }
     // Flattened writes: the head and body chunks are copied into one buffer and written with
     // one `write`, instead of queued and written with `writev`. For the small messages of API
@@ -358,6 +381,23 @@ async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ListenerCtx>) 
         tracing::debug!(error = %e, "downstream connection ended with an error");
     }
     state.stats.cx_active.dec();
+    state.stats.cx_destroy.inc();
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4), which an h2c client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the client's first bytes are the HTTP/2 preface (looked at, not read: hyper reads
+/// them), for `downstream_cx_http1_total`/`downstream_cx_http2_total`. Envoy too decides when
+/// the first bytes arrive. Peeking returns what has arrived, so a preface split over segments
+/// is judged on its first part (fewer than three bytes count as HTTP/1.1).
+async fn speaks_http2(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; H2_PREFACE.len()];
+    match stream.peek(&mut first).await {
+        // Three bytes tell `PRI` from every HTTP/1.1 method.
+        Ok(n) if n >= 3 => H2_PREFACE.starts_with(&first[..n]),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -178,6 +178,25 @@ async fn refused_requests_answered_as_envoy_does(flavor: Flavor) {
     );
     fx.wait_stat(&accepted, 7..=u64::MAX, EXCHANGE_DEADLINE)
         .await;
+    // Every refused request's connection was closed; all of them spoke HTTP/1.1.
+    let destroyed = format!(
+        "listener.127.0.0.1_{}.downstream_cx_destroy",
+        fx.listener.port()
+    );
+    fx.wait_stat(&destroyed, 6..=u64::MAX, EXCHANGE_DEADLINE)
+        .await;
+    fx.wait_stat(
+        "http.app.downstream_cx_destroy",
+        6..=u64::MAX,
+        EXCHANGE_DEADLINE,
+    )
+    .await;
+    fx.wait_stat(
+        "http.app.downstream_cx_http1_total",
+        7..=u64::MAX,
+        EXCHANGE_DEADLINE,
+    )
+    .await;
     fx.expect_stats(&[
         ("http.app.downstream_rq_4xx", 6),
         ("http.app.downstream_cx_protocol_error", 3),
@@ -185,6 +204,7 @@ async fn refused_requests_answered_as_envoy_does(flavor: Flavor) {
         ("http.app.downstream_rq_ws_on_non_ws_route", 1),
         ("http.app.no_route", 1),
         ("http.app.downstream_rq_active", 0),
+        ("http.app.downstream_cx_http2_total", 0),
         ("cluster.payments.upstream_rq_total", 1),
     ])
     .await;

@@ -91,4 +91,11 @@ async fn grpc_unavailable_retried(flavor: Flavor) {
         ("cluster.greeter.retry.upstream_rq_200", 1),
     ])
     .await;
+    // Three calls, each on its own h2c connection (the fixture's readiness probes are HTTP/1.1).
+    fx.wait_stat(
+        "http.app.downstream_cx_http2_total",
+        3..=3,
+        crate::common::STATS_SETTLE,
+    )
+    .await;
 }
