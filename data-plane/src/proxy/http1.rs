@@ -695,8 +695,19 @@ impl FramingHeaders {
     /// How the response body is delimited (RFC 9112 section 6.3), with Envoy's stricter rules:
     /// a `transfer-encoding` other than exactly `chunked`, or one together with a
     /// `content-length`, is a protocol error (RFC 9112 would read the body to the end of the
-    /// connection, or let `chunked` win).
+    /// connection, or let `chunked` win), and so is a 204 with a non-zero `content-length` or
+    /// any `transfer-encoding` (RFC 9112 would ignore them).
     fn decoder(&self, head_request: bool, status: StatusCode) -> Result<Decoder, Error> {
+        // A 204 has no body: Envoy refuses one that announces a length or a coding.
+        if status == StatusCode::NO_CONTENT
+            && (self.chunked.is_some()
+                || self.bad_length.is_some()
+                || self.length.is_some_and(|n| n != 0))
+        {
+            return Err(Error::Protocol(
+                "204 with a content-length or transfer-encoding",
+            ));
+        }
         if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             return Ok(Decoder::Length(0));
         }

@@ -336,6 +336,7 @@ fn broken_response(path: &str) -> Vec<u8> {
         "/length-and-chunked" => b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
         "/gzip-chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
         "/cut-head" => b"HTTP/1.1 200 OK\r\ncontent-le".to_vec(),
+        "/204-with-length" => b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n".to_vec(),
         "/header-line" => b"HTTP/1.1 200 OK\r\nno colon here\r\ncontent-length: 2\r\n\r\nok".to_vec(),
         _ => b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
     }
@@ -354,6 +355,7 @@ async fn upstream_protocol_errors_are_502(flavor: Flavor) {
         "gzip-chunked",
         "header-line",
         "cut-head",
+        "204-with-length",
     ];
     for (i, case) in cases.into_iter().enumerate() {
         let r = fx.get(&format!("/payments/{case}"), &[]).await;
@@ -380,9 +382,9 @@ async fn upstream_protocol_errors_are_502(flavor: Flavor) {
     assert_eq!((ok.status, ok.body.as_str()), (200, "ok"), "{name}");
     assert_eq!(ok.version, "HTTP/1.1", "{name}: the status line");
     fx.expect_stats(&[
-        ("cluster.payments.upstream_rq_502", 5),
+        ("cluster.payments.upstream_rq_502", 6),
         ("cluster.payments.upstream_rq_200", 1),
-        ("cluster.payments.upstream_cx_protocol_error", 5),
+        ("cluster.payments.upstream_cx_protocol_error", 6),
     ])
     .await;
 }

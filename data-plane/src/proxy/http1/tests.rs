@@ -279,7 +279,15 @@ async fn exchange_with(response: &'static [u8]) -> Result<Vec<u8>, Error> {
 
 #[tokio::test]
 async fn broken_responses_are_errors_that_say_why() {
-    let cases: [(&[u8], &str); 10] = [
+    let cases: [(&[u8], &str); 12] = [
+        (
+            b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n",
+            "204 with a content-length",
+        ),
+        (
+            b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n",
+            "204 with a content-length or transfer-encoding",
+        ),
         (b"", "closed before"),
         // Envoy's codec refuses what RFC 9112 would still read: both framings, or a coding
         // other than exactly `chunked`.
