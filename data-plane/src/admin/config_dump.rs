@@ -65,7 +65,6 @@ fn statics(
         .collect()
 }
 
-/// The whole dump; `include_eds` adds the EndpointsConfigDump as Envoy's `?include_eds`.
 /// `/config_dump?resource=<field>`: every element of the repeated field `<field>` of any
 /// config dump in `dump` (`dynamic_active_clusters`, `static_listeners`, …), each typed by its
 /// own message (`ClustersConfigDump.DynamicCluster`, …), as Envoy lists them. `None` when no
@@ -114,6 +113,7 @@ fn element_type(dump_type: &str, field: &str) -> Option<String> {
     Some(format!("{dump_type}.{message}"))
 }
 
+/// The whole dump; `include_eds` adds the EndpointsConfigDump as Envoy's `?include_eds`.
 pub fn dump(ctx: &AdminCtx, include_eds: bool) -> Value {
     // Decoded for this dump only and freed after it: the proxy keeps no descriptor pool.
     let codec = Codec::new();

@@ -1,6 +1,7 @@
 //! Responses the proxy generates itself, byte-compatible with Envoy 1.40's local replies.
 
 use super::body::{self, ProxyBody};
+use super::pool::UpstreamError;
 use http::{HeaderValue, Response, StatusCode, header};
 
 /// Envoy's body prefix for failures before response headers.
@@ -38,27 +39,22 @@ pub fn no_healthy_upstream() -> Response<ProxyBody> {
     reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
 }
 
-/// 503 for a connect failure or reset before headers (Envoy: `UF`/`UR`). When the failed
-/// attempt was a retry (`retried`), Envoy's router words it `retried and the latest reset
-/// reason: …`.
-pub fn upstream_reset(reason: &str, retried: bool) -> Response<ProxyBody> {
+/// 503 for a connect failure or reset before headers (Envoy: `UF`/`UR`), 502 for a protocol
+/// error (`UPE`): [`UpstreamError::status`]. When the failed attempt was a retry (`retried`),
+/// Envoy's router words it `retried and the latest reset reason: …`.
+pub fn upstream_reset(failure: UpstreamError, retried: bool) -> Response<ProxyBody> {
     let retried = if retried {
         "retried and the latest "
     } else {
         ""
     };
     reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &format!("{UPSTREAM_RESET_PREFIX}{retried}reset reason: {reason}"),
+        failure.status(),
+        &format!(
+            "{UPSTREAM_RESET_PREFIX}{retried}reset reason: {}",
+            failure.reason()
+        ),
     )
-}
-
-/// 502 when the upstream's response head broke HTTP/1.1 (Envoy: `UPE`, reset reason
-/// `protocol error`).
-pub fn upstream_protocol_error(retried: bool) -> Response<ProxyBody> {
-    let mut r = upstream_reset(super::pool::UpstreamError::Protocol.reason(), retried);
-    *r.status_mut() = StatusCode::BAD_GATEWAY;
-    r
 }
 
 /// 504 when the route timeout fires (Envoy: `UT`).
@@ -68,7 +64,7 @@ pub fn upstream_timeout() -> Response<ProxyBody> {
 
 /// 503 with `x-envoy-overloaded: true` when a circuit breaker overflows (Envoy: `UO`).
 pub fn overflow() -> Response<ProxyBody> {
-    let mut r = upstream_reset("overflow", false);
+    let mut r = upstream_reset(UpstreamError::Overflow, false);
     r.headers_mut()
         .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
     r

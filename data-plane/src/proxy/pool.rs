@@ -79,6 +79,15 @@ impl UpstreamError {
         }
     }
 
+    /// The status of Envoy's local reply (and the code it charges): 502 for a protocol error,
+    /// 503 for every other failure before response headers.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            UpstreamError::Protocol => http::StatusCode::BAD_GATEWAY,
+            _ => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
     /// True for failures that happen before any byte of the request reached the host.
     pub fn is_connect_failure(self) -> bool {
         matches!(

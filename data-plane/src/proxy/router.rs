@@ -469,8 +469,9 @@ impl Attempts<'_> {
                 }
             }
             let code = match &result {
-                // A reset to retries and outlier detection, but Envoy answers (and charges) 502.
-                Err(NoResponse::Failed(UpstreamError::Protocol)) => 502,
+                // A protocol error is a reset to retries and outlier detection, but Envoy
+                // answers (and charges) 502.
+                Err(NoResponse::Failed(e)) => e.status().as_u16(),
                 _ => outcome.effective_status(),
             };
             HostStats::inc(if code >= 500 {
@@ -481,12 +482,7 @@ impl Attempts<'_> {
             cs.charge_final(code, self.internal);
             return match result {
                 Ok(r) => downstream_response(r, took),
-                Err(NoResponse::Failed(UpstreamError::Protocol)) => {
-                    local_reply::upstream_protocol_error(attempt_no > 1)
-                }
-                Err(NoResponse::Failed(e)) => {
-                    local_reply::upstream_reset(e.reason(), attempt_no > 1)
-                }
+                Err(NoResponse::Failed(e)) => local_reply::upstream_reset(e, attempt_no > 1),
                 Err(NoResponse::TimedOut | NoResponse::RouteTimedOut) => {
                     local_reply::upstream_timeout()
                 }
