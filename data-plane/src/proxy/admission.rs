@@ -1,28 +1,23 @@
 //! The checks Envoy's HTTP connection manager makes on a downstream request before routing it,
 //! with Envoy 1.40's defaults (the HCM fields that change them, `http_protocol_options`,
 //! `common_http_protocol_options`, `max_request_headers_kb` and `upgrade_configs`, are NACKed
-//! by `config::listener`). Each rejection is answered as Envoy answers it — status, body,
+//! by `config::listener`), and the answers to what Envoy's HTTP/1.1 codec refuses (found by
+//! `http1_server`). Each rejection is answered as Envoy answers it — status, body,
 //! `connection: close` — and counted under the same stats.
 //!
 //! | request | Envoy's answer | stats (besides `downstream_rq_4xx`) |
 //! |---|---|---|
-//! | HTTP/1.0 (`accept_http_10: false`) | 426 `Upgrade Required` | `downstream_cx_protocol_error`, `downstream_rq_rx_reset` |
-//! | request head over 60 KiB (`max_request_headers_kb: 60`) | 431 `Request Header Fields Too Large` | same |
+//! | HTTP/1.0 (`accept_http_10: false`), or another version (`HTTP/9.9`) | 426 `Upgrade Required` | `downstream_cx_protocol_error`, `downstream_rq_rx_reset` |
+//! | request head over 60 KiB (`max_request_headers_kb: 60`) or over 100 headers | 431 `Request Header Fields Too Large` | same |
+//! | malformed request line, header or body framing | 400 `Bad Request` | same |
 //! | a target that is not a path (`GET host:80`), other than CONNECT | 400 `Bad Request` | same |
+//! | a `#fragment` in the target | 400, empty body | `downstream_rq_failed_path_normalization` |
 //! | HTTP/1.1 without `host` | 400, empty body | |
 //! | an upgrade (`connection: upgrade` + `upgrade: websocket`) | 403, empty body | `downstream_rq_ws_on_non_ws_route`, `downstream_rq_rx_reset` |
 //! | CONNECT (no route has a `connect_matcher`) | 404, empty body | `no_route`, `downstream_rq_rx_reset` |
 //!
-//! What hyper's HTTP/1.1 parser rejects before a request exists (a malformed request line or
-//! header, more than 100 headers, a head over ~400 KiB) gets hyper's own answer: the same status
-//! as Envoy's, with an empty body and no `server` header. Where hyper and Envoy differ (all
-//! within RFC 9112): a request with both `content-length` and `transfer-encoding: chunked` is
-//! read as chunked and its connection closed after the response (Envoy refuses it with 400), a
-//! folded header line (obs-fold) is refused with 400 (Envoy unfolds it), a `#fragment` in the
-//! target is dropped (Envoy refuses it with 400), and the answer to an HTTP/1.0 request says
-//! `HTTP/1.0` in its status line (Envoy's says `HTTP/1.1`). Envoy counts the request head's bytes
-//! as received; legate-proxy rebuilds them from the parsed request (`name: value` with one space),
-//! which is exact for every client that writes headers that way.
+//! The head's size is counted by the codec on the bytes received (request line, header lines,
+//! blank line), as Envoy counts it.
 
 use super::body::ProxyBody;
 use super::local_reply;
@@ -37,8 +32,13 @@ pub const MAX_REQUEST_HEAD_BYTES: usize = 60 * 1024;
 pub enum Rejection {
     /// HTTP/1.0 (or older): Envoy only accepts it with `accept_http_10`.
     Http10,
-    /// The request head is larger than [`MAX_REQUEST_HEAD_BYTES`].
+    /// The request head is larger than [`MAX_REQUEST_HEAD_BYTES`], or has more than 100
+    /// headers.
     HeadTooLarge,
+    /// The codec cannot parse the request (request line, a header, the body's framing).
+    Malformed,
+    /// The target has a `#fragment` (Envoy's path normalization refuses it).
+    Fragment,
     /// A request target that is neither a path nor an absolute URI (and the method is not
     /// CONNECT).
     NonRelativePath,
@@ -56,7 +56,10 @@ impl Rejection {
         match self {
             Rejection::Http10 => StatusCode::UPGRADE_REQUIRED,
             Rejection::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Rejection::NonRelativePath | Rejection::MissingHost => StatusCode::BAD_REQUEST,
+            Rejection::Malformed
+            | Rejection::NonRelativePath
+            | Rejection::Fragment
+            | Rejection::MissingHost => StatusCode::BAD_REQUEST,
             Rejection::Upgrade => StatusCode::FORBIDDEN,
             Rejection::Connect => StatusCode::NOT_FOUND,
         }
@@ -76,14 +79,17 @@ impl Rejection {
     pub fn is_protocol_error(self) -> bool {
         matches!(
             self,
-            Rejection::Http10 | Rejection::HeadTooLarge | Rejection::NonRelativePath
+            Rejection::Http10
+                | Rejection::HeadTooLarge
+                | Rejection::Malformed
+                | Rejection::NonRelativePath
         )
     }
 
     /// Counted as `downstream_rq_rx_reset`: Envoy resets the stream after its reply for every
-    /// rejection except a missing `host`.
+    /// rejection except a missing `host` and a fragment.
     pub fn resets_stream(self) -> bool {
-        self != Rejection::MissingHost
+        !matches!(self, Rejection::MissingHost | Rejection::Fragment)
     }
 
     /// The local reply, with `connection: close` on HTTP/1.x (Envoy closes the connection after
@@ -106,9 +112,6 @@ pub fn check<B>(req: &Request<B>) -> Option<Rejection> {
         return Some(Rejection::Http10);
     }
     let headers = scan(req.headers());
-    if http1 && request_line_len(req) + headers.bytes + 2 > MAX_REQUEST_HEAD_BYTES {
-        return Some(Rejection::HeadTooLarge);
-    }
     let connect = req.method() == Method::CONNECT;
     let uri = req.uri();
     if http1 && !connect && uri.scheme().is_none() && uri.path_and_query().is_none() {
@@ -129,8 +132,6 @@ pub fn check<B>(req: &Request<B>) -> Option<Rejection> {
 /// What one pass over the request headers finds (no lookup by name: a request usually carries
 /// a handful of headers, and comparing a standard name is comparing a number).
 struct HeaderScan {
-    /// `name: value\r\n` for every header, as a client writes them.
-    bytes: usize,
     /// A `host` header is present.
     host: bool,
     /// An `upgrade` header other than `h2c` is present. `upgrade: h2c` is no upgrade: Envoy (and
@@ -140,12 +141,10 @@ struct HeaderScan {
 
 fn scan(headers: &HeaderMap) -> HeaderScan {
     let mut scan = HeaderScan {
-        bytes: 0,
         host: false,
         upgrade: false,
     };
     for (name, value) in headers {
-        scan.bytes += name.as_str().len() + 2 + value.len() + 2;
         if name == header::HOST {
             scan.host = true;
         } else if name == header::UPGRADE && !value.as_bytes().eq_ignore_ascii_case(b"h2c") {
@@ -153,15 +152,6 @@ fn scan(headers: &HeaderMap) -> HeaderScan {
         }
     }
     scan
-}
-
-/// `METHOD target HTTP/1.1\r\n`.
-fn request_line_len<B>(req: &Request<B>) -> usize {
-    let target = match req.uri().path_and_query() {
-        Some(p) if req.uri().scheme().is_none() => p.as_str().len(),
-        _ => req.uri().to_string().len(),
-    };
-    req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len()
 }
 
 /// `connection` names `upgrade` (with an `upgrade` header, that makes an upgrade request).
@@ -243,21 +233,18 @@ mod tests {
     }
 
     #[test]
-    fn the_head_limit_is_60_kib_exactly() {
-        // `GET /a HTTP/1.1\r\n` (17) + `host: x\r\n` (9) + `x-big: …\r\n` (9 + n) + `\r\n` (2).
-        let fits = 61_440 - 17 - 9 - 9 - 2;
-        let at_limit = get(&[("host", "x"), ("x-big", &"a".repeat(fits))]);
-        assert_eq!(
-            request_line_len(&at_limit) + scan(at_limit.headers()).bytes + 2,
-            61_440
-        );
-        assert_eq!(check(&at_limit), None);
-        let over = get(&[("host", "x"), ("x-big", &"a".repeat(fits + 1))]);
-        assert_eq!(check(&over), Some(Rejection::HeadTooLarge));
-        assert_eq!(
-            Rejection::HeadTooLarge.reply(Version::HTTP_11).headers()["content-length"],
-            "31"
-        );
+    fn codec_refusals_are_answered_as_envoy_answers_them() {
+        let too_large = Rejection::HeadTooLarge.reply(Version::HTTP_11);
+        assert_eq!(too_large.status(), 431);
+        assert_eq!(too_large.headers()["content-length"], "31");
+        let malformed = Rejection::Malformed.reply(Version::HTTP_11);
+        assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(malformed.headers()["content-length"], "11");
+        assert!(Rejection::Malformed.is_protocol_error() && Rejection::Malformed.resets_stream());
+        let fragment = Rejection::Fragment.reply(Version::HTTP_11);
+        assert_eq!(fragment.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(fragment.headers()["content-length"], "0");
+        assert!(!Rejection::Fragment.is_protocol_error() && !Rejection::Fragment.resets_stream());
     }
 
     #[test]

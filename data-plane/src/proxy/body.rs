@@ -1,5 +1,6 @@
 //! Body types of the request path.
 
+use super::http1_server::RequestBody;
 use super::pool::H1Response;
 use crate::resilience::breaker::RequestGuard;
 use bytes::Bytes;
@@ -24,7 +25,7 @@ pub enum ProxyBody {
     /// One chunk, taken by the first poll.
     Full(Option<Bytes>),
     /// A downstream request body, streamed upstream unchanged.
-    Downstream(Incoming),
+    Downstream(DownstreamBody),
     /// An upstream response body, streamed downstream unchanged.
     Upstream(UpstreamBody),
     /// Anything else.
@@ -61,7 +62,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ProxyBody::Downstream(b) => boxed_error(Pin::new(b).poll_frame(cx)),
+            ProxyBody::Downstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
@@ -100,8 +101,54 @@ pub fn empty() -> ProxyBody {
 }
 
 /// Streams a downstream body upstream unchanged.
-pub fn stream(body: Incoming) -> ProxyBody {
+pub fn stream(body: DownstreamBody) -> ProxyBody {
     ProxyBody::Downstream(body)
+}
+
+/// A downstream request body: read by legate-proxy's HTTP/1.1 connection, or hyper's HTTP/2
+/// stream (h2c).
+#[derive(Debug)]
+pub enum DownstreamBody {
+    /// HTTP/1.1 (see `http1_server`).
+    H1(RequestBody),
+    /// HTTP/2.
+    H2(Incoming),
+}
+
+impl DownstreamBody {
+    /// No body.
+    pub fn empty() -> Self {
+        DownstreamBody::H1(RequestBody::empty())
+    }
+}
+
+impl Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            DownstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
+            DownstreamBody::H2(b) => boxed_error(Pin::new(b).poll_frame(cx)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownstreamBody::H1(b) => b.is_end_stream(),
+            DownstreamBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            DownstreamBody::H1(b) => b.size_hint(),
+            DownstreamBody::H2(b) => b.size_hint(),
+        }
+    }
 }
 
 /// Boxes any other body.

@@ -132,9 +132,9 @@ struct Upload {
     framing: Framing,
 }
 
-/// How a request body is framed on the wire.
+/// How a message body is framed on the wire.
 #[derive(Debug, Clone, Copy)]
-enum Framing {
+pub(super) enum Framing {
     /// `content-length`: this many bytes are still due.
     Length(u64),
     Chunked,
@@ -159,8 +159,9 @@ impl Decoder {
     }
 }
 
+/// Where a chunked decoder is in the body.
 #[derive(Debug, Clone, Copy)]
-enum ChunkState {
+pub(super) enum ChunkState {
     /// Expecting a chunk-size line.
     Size,
     /// Inside a chunk: this many data bytes are due.
@@ -327,7 +328,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     }
                 }
                 Decoder::Chunked(state) => {
-                    match self.decode_chunked(state) {
+                    match decode_chunked(&mut self.read, state) {
                         Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
                         Ok(None) if matches!(state, ChunkState::Done) => return Poll::Ready(None),
                         Ok(None) => {}
@@ -336,68 +337,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     if ready!(self.poll_fill(cx))? == 0 {
                         return Poll::Ready(Some(Err(Error::Closed)));
                     }
-                }
-            }
-        }
-    }
-
-    /// Advances the chunked decoder over the buffered bytes: a frame, or `None` when more
-    /// bytes are needed (or the body ended: the state is `Done`).
-    fn decode_chunked(&mut self, state: &mut ChunkState) -> Result<Option<Frame<Bytes>>, Error> {
-        loop {
-            match *state {
-                ChunkState::Done => return Ok(None),
-                ChunkState::Size => match httparse::parse_chunk_size(&self.read) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        self.read.advance(used);
-                        *state = if size == 0 {
-                            ChunkState::Trailers
-                        } else {
-                            ChunkState::Data(size)
-                        };
-                    }
-                    Ok(httparse::Status::Partial) if self.read.len() <= MAX_CHUNK_LINE => {
-                        return Ok(None);
-                    }
-                    _ => return Err(Error::Protocol("invalid chunk size line")),
-                },
-                ChunkState::Data(left) => {
-                    if self.read.is_empty() {
-                        return Ok(None);
-                    }
-                    let n = left.min(self.read.len() as u64) as usize;
-                    *state = if left == n as u64 {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data(left - n as u64)
-                    };
-                    return Ok(Some(Frame::data(self.read.split_to(n).freeze())));
-                }
-                ChunkState::DataEnd => {
-                    if self.read.len() < 2 {
-                        return Ok(None);
-                    }
-                    if &self.read[..2] != b"\r\n" {
-                        return Err(Error::Protocol("chunk data not followed by CRLF"));
-                    }
-                    self.read.advance(2);
-                    *state = ChunkState::Size;
-                }
-                ChunkState::Trailers => {
-                    if self.read.starts_with(b"\r\n") {
-                        self.read.advance(2);
-                        *state = ChunkState::Done;
-                        return Ok(None);
-                    }
-                    let Some(end) = find(&self.read, b"\r\n\r\n") else {
-                        if self.read.len() > MAX_HEAD_BYTES {
-                            return Err(Error::Protocol("trailers too large"));
-                        }
-                        return Ok(None);
-                    };
-                    let block = self.read.split_to(end + 4).freeze();
-                    *state = ChunkState::Done;
-                    return Ok(Some(Frame::trailers(parse_trailers(&block)?)));
                 }
             }
         }
@@ -544,7 +483,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 // 100 Continue and other interim responses: the final one follows.
                 continue;
             }
-            let mut map = HeaderMap::with_capacity(self.spans.len());
+            // Room for what the router adds (`x-envoy-upstream-service-time`, `server`): a
+            // header map that grows reallocates both of its tables.
+            let mut map = HeaderMap::with_capacity(self.spans.len() + 2);
             for s in &self.spans {
                 let name = HeaderName::from_bytes(&head[s.name.0..s.name.1])
                     .map_err(|_| Error::Protocol("invalid header name"))?;
@@ -612,8 +553,12 @@ fn encode_head(
     Ok(framing)
 }
 
-/// Frames one chunk of request body data.
-fn encode_data(out: &mut Vec<u8>, framing: &mut Framing, data: &Bytes) -> Result<(), Error> {
+/// Frames one chunk of body data.
+pub(super) fn encode_data(
+    out: &mut Vec<u8>,
+    framing: &mut Framing,
+    data: &Bytes,
+) -> Result<(), Error> {
     if data.is_empty() {
         return Ok(());
     }
@@ -639,7 +584,7 @@ fn encode_data(out: &mut Vec<u8>, framing: &mut Framing, data: &Bytes) -> Result
 /// What a response's framing headers (`connection`, `transfer-encoding`, `content-length`)
 /// say, gathered from the raw head as it is parsed: no header-map lookups.
 #[derive(Debug, Default)]
-struct FramingHeaders {
+pub(super) struct FramingHeaders {
     close: bool,
     keep_alive: bool,
     /// `transfer-encoding` is present; `Some(true)`: it is exactly `chunked` (the only coding
@@ -652,7 +597,8 @@ struct FramingHeaders {
 }
 
 impl FramingHeaders {
-    fn add(&mut self, name: &str, value: &[u8]) {
+    /// Takes one header line into account.
+    pub(super) fn add(&mut self, name: &str, value: &[u8]) {
         match name.len() {
             10 if name.eq_ignore_ascii_case("connection") => {
                 for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
@@ -683,8 +629,8 @@ impl FramingHeaders {
         }
     }
 
-    /// Whether the connection stays open after this response.
-    fn keep_alive(&self, version: Version) -> bool {
+    /// Whether the connection stays open after this message.
+    pub(super) fn keep_alive(&self, version: Version) -> bool {
         if version == Version::HTTP_11 {
             !self.close
         } else {
@@ -726,6 +672,92 @@ impl FramingHeaders {
             Some(n) => Decoder::Length(n),
             None => Decoder::Eof(false),
         })
+    }
+}
+
+/// Advances a chunked decoder over the buffered bytes `read` (consuming what it decodes): a
+/// frame, or `None` when more bytes are needed (or the body ended: the state is `Done`). Used
+/// for upstream responses and downstream requests alike.
+pub(super) fn decode_chunked(
+    read: &mut BytesMut,
+    state: &mut ChunkState,
+) -> Result<Option<Frame<Bytes>>, Error> {
+    loop {
+        match *state {
+            ChunkState::Done => return Ok(None),
+            ChunkState::Size => match httparse::parse_chunk_size(read) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    read.advance(used);
+                    *state = if size == 0 {
+                        ChunkState::Trailers
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                Ok(httparse::Status::Partial) if read.len() <= MAX_CHUNK_LINE => {
+                    return Ok(None);
+                }
+                _ => return Err(Error::Protocol("invalid chunk size line")),
+            },
+            ChunkState::Data(left) => {
+                if read.is_empty() {
+                    return Ok(None);
+                }
+                let n = left.min(read.len() as u64) as usize;
+                *state = if left == n as u64 {
+                    ChunkState::DataEnd
+                } else {
+                    ChunkState::Data(left - n as u64)
+                };
+                return Ok(Some(Frame::data(read.split_to(n).freeze())));
+            }
+            ChunkState::DataEnd => {
+                if read.len() < 2 {
+                    return Ok(None);
+                }
+                if &read[..2] != b"\r\n" {
+                    return Err(Error::Protocol("chunk data not followed by CRLF"));
+                }
+                read.advance(2);
+                *state = ChunkState::Size;
+            }
+            ChunkState::Trailers => {
+                if read.starts_with(b"\r\n") {
+                    read.advance(2);
+                    *state = ChunkState::Done;
+                    return Ok(None);
+                }
+                let Some(end) = find(read, b"\r\n\r\n") else {
+                    if read.len() > MAX_HEAD_BYTES {
+                        return Err(Error::Protocol("trailers too large"));
+                    }
+                    return Ok(None);
+                };
+                let block = read.split_to(end + 4).freeze();
+                *state = ChunkState::Done;
+                return Ok(Some(Frame::trailers(parse_trailers(&block)?)));
+            }
+        }
+    }
+}
+
+/// How a request body is delimited (RFC 9112 section 6.3), with the rules of Envoy's codec:
+/// a `transfer-encoding` other than exactly `chunked`, one together with a `content-length`, and
+/// an invalid or conflicting `content-length` are errors (Envoy answers 400).
+pub(super) fn request_body_framing(
+    framing: &FramingHeaders,
+) -> Result<Option<Framing>, &'static str> {
+    match framing.chunked {
+        Some(_) if framing.length.is_some() || framing.bad_length.is_some() => {
+            Err("both content-length and transfer-encoding")
+        }
+        Some(true) => Ok(Some(Framing::Chunked)),
+        Some(false) => Err("transfer-encoding other than chunked"),
+        None => match (framing.bad_length, framing.length) {
+            (Some(why), _) => Err(why),
+            (None, Some(0) | None) => Ok(None),
+            (None, Some(n)) => Ok(Some(Framing::Length(n))),
+        },
     }
 }
 

@@ -4,6 +4,7 @@ pub mod admission;
 pub mod body;
 pub mod headers;
 pub mod http1;
+pub mod http1_server;
 pub mod internal;
 pub mod listener;
 pub mod local_reply;

@@ -1,12 +1,12 @@
 //! Request bodies that can be sent more than once (for retries), buffered up to a bound.
 
+use super::body::DownstreamBody;
 use super::body::{BoxError, ProxyBody};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
-use hyper::body::Incoming;
 
 /// A request body ready for one or more attempts.
 pub enum Prepared {
@@ -47,7 +47,7 @@ impl Prepared {
 
 /// Reads `body` into memory if it fits in `limit` bytes; otherwise returns a body that replays
 /// what was read and streams the rest.
-pub async fn prepare(mut body: Incoming, limit: usize) -> Prepared {
+pub async fn prepare(mut body: DownstreamBody, limit: usize) -> Prepared {
     use http_body::Body;
     if body.is_end_stream() {
         return Prepared::Replayable {
@@ -66,8 +66,7 @@ pub async fn prepare(mut body: Incoming, limit: usize) -> Prepared {
                     if buf.len() > limit {
                         let head =
                             futures::stream::iter([Ok::<_, BoxError>(Frame::data(buf.freeze()))]);
-                        let rest =
-                            BodyStream::new(body).map(|r| r.map_err(|e| Box::new(e) as BoxError));
+                        let rest = BodyStream::new(body);
                         return Prepared::Once(Some(super::body::boxed(StreamBody::new(
                             head.chain(rest),
                         ))));
@@ -80,7 +79,7 @@ pub async fn prepare(mut body: Incoming, limit: usize) -> Prepared {
                 }
             },
             Some(Err(e)) => {
-                let failed = futures::stream::iter([Err::<Frame<Bytes>, BoxError>(Box::new(e))]);
+                let failed = futures::stream::iter([Err::<Frame<Bytes>, BoxError>(e)]);
                 return Prepared::Once(Some(super::body::boxed(StreamBody::new(failed))));
             }
         }

@@ -17,7 +17,7 @@
 //! * `upstream_rq_timeout` counts a route timeout that cuts an attempt short.
 
 use super::admission::{self, Rejection};
-use super::body::{self, ProxyBody, UpstreamBody};
+use super::body::{self, DownstreamBody, ProxyBody, UpstreamBody};
 use super::headers::{self, UpstreamHeaders};
 use super::internal;
 use super::listener::{HttpStats, ListenerCtx};
@@ -34,7 +34,6 @@ use crate::runtime::cluster::Cluster;
 use crate::runtime::host::{Host, HostStats};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +52,22 @@ static X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
 /// Handles one downstream request; never fails (errors become local replies).
 pub async fn handle(
     ctx: Arc<ListenerCtx>,
-    mut req: Request<Incoming>,
+    req: Request<DownstreamBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(respond(ctx, req, None).await)
+}
+
+/// Answers a request the HTTP/1.1 codec refused before it could become one (malformed, too
+/// large), counted as a request as Envoy counts it.
+pub async fn refused(ctx: Arc<ListenerCtx>, rejection: Rejection) -> Response<ProxyBody> {
+    respond(ctx, Request::new(DownstreamBody::empty()), Some(rejection)).await
+}
+
+async fn respond(
+    ctx: Arc<ListenerCtx>,
+    mut req: Request<DownstreamBody>,
+    refused: Option<Rejection>,
+) -> Response<ProxyBody> {
     let state = ctx.state.load_full();
     let stats = &state.stats;
     let start = Instant::now();
@@ -65,7 +78,7 @@ pub async fn handle(
     } else {
         stats.rq_http1_total.inc();
     }
-    let mut resp = match admission::check(&req) {
+    let mut resp = match refused.or_else(|| admission::check(&req)) {
         Some(rejection) => refuse(stats, rejection, req.version()),
         None => {
             let verdict =
@@ -80,7 +93,7 @@ pub async fn handle(
     stats.rq_time.record(elapsed_ms(start));
     resp.headers_mut()
         .insert(header::SERVER, state.server_header.clone());
-    Ok(resp)
+    resp
 }
 
 /// `downstream_rq_active` for one request. Dropped without [`InFlight::answered`] (the
@@ -125,6 +138,7 @@ fn refuse(stats: &HttpStats, rejection: Rejection, version: Version) -> Response
     match rejection {
         Rejection::Upgrade => stats.rq_ws_on_non_ws_route.inc(),
         Rejection::Connect => stats.no_route.inc(),
+        Rejection::Fragment => stats.rq_failed_path_normalization.inc(),
         _ => {}
     }
     rejection.reply(version)
@@ -134,7 +148,7 @@ async fn route(
     rt: &Runtime,
     routes: &RouteSource,
     stats: &HttpStats,
-    req: Request<Incoming>,
+    req: Request<DownstreamBody>,
     verdict: internal::Verdict,
     start: Instant,
 ) -> Response<ProxyBody> {
@@ -209,7 +223,7 @@ async fn forward(
     target: &Target<'_>,
     mut parts: http::request::Parts,
     authority: HeaderValue,
-    body: Incoming,
+    body: DownstreamBody,
     start: Instant,
 ) -> Response<ProxyBody> {
     let Target {

@@ -1,7 +1,8 @@
 //! Requests the connection manager refuses before routing (HTTP/1.0, an oversized head, a
-//! target that is not a path, no `host`, an upgrade, CONNECT), a request whose client goes away
-//! before the response, `expect: 100-continue`, and upstreams that break HTTP/1.1: the bytes
-//! the client gets back and the counters. Sent over raw TCP, since a well-behaved HTTP client would not send most
+//! target that is not a path, no `host`, an upgrade, CONNECT), requests the HTTP/1.1 codec
+//! refuses (malformed, conflicting framing, too many headers, a fragment), pipelined requests,
+//! a request whose client goes away before the response, `expect: 100-continue`, and upstreams
+//! that break HTTP/1.1: the bytes the client gets back and the counters. Sent over raw TCP, since a well-behaved HTTP client would not send most
 //! of them.
 
 use std::time::Duration;
@@ -216,6 +217,179 @@ flavors!(
     refused_requests_answered_as_envoy_does_legate
 );
 
+/// What the HTTP/1.1 codec refuses: Envoy's status and body (the reason phrase, `text/plain`),
+/// `server` and `connection: close` headers, the connection closed, nothing upstream; counted
+/// as requests (4xx), as protocol errors and stream resets, except the fragment, which Envoy's
+/// path normalization refuses with an empty 400. Every connection is closed by the proxy.
+async fn malformed_requests_answered_as_envoy_does(flavor: Flavor) {
+    let up = Upstream::start("p1").await.expect("upstream");
+    let fx = Fixture::start(flavor, &[svc("payments", &[up.addr], "")]).await;
+    let before = fx.stats().await;
+    let id = test_id(flavor, "malformed");
+    let request = |line: &str, lines: &[&str], body: &str| {
+        let mut r = format!("{line}\r\nhost: x\r\nx-test-id: {id}\r\n");
+        for l in lines {
+            r.push_str(l);
+            r.push_str("\r\n");
+        }
+        r + "\r\n" + body
+    };
+    let get = format!("GET {PAYMENTS_PATH} HTTP/1.1");
+    let post = format!("POST {PAYMENTS_PATH} HTTP/1.1");
+    let many: Vec<String> = (0..100).map(|i| format!("x-h{i}: 1")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("not HTTP", "HELLO\r\n\r\n".to_owned(), 400, "Bad Request"),
+        (
+            "a space inside the method",
+            request(&format!("GE T {PAYMENTS_PATH} HTTP/1.1"), &[], ""),
+            400,
+            "Bad Request",
+        ),
+        (
+            "a space before a header's colon",
+            request(&get, &["x-a : 1"], ""),
+            400,
+            "Bad Request",
+        ),
+        (
+            "HTTP/9.9",
+            request(&format!("GET {PAYMENTS_PATH} HTTP/9.9"), &[], ""),
+            426,
+            "Upgrade Required",
+        ),
+        (
+            "102 headers",
+            request(&get, &many, ""),
+            431,
+            "Request Header Fields Too Large",
+        ),
+        (
+            "content-length and chunked",
+            request(
+                &post,
+                &["content-length: 3", "transfer-encoding: chunked"],
+                "3\r\nabc\r\n0\r\n\r\n",
+            ),
+            400,
+            "Bad Request",
+        ),
+        (
+            "an invalid content-length",
+            request(&post, &["content-length: abc"], "abc"),
+            400,
+            "Bad Request",
+        ),
+        (
+            "two different content-lengths",
+            request(&post, &["content-length: 3", "content-length: 4"], "abcd"),
+            400,
+            "Bad Request",
+        ),
+        (
+            "a fragment",
+            request(&format!("GET {PAYMENTS_PATH}#top HTTP/1.1"), &[], ""),
+            400,
+            "",
+        ),
+    ];
+    for (what, request, status, body) in &cases {
+        let r = send_expecting_close(&fx, what, request.as_bytes()).await;
+        let name = flavor.name();
+        assert_eq!(r.version, "HTTP/1.1", "{name}: {what}: status line");
+        assert_eq!(r.status, *status, "{name}: {what}: status");
+        assert_eq!(r.body, *body, "{name}: {what}: body");
+        assert_eq!(r.header("connection"), Some("close"), "{name}: {what}");
+        assert_eq!(r.header("server"), Some("envoy"), "{name}: {what}");
+        let text_plain = (!body.is_empty()).then_some("text/plain");
+        assert_eq!(r.header("content-type"), text_plain, "{name}: {what}");
+    }
+    assert_eq!(
+        up.log().count(&id),
+        0,
+        "refused requests reached the upstream"
+    );
+    let was = |name: &str| before.get(name).copied().unwrap_or(0);
+    fx.wait_stat(
+        "http.app.downstream_cx_destroy_local",
+        was("http.app.downstream_cx_destroy_local") + 9..=u64::MAX,
+        EXCHANGE_DEADLINE,
+    )
+    .await;
+    fx.expect_stats(&[
+        (
+            "http.app.downstream_rq_total",
+            was("http.app.downstream_rq_total") + 9,
+        ),
+        (
+            "http.app.downstream_rq_4xx",
+            was("http.app.downstream_rq_4xx") + 9,
+        ),
+        (
+            "http.app.downstream_cx_protocol_error",
+            was("http.app.downstream_cx_protocol_error") + 8,
+        ),
+        (
+            "http.app.downstream_rq_rx_reset",
+            was("http.app.downstream_rq_rx_reset") + 8,
+        ),
+        (
+            "http.app.downstream_rq_failed_path_normalization",
+            was("http.app.downstream_rq_failed_path_normalization") + 1,
+        ),
+        ("http.app.downstream_rq_active", 0),
+        (
+            "cluster.payments.upstream_rq_total",
+            was("cluster.payments.upstream_rq_total"),
+        ),
+    ])
+    .await;
+}
+
+flavors!(
+    malformed_requests_answered_as_envoy_does,
+    malformed_requests_answered_as_envoy_does_envoy,
+    malformed_requests_answered_as_envoy_does_legate
+);
+
+/// Two requests written at once on one connection (pipelined): both are answered, in order,
+/// on that connection.
+async fn pipelined_requests_answered_in_order(flavor: Flavor) {
+    let (up, fx) = Fixture::payments(flavor, "").await;
+    let id = test_id(flavor, "pipelined");
+    let exchange = async {
+        let mut s = TcpStream::connect(fx.listener).await?;
+        let two = format!(
+            "GET {PAYMENTS_PATH}/first HTTP/1.1\r\nhost: x\r\nx-test-id: {id}\r\n\r\n\
+             GET {PAYMENTS_PATH}/second HTTP/1.1\r\nhost: x\r\nx-test-id: {id}\r\nconnection: close\r\n\r\n"
+        );
+        s.write_all(two.as_bytes()).await?;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&got).into_owned())
+    };
+    let got = tokio::time::timeout(EXCHANGE_DEADLINE, exchange)
+        .await
+        .expect("both responses within the deadline")
+        .expect("exchange");
+    let name = flavor.name();
+    assert_eq!(
+        got.matches("HTTP/1.1 200 OK\r\n").count(),
+        2,
+        "{name}: two responses in {got:?}"
+    );
+    let first = got.find("/first").expect("the first request's echo");
+    let second = got.find("/second").expect("the second request's echo");
+    assert!(first < second, "{name}: answered out of order: {got:?}");
+    assert_eq!(up.log().count(&id), 2);
+}
+
+flavors!(
+    pipelined_requests_answered_in_order,
+    pipelined_requests_answered_in_order_envoy,
+    pipelined_requests_answered_in_order_legate
+);
+
 /// A client that closes its connection while the upstream is still answering: the request is
 /// no longer active, counts as `downstream_rq_rx_reset` and not as completed.
 async fn client_gone_before_the_response(flavor: Flavor) {
@@ -239,6 +413,8 @@ async fn client_gone_before_the_response(flavor: Flavor) {
         ("http.app.downstream_rq_active", 0),
         ("http.app.downstream_rq_rx_reset", 1),
         ("http.app.downstream_rq_completed", completed),
+        ("http.app.downstream_cx_destroy_remote_active_rq", 1),
+        ("http.app.downstream_cx_destroy_active_rq", 1),
     ])
     .await;
 }
@@ -250,10 +426,11 @@ flavors!(
 );
 
 /// `expect: 100-continue`: the client gets `100 Continue` before it sends the body, the
-/// upstream gets the body without the expectation.
+/// upstream gets the body without the expectation. The 100 counts as a 1xx response.
 async fn expect_100_continue_answered_by_the_proxy(flavor: Flavor) {
     let rec = Recorder::echo().await.expect("recorder");
     let fx = Fixture::start(flavor, &[svc("payments", &[rec.addr], "")]).await;
+    let before = fx.stats().await;
     let exchange = async {
         let mut s = TcpStream::connect(fx.listener).await?;
         let head = format!(
@@ -293,6 +470,22 @@ async fn expect_100_continue_answered_by_the_proxy(flavor: Flavor) {
         flavor.name(),
         got[0].headers
     );
+    let was = |name: &str| before.get(name).copied().unwrap_or(0);
+    fx.expect_stats(&[
+        (
+            "http.app.downstream_rq_1xx",
+            was("http.app.downstream_rq_1xx") + 1,
+        ),
+        (
+            "http.app.downstream_rq_2xx",
+            was("http.app.downstream_rq_2xx") + 1,
+        ),
+        (
+            "http.app.downstream_rq_completed",
+            was("http.app.downstream_rq_completed") + 2,
+        ),
+    ])
+    .await;
 }
 
 flavors!(

@@ -1,0 +1,730 @@
+//! The downstream HTTP/1.1 connection, served in its own task: read a request head, hand the
+//! request to the router, write the response, and again while the connection stays open.
+//!
+//! hyper's server did this before. It reads request bodies and writes responses through a
+//! general dispatcher; here the task that owns the socket parses with `httparse` (hyper's own
+//! parser) into one buffer, builds the request's header map from slices of that buffer, and
+//! writes each response head and its body's first frames with one `write`. What it gains
+//! besides instructions (BENCHMARKS.md, "Instructions per request"): requests that Envoy's
+//! codec refuses are refused as Envoy refuses them, with its status, body, `server` header and
+//! stats, where hyper answered with a bare status before the request existed.
+//!
+//! # What the codec accepts, and Envoy's answer to the rest
+//!
+//! | request | answer (all close the connection) |
+//! |---|---|
+//! | malformed request line or header (a space before `:`, a bad token, …) | 400 `Bad Request` |
+//! | a version other than HTTP/1.x (`HTTP/9.9`) | 426 `Upgrade Required` |
+//! | a head over 60 KiB, or more than 100 headers | 431 `Request Header Fields Too Large` |
+//! | `content-length` with `transfer-encoding`, a `transfer-encoding` other than `chunked`, an invalid or conflicting `content-length` | 400 `Bad Request` |
+//! | a `#fragment` in the target | 400, empty body (`downstream_rq_failed_path_normalization`) |
+//!
+//! These, like the connection manager's own checks (`admission`), go through the router's
+//! accounting ([`router::refused`]) so that they count as requests, as in Envoy. What is left
+//! different: a folded header line (obs-fold) is refused with 400 (Envoy unfolds it).
+//!
+//! # Connection handling
+//! - Keep-alive unless the request says `connection: close` (the response then says so too) or
+//!   the response carries `connection: close` (the connection manager's refusals).
+//! - A request body is read by this task and handed to the router's body through a one-slot
+//!   channel, as the router asks for it (backpressure). A response that is complete before the
+//!   request body was read to its end closes the connection (Envoy does the same: an HTTP/1.1
+//!   connection cannot skip the rest of a body of unknown length).
+//! - `expect: 100-continue` is answered with `100 Continue` at once (Envoy's default,
+//!   `proxy_100_continue: false`).
+//! - While the router works, the socket is watched: the client closing it (or half-closing it)
+//!   drops the request, which counts as `downstream_rq_rx_reset`, as in Envoy. Pipelined
+//!   requests are read ahead (up to one head's limit) and answered in order.
+//! - Responses: `HTTP/1.1` status line with the reason phrase (`Unknown` for a code without
+//!   one, as Envoy); a `content-length` when the body's size is known, else chunked; no body for
+//!   `HEAD`, 1xx, 204 and 304; a `date` header unless the response has one. Trailers are not
+//!   sent (Envoy's HTTP/1.1 codec does not send them by default).
+//! - After a response that closes the connection: `shutdown` (FIN), then whatever the client
+//!   still sends is read and dropped for up to 1 s (Envoy's `delayed_close_timeout`), so that a
+//!   close with unread bytes does not turn into a reset that could destroy the response.
+
+use super::admission::{MAX_REQUEST_HEAD_BYTES, Rejection};
+use super::body::{BoxError, DownstreamBody, ProxyBody};
+use super::http1::{self, ChunkState, Framing, FramingHeaders, MAX_HEADERS};
+use super::listener::ListenerCtx;
+use super::router;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
+use http_body::{Body, Frame, SizeHint};
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::io::Write as _;
+use std::mem::MaybeUninit;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
+
+/// Spare room made in the read buffer before each read.
+const READ_RESERVE: usize = 8 * 1024;
+/// A response body's frames are gathered into one write up to this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Headers the router may add to a request on its way upstream.
+const ROUTER_HEADERS: usize = 6;
+/// How long a closing connection keeps reading (and dropping) what the client still sends
+/// (Envoy's default `delayed_close_timeout`).
+const DELAYED_CLOSE: Duration = Duration::from_secs(1);
+
+/// Serves HTTP/1.1 requests on `io` until either side closes the connection, and counts how
+/// it ended as Envoy does (`downstream_cx_destroy_local`, `_remote`, `_active_rq`, …).
+pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>) {
+    let mut conn = Conn::new(io);
+    let end = conn.run(&ctx).await;
+    let lingered = match end {
+        End::Local { .. } => conn.close().await,
+        End::Remote { .. } => true,
+    };
+    let state = ctx.state.load();
+    let stats = &state.stats;
+    match end {
+        End::Remote { active } => {
+            stats.cx_destroy_remote.inc();
+            if active {
+                stats.cx_destroy_active_rq.inc();
+                stats.cx_destroy_remote_active_rq.inc();
+            }
+        }
+        End::Local { active } => {
+            stats.cx_destroy_local.inc();
+            if active {
+                stats.cx_destroy_active_rq.inc();
+                stats.cx_destroy_local_active_rq.inc();
+            }
+        }
+    }
+    if !lingered {
+        stats.cx_delayed_close_timeout.inc();
+    }
+}
+
+/// How a connection's life ends; `active`: with a request not yet answered in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client closed it, or the socket failed.
+    Remote { active: bool },
+    /// The proxy closes it: after a response that ends the connection, or because the
+    /// response's body failed midway.
+    Local { active: bool },
+}
+
+/// The client went away while a request was in flight.
+const CLIENT_GONE: End = End::Remote { active: true };
+/// The response body failed (the upstream went away, or it broke its framing) after the
+/// response head was sent: the proxy closes the connection.
+const BODY_FAILED: End = End::Local { active: true };
+
+/// One downstream connection.
+struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet consumed.
+    read: BytesMut,
+    /// Bytes to write; `written` of them are written.
+    write: Vec<u8>,
+    written: usize,
+    /// Header positions of the head being parsed (kept to reuse the memory).
+    spans: Vec<HeaderSpan>,
+}
+
+/// Where a header's name and value are in the head.
+#[derive(Debug, Clone, Copy)]
+struct HeaderSpan {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// A parsed request head.
+struct Head {
+    parts: http::request::Parts,
+    /// How its body is framed (`None`: no body).
+    framing: Option<Framing>,
+    /// The client asked for the connection to close after the response.
+    close: bool,
+    /// `expect: 100-continue`.
+    expect_continue: bool,
+}
+
+/// Where the request body's reading stands once the response is ready.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyRead {
+    /// Read to its end (or there was none).
+    Complete,
+    /// Not read to its end: the connection cannot carry another request.
+    Incomplete,
+}
+
+impl Conn {
+    fn new(io: TcpStream) -> Self {
+        Conn {
+            io,
+            read: BytesMut::with_capacity(READ_RESERVE),
+            write: Vec::with_capacity(1024),
+            written: 0,
+            spans: Vec::new(),
+        }
+    }
+
+    async fn run(&mut self, ctx: &Arc<ListenerCtx>) -> End {
+        loop {
+            let head = match poll_fn(|cx| self.poll_head(cx)).await {
+                Ok(Some(head)) => head,
+                Ok(None) => return End::Remote { active: false },
+                Err(rejection) => {
+                    let resp = router::refused(ctx.clone(), rejection).await;
+                    return match self.write_response(resp, false, true).await {
+                        Ok(()) => End::Local { active: false },
+                        Err(end) => end,
+                    };
+                }
+            };
+            if let Err(end) = self.exchange(ctx, head).await {
+                return end;
+            }
+        }
+    }
+
+    /// One request and its response: `Ok` when the connection may carry another.
+    async fn exchange(&mut self, ctx: &Arc<ListenerCtx>, head: Head) -> Result<(), End> {
+        let Head {
+            parts,
+            framing,
+            close,
+            expect_continue,
+        } = head;
+        let head_request = parts.method == Method::HEAD;
+        let (body, mut feeder) = match framing {
+            None => (RequestBody::empty(), None),
+            Some(framing) => {
+                let (tx, rx) = mpsc::channel(1);
+                let (remaining, decoder) = match framing {
+                    Framing::Length(n) => (Some(n), Decoder::Length(n)),
+                    Framing::Chunked => (None, Decoder::Chunked(ChunkState::Size)),
+                };
+                let body = RequestBody {
+                    rx: Some(rx),
+                    remaining,
+                };
+                let feeder = Feeder {
+                    tx: PollSender::new(tx),
+                    decoder,
+                };
+                (body, Some(feeder))
+            }
+        };
+        if expect_continue && feeder.is_some() {
+            self.write
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            poll_fn(|cx| self.poll_flush(cx)).await?;
+            // Envoy counts its 100 Continue as a (1xx) response.
+            let state = ctx.state.load();
+            state.stats.count_status(100);
+            state.stats.rq_completed.inc();
+        }
+        let req = Request::from_parts(parts, DownstreamBody::H1(body));
+        let mut response = pin!(router::handle(ctx.clone(), req));
+        let mut body_read = if feeder.is_some() {
+            BodyRead::Incomplete
+        } else {
+            BodyRead::Complete
+        };
+        let resp = poll_fn(|cx| {
+            if let Poll::Ready(Ok(resp)) = response.as_mut().poll(cx) {
+                return Poll::Ready(Ok(resp));
+            }
+            if let Some(f) = feeder.as_mut() {
+                match ready!(f.poll_feed(cx, self)) {
+                    Feed::Done => {
+                        feeder = None;
+                        body_read = BodyRead::Complete;
+                    }
+                    // The router dropped the body: nothing reads the rest of it.
+                    Feed::Abandoned => {
+                        feeder = None;
+                        return Poll::Pending;
+                    }
+                    Feed::Failed => return Poll::Ready(Err(CLIENT_GONE)),
+                }
+            }
+            if body_read == BodyRead::Complete {
+                // Watch for the client going away; read ahead what it pipelines.
+                while self.read.len() < MAX_REQUEST_HEAD_BYTES {
+                    match ready!(self.poll_fill(cx)) {
+                        Ok(0) | Err(_) => return Poll::Ready(Err(CLIENT_GONE)),
+                        Ok(_) => {}
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await?;
+        // The request's future is done; a body the router never finished leaves the connection
+        // out of step.
+        drop(feeder);
+        let mut close = close || body_read == BodyRead::Incomplete;
+        close |= closes(resp.headers());
+        self.write_response(resp, head_request, close).await?;
+        if close {
+            return Err(End::Local { active: false });
+        }
+        Ok(())
+    }
+
+    /// Parses the next request head once it is complete: `Ok(None)` when the client closed the
+    /// connection (between requests, or inside a head: Envoy answers neither).
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Head>, Rejection>> {
+        loop {
+            if !self.read.is_empty()
+                && let Some(head) = self.parse_head()?
+            {
+                return Poll::Ready(Ok(Some(head)));
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) | Err(_) => return Poll::Ready(Ok(None)),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn parse_head(&mut self) -> Result<Option<Head>, Rejection> {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            &self.read,
+            &mut headers,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if self.read.len() <= MAX_REQUEST_HEAD_BYTES => {
+                return Ok(None);
+            }
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                return Err(Rejection::HeadTooLarge);
+            }
+            Err(httparse::Error::Version) => return Err(version_rejection(&self.read)),
+            Err(_) => return Err(Rejection::Malformed),
+        };
+        if len > MAX_REQUEST_HEAD_BYTES {
+            return Err(Rejection::HeadTooLarge);
+        }
+        let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+            .map_err(|_| Rejection::Malformed)?;
+        let version = if req.version == Some(1) {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        };
+        let target = req.path.unwrap_or("");
+        if target.contains('#') {
+            return Err(Rejection::Fragment);
+        }
+        let base = self.read.as_ptr() as usize;
+        let target_span = {
+            let start = target.as_ptr() as usize - base;
+            (start, start + target.len())
+        };
+        self.spans.clear();
+        let mut framing = FramingHeaders::default();
+        let mut expect_continue = false;
+        for h in req.headers.iter() {
+            framing.add(h.name, h.value);
+            if h.name.len() == 6
+                && h.name.eq_ignore_ascii_case("expect")
+                && h.value.eq_ignore_ascii_case(b"100-continue")
+            {
+                expect_continue = true;
+            }
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            self.spans.push(HeaderSpan {
+                name: (name, name + h.name.len()),
+                value: (value, value + h.value.len()),
+            });
+        }
+        let body_framing =
+            http1::request_body_framing(&framing).map_err(|_| Rejection::Malformed)?;
+        let head = self.read.split_to(len).freeze();
+        let uri = Uri::from_maybe_shared(head.slice(target_span.0..target_span.1))
+            .map_err(|_| Rejection::Malformed)?;
+        // Room for what the router adds (`x-request-id`, `x-forwarded-proto`, the `x-envoy-*`
+        // headers): a header map that grows reallocates both of its tables.
+        let mut map = HeaderMap::with_capacity(self.spans.len() + ROUTER_HEADERS);
+        for s in &self.spans {
+            let name = HeaderName::from_bytes(&head[s.name.0..s.name.1])
+                .map_err(|_| Rejection::Malformed)?;
+            let value = HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.1))
+                .map_err(|_| Rejection::Malformed)?;
+            map.append(name, value);
+        }
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = method;
+        parts.uri = uri;
+        parts.version = version;
+        parts.headers = map;
+        Ok(Some(Head {
+            parts,
+            framing: body_framing,
+            close: !framing.keep_alive(version),
+            expect_continue,
+        }))
+    }
+
+    /// Writes `resp` (the head, then its body as it comes); `close` adds `connection: close`
+    /// unless the response has a `connection` header. `Err` when the client is gone or the
+    /// body failed: the connection is done.
+    async fn write_response(
+        &mut self,
+        resp: Response<ProxyBody>,
+        head_request: bool,
+        close: bool,
+    ) -> Result<(), End> {
+        let (parts, body) = resp.into_parts();
+        let status = parts.status;
+        let bodyless = head_request
+            || status.is_informational()
+            || status == http::StatusCode::NO_CONTENT
+            || status == http::StatusCode::NOT_MODIFIED;
+        let out = &mut self.write;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut length = None;
+        let mut has_date = false;
+        let mut has_connection = false;
+        for (name, value) in &parts.headers {
+            if *name == header::CONTENT_LENGTH {
+                length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+            } else if *name == header::DATE {
+                has_date = true;
+            } else if *name == header::CONNECTION {
+                has_connection = true;
+            }
+            write_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        let framing = if bodyless {
+            None
+        } else if let Some(n) = length {
+            Some(Framing::Length(n))
+        } else if let Some(n) = body.size_hint().exact() {
+            out.extend_from_slice(b"content-length: ");
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{n}\r\n");
+            Some(Framing::Length(n))
+        } else {
+            write_header(out, b"transfer-encoding", b"chunked");
+            Some(Framing::Chunked)
+        };
+        if !has_date {
+            write_date(out);
+        }
+        if close && !has_connection {
+            write_header(out, b"connection", b"close");
+        }
+        out.extend_from_slice(b"\r\n");
+        let Some(mut framing) = framing else {
+            return poll_fn(|cx| self.poll_flush(cx)).await;
+        };
+        let mut body = pin!(body);
+        let mut ended = false;
+        poll_fn(|cx| {
+            loop {
+                let mut waiting = false;
+                if !ended {
+                    match body.as_mut().poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if let Ok(data) = frame.into_data()
+                                && http1::encode_data(&mut self.write, &mut framing, &data).is_err()
+                            {
+                                // Longer than its content-length.
+                                return Poll::Ready(Err(BODY_FAILED));
+                            }
+                            if self.write.len() - self.written < WRITE_BATCH {
+                                continue;
+                            }
+                        }
+                        Poll::Ready(None) => {
+                            ended = true;
+                            match framing {
+                                Framing::Length(0) => {}
+                                // Shorter than its content-length: what was sent is sent.
+                                Framing::Length(_) => {
+                                    return self.poll_flush(cx).map(|_| Err(BODY_FAILED));
+                                }
+                                Framing::Chunked => self.write.extend_from_slice(b"0\r\n\r\n"),
+                            }
+                        }
+                        Poll::Ready(Some(Err(_))) => {
+                            // The upstream failed mid-body: send what arrived, then close (the
+                            // client sees a short body, as from Envoy).
+                            return self.poll_flush(cx).map(|_| Err(BODY_FAILED));
+                        }
+                        Poll::Pending => waiting = true,
+                    }
+                }
+                ready!(self.poll_flush(cx))?;
+                if ended {
+                    return Poll::Ready(Ok(()));
+                }
+                if waiting {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Writes everything buffered.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
+        while self.written < self.write.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.write[self.written..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(CLIENT_GONE)),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.write.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads more bytes into the buffer: `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_RESERVE / 2 {
+            self.read.reserve(READ_RESERVE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+
+    /// Ends a connection the proxy closes: FIN, then read and drop what the client still sends
+    /// until it closes too, for at most [`DELAYED_CLOSE`]; false when that time ran out.
+    async fn close(&mut self) -> bool {
+        let _ = poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await;
+        let drain = async {
+            loop {
+                self.read.clear();
+                match poll_fn(|cx| self.poll_fill(cx)).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(DELAYED_CLOSE, drain).await.is_ok()
+    }
+}
+
+/// `connection: close` (one of the tokens).
+fn closes(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// What Envoy answers to a request line httparse rejects for its version: 426 when it is
+/// well formed but names another version (`HTTP/9.9`), 400 when it is not well formed.
+fn version_rejection(buf: &[u8]) -> Rejection {
+    let end = buf
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(buf.len());
+    let mut parts = buf[..end].split(|b| *b == b' ');
+    let (Some(_method), Some(_target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Rejection::Malformed;
+    };
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Rejection::Http10
+        }
+        _ => Rejection::Malformed,
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `date: <IMF-fixdate>`, formatted once a second per thread.
+fn write_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            *at = secs;
+            *text = httpdate::fmt_http_date(now);
+        }
+        write_header(out, b"date", text.as_bytes());
+    });
+}
+
+/// How a request body is delimited, and how far it has been read.
+#[derive(Debug)]
+enum Decoder {
+    /// This many bytes are still due.
+    Length(u64),
+    Chunked(ChunkState),
+}
+
+impl Decoder {
+    fn is_end(&self) -> bool {
+        matches!(
+            self,
+            Decoder::Length(0) | Decoder::Chunked(ChunkState::Done)
+        )
+    }
+
+    /// The next frame from the buffered bytes, or `None` when more are needed.
+    fn decode(&mut self, read: &mut BytesMut) -> Result<Option<Frame<Bytes>>, http1::Error> {
+        match self {
+            Decoder::Length(0) => Ok(None),
+            Decoder::Length(left) => {
+                if read.is_empty() {
+                    return Ok(None);
+                }
+                let n = (*left).min(read.len() as u64) as usize;
+                *left -= n as u64;
+                Ok(Some(Frame::data(read.split_to(n).freeze())))
+            }
+            Decoder::Chunked(state) => http1::decode_chunked(read, state),
+        }
+    }
+}
+
+/// Reads a request body from the connection into the router's [`RequestBody`].
+struct Feeder {
+    tx: PollSender<Result<Frame<Bytes>, BoxError>>,
+    decoder: Decoder,
+}
+
+/// How feeding a request body ended.
+enum Feed {
+    /// Read to its end.
+    Done,
+    /// The router dropped the body before its end.
+    Abandoned,
+    /// The client closed the connection inside the body, or the chunked framing was broken.
+    Failed,
+}
+
+impl Feeder {
+    fn poll_feed(&mut self, cx: &mut Context<'_>, conn: &mut Conn) -> Poll<Feed> {
+        loop {
+            if ready!(self.tx.poll_reserve(cx)).is_err() {
+                return Poll::Ready(Feed::Abandoned);
+            }
+            let frame = loop {
+                match self.decoder.decode(&mut conn.read) {
+                    Ok(Some(frame)) => break frame,
+                    Ok(None) if self.decoder.is_end() => return Poll::Ready(Feed::Done),
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = self.tx.send_item(Err(Box::new(e)));
+                        return Poll::Ready(Feed::Failed);
+                    }
+                }
+                match ready!(conn.poll_fill(cx)) {
+                    Ok(0) => {
+                        let _ = self.tx.send_item(Err(
+                            "the client closed the connection inside the request body".into(),
+                        ));
+                        return Poll::Ready(Feed::Failed);
+                    }
+                    Err(e) => {
+                        let _ = self.tx.send_item(Err(Box::new(e)));
+                        return Poll::Ready(Feed::Failed);
+                    }
+                    Ok(_) => {}
+                }
+            };
+            let _ = self.tx.send_item(Ok(frame));
+            if self.decoder.is_end() {
+                return Poll::Ready(Feed::Done);
+            }
+        }
+    }
+}
+
+/// A downstream HTTP/1.1 request body: the frames the connection's task reads for it.
+#[derive(Debug)]
+pub struct RequestBody {
+    /// `None`: the body has ended (or there was none).
+    rx: Option<mpsc::Receiver<Result<Frame<Bytes>, BoxError>>>,
+    /// Bytes still due under a `content-length`.
+    remaining: Option<u64>,
+}
+
+impl RequestBody {
+    /// No body.
+    pub fn empty() -> Self {
+        RequestBody {
+            rx: None,
+            remaining: Some(0),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(rx.poll_recv(cx)) {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(left)) = (frame.data_ref(), self.remaining.as_mut()) {
+                    *left = left.saturating_sub(data.remaining() as u64);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                self.rx = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                self.rx = None;
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rx.is_none() || self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
