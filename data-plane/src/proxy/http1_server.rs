@@ -14,7 +14,7 @@
 //! | request | answer (all close the connection) |
 //! |---|---|
 //! | malformed request line or header (a space before `:`, a bad token, …) | 400 `Bad Request` |
-//! | a version other than HTTP/1.x (`HTTP/9.9`) | 426 `Upgrade Required` |
+//! | a version other than HTTP/1.x (`HTTP/9.9`), or none (HTTP/0.9) | 426 `Upgrade Required` |
 //! | a head over 60 KiB, or more than 100 headers | 431 `Request Header Fields Too Large` |
 //! | `content-length` with `transfer-encoding`, a `transfer-encoding` other than `chunked`, an invalid or conflicting `content-length` | 400 `Bad Request` |
 //! | a `#fragment` in the target | 400, empty body (`downstream_rq_failed_path_normalization`) |
@@ -309,7 +309,9 @@ impl Conn {
             Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
                 return Err(Rejection::HeadTooLarge);
             }
-            Err(httparse::Error::Version) => return Err(version_rejection(&self.read)),
+            Err(httparse::Error::Version | httparse::Error::Token) => {
+                return Err(line_rejection(&self.read));
+            }
             Err(_) => return Err(Rejection::Malformed),
         };
         if len > MAX_REQUEST_HEAD_BYTES {
@@ -531,25 +533,24 @@ fn closes(headers: &HeaderMap) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
-/// What Envoy answers to a request line httparse rejects for its version: 426 when it is
-/// well formed but names another version (`HTTP/9.9`), 400 when it is not well formed.
-fn version_rejection(buf: &[u8]) -> Rejection {
+/// What Envoy answers to a request line httparse rejects: 426 when it names another version
+/// (`GET /a HTTP/9.9`) or none (`GET /a`, HTTP/0.9), as for HTTP/1.0; 400 otherwise.
+fn line_rejection(buf: &[u8]) -> Rejection {
     let end = buf
         .iter()
         .position(|b| *b == b'\r' || *b == b'\n')
         .unwrap_or(buf.len());
     let mut parts = buf[..end].split(|b| *b == b' ');
-    let (Some(_method), Some(_target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Rejection::Malformed;
-    };
-    match version {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
-            Rejection::Http10
-        }
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_method), Some(_target), None, _) => Rejection::Http10,
+        (Some(_method), Some(_target), Some(version), None) => match version {
+            [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+                if major.is_ascii_digit() && minor.is_ascii_digit() =>
+            {
+                Rejection::Http10
+            }
+            _ => Rejection::Malformed,
+        },
         _ => Rejection::Malformed,
     }
 }

@@ -259,6 +259,12 @@ async fn malformed_requests_answered_as_envoy_does(flavor: Flavor) {
             "Upgrade Required",
         ),
         (
+            "HTTP/0.9",
+            format!("GET {PAYMENTS_PATH}\r\n\r\n"),
+            426,
+            "Upgrade Required",
+        ),
+        (
             "102 headers",
             request(&get, &many, ""),
             431,
@@ -312,26 +318,26 @@ async fn malformed_requests_answered_as_envoy_does(flavor: Flavor) {
     let was = |name: &str| before.get(name).copied().unwrap_or(0);
     fx.wait_stat(
         "http.app.downstream_cx_destroy_local",
-        was("http.app.downstream_cx_destroy_local") + 9..=u64::MAX,
+        was("http.app.downstream_cx_destroy_local") + 10..=u64::MAX,
         EXCHANGE_DEADLINE,
     )
     .await;
     fx.expect_stats(&[
         (
             "http.app.downstream_rq_total",
-            was("http.app.downstream_rq_total") + 9,
+            was("http.app.downstream_rq_total") + 10,
         ),
         (
             "http.app.downstream_rq_4xx",
-            was("http.app.downstream_rq_4xx") + 9,
+            was("http.app.downstream_rq_4xx") + 10,
         ),
         (
             "http.app.downstream_cx_protocol_error",
-            was("http.app.downstream_cx_protocol_error") + 8,
+            was("http.app.downstream_cx_protocol_error") + 9,
         ),
         (
             "http.app.downstream_rq_rx_reset",
-            was("http.app.downstream_rq_rx_reset") + 8,
+            was("http.app.downstream_rq_rx_reset") + 9,
         ),
         (
             "http.app.downstream_rq_failed_path_normalization",

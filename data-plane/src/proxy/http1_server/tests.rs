@@ -80,6 +80,11 @@ async fn malformed_requests_are_refused_as_envoy_refuses_them() {
         Rejection::Http10
     );
     assert_eq!(
+        refused(b"GET /a\r\n\r\n").await,
+        Rejection::Http10,
+        "HTTP/0.9"
+    );
+    assert_eq!(
         refused(b"GET /a HTTP/1.1\r\nx-a : 1\r\n\r\n").await,
         Rejection::Malformed
     );
