@@ -390,10 +390,10 @@ impl Conn {
     ) -> Result<(), End> {
         let (parts, body) = resp.into_parts();
         let status = parts.status;
-        let bodyless = head_request
-            || status.is_informational()
-            || status == http::StatusCode::NO_CONTENT
-            || status == http::StatusCode::NOT_MODIFIED;
+        // A 1xx or 204 has no body and, as from Envoy, no `content-length` (a 304 and a
+        // response to HEAD keep theirs: it describes the resource).
+        let never_body = status.is_informational() || status == http::StatusCode::NO_CONTENT;
+        let bodyless = head_request || never_body || status == http::StatusCode::NOT_MODIFIED;
         let out = &mut self.write;
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(status.as_str().as_bytes());
@@ -405,6 +405,9 @@ impl Conn {
         let mut has_connection = false;
         for (name, value) in &parts.headers {
             if *name == header::CONTENT_LENGTH {
+                if never_body {
+                    continue;
+                }
                 length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
             } else if *name == header::DATE {
                 has_date = true;

@@ -22,6 +22,8 @@ struct Raw {
     /// `HTTP/1.1` or `HTTP/1.0`.
     version: String,
     status: u16,
+    /// The status line's reason phrase.
+    reason: String,
     headers: Vec<(String, String)>,
     body: String,
 }
@@ -55,6 +57,11 @@ fn parse(bytes: &[u8]) -> Raw {
     Raw {
         version: status_line.split(' ').next().unwrap_or_default().to_owned(),
         status,
+        reason: status_line
+            .splitn(3, ' ')
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned(),
         headers,
         body: body.to_owned(),
     }
@@ -537,13 +544,16 @@ fn broken_response(path: &str) -> Vec<u8> {
         "/cut-head" => b"HTTP/1.1 200 OK\r\ncontent-le".to_vec(),
         "/204-with-length" => b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n".to_vec(),
         "/header-line" => b"HTTP/1.1 200 OK\r\nno colon here\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        "/204-length-0" => b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".to_vec(),
+        "/status-600" => b"HTTP/1.1 600 Weird\r\ncontent-length: 2\r\n\r\nok".to_vec(),
         _ => b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
     }
 }
 
 /// An upstream that breaks HTTP/1.1 before its response headers end gets Envoy's 502 (reset
 /// reason `protocol error`), charged as a 502 and counted in `upstream_cx_protocol_error`; an
-/// HTTP/1.0 upstream's answer reaches the client as HTTP/1.1.
+/// HTTP/1.0 upstream's answer reaches the client as HTTP/1.1, a 204's `content-length: 0` is
+/// dropped, and a status without a known reason phrase gets `Unknown`.
 async fn upstream_protocol_errors_are_502(flavor: Flavor) {
     let (addr, _task) = raw_upstream(broken_response).await;
     let fx = Fixture::start(flavor, &[svc("payments", &[addr], "")]).await;
@@ -580,6 +590,25 @@ async fn upstream_protocol_errors_are_502(flavor: Flavor) {
     .await;
     assert_eq!((ok.status, ok.body.as_str()), (200, "ok"), "{name}");
     assert_eq!(ok.version, "HTTP/1.1", "{name}: the status line");
+    let no_content = send_expecting_close(
+        &fx,
+        "a 204 with content-length: 0",
+        b"GET /payments/204-length-0 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(no_content.status, 204, "{name}");
+    assert_eq!(no_content.header("content-length"), None, "{name}: 204");
+    let odd = send_expecting_close(
+        &fx,
+        "status 600",
+        b"GET /payments/status-600 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (odd.status, odd.reason.as_str()),
+        (600, "Unknown"),
+        "{name}"
+    );
     fx.expect_stats(&[
         ("cluster.payments.upstream_rq_502", 6),
         ("cluster.payments.upstream_rq_200", 1),

@@ -192,6 +192,9 @@ async fn bodyless_responses_keep_their_headers_and_send_no_body() {
 
     let mut no_content = Response::new(body::empty());
     *no_content.status_mut() = http::StatusCode::NO_CONTENT;
+    no_content
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     let text = written(no_content, false, false).await;
     assert!(text.starts_with("HTTP/1.1 204 No Content\r\n"), "{text}");
     assert!(
