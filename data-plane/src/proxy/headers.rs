@@ -167,8 +167,9 @@ pub fn prepare_request(headers: &mut HeaderMap, extra: &UpstreamHeaders<'_>) {
         .any(|n| is_hop_by_hop(n) || n == header::EXPECT)
     {
         remove_hop_by_hop(headers);
-        // The `100 Continue` is the proxy's to send (hyper sends it when the body is first
-        // read); without `proxy_100_continue` Envoy does not forward the expectation.
+        // The `100 Continue` is the proxy's to send (`http1_server` sends it when the head
+        // arrives; hyper, for h2c, when the body is first read); without
+        // `proxy_100_continue` Envoy does not forward the expectation.
         if headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))

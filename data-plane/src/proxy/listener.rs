@@ -404,9 +404,10 @@ async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ListenerCtx>) 
 /// The HTTP/2 connection preface (RFC 9113 §3.4), which an h2c client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Whether the client's first bytes are the HTTP/2 preface (looked at, not read: hyper reads
-/// them), for `downstream_cx_http1_total`/`downstream_cx_http2_total`. Envoy too decides when
-/// the first bytes arrive. Peeking returns what has arrived, so a preface split over segments
+/// Whether the client's first bytes are the HTTP/2 preface (looked at, not read: the codec
+/// chosen reads them): hyper's HTTP/2 server or `http1_server`, and
+/// `downstream_cx_http1_total`/`downstream_cx_http2_total`. Envoy too decides when the first
+/// bytes arrive. Peeking returns what has arrived, so a preface split over segments
 /// is judged on its first part (fewer than three bytes count as HTTP/1.1).
 async fn speaks_http2(stream: &tokio::net::TcpStream) -> bool {
     let mut first = [0u8; H2_PREFACE.len()];

@@ -97,7 +97,7 @@ async fn respond(
 }
 
 /// `downstream_rq_active` for one request. Dropped without [`InFlight::answered`] (the
-/// connection went away and hyper dropped the request's future), the request counts as
+/// connection went away and its task dropped the request's future), the request counts as
 /// `downstream_rq_rx_reset`, as Envoy counts a downstream reset.
 struct InFlight<'a> {
     stats: &'a HttpStats,

@@ -89,6 +89,23 @@ async fn send_expecting_close(fx: &Fixture, what: &str, request: &[u8]) -> Raw {
     parse(&got)
 }
 
+/// Sends each `(what, request, status, body)` on its own connection and asserts Envoy's answer
+/// to a refused request: an `HTTP/1.1` status line with `status`, `body` (as `text/plain` when
+/// not empty), `server: envoy`, `connection: close`, and the connection closed.
+async fn expect_refusals(fx: &Fixture, cases: &[(&str, String, u16, &str)]) {
+    let name = fx.flavor.name();
+    for (what, request, status, body) in cases {
+        let r = send_expecting_close(fx, what, request.as_bytes()).await;
+        assert_eq!(r.version, "HTTP/1.1", "{name}: {what}: status line");
+        assert_eq!(r.status, *status, "{name}: {what}: status");
+        assert_eq!(r.body, *body, "{name}: {what}: body");
+        assert_eq!(r.header("connection"), Some("close"), "{name}: {what}");
+        assert_eq!(r.header("server"), Some("envoy"), "{name}: {what}");
+        let text_plain = (!body.is_empty()).then_some("text/plain");
+        assert_eq!(r.header("content-type"), text_plain, "{name}: {what}");
+    }
+}
+
 /// Each refusal: Envoy's status and body, `connection: close`, and the connection closed; none
 /// reaches the upstream. A head of exactly 60 KiB is still forwarded. The counters are Envoy's:
 /// the codec's refusals count as protocol errors, and every refusal but the missing `host`
@@ -147,16 +164,7 @@ async fn refused_requests_answered_as_envoy_does(flavor: Flavor) {
             "",
         ),
     ];
-    for (what, request, status, body) in &cases {
-        let r = send_expecting_close(&fx, what, request.as_bytes()).await;
-        let name = flavor.name();
-        assert_eq!(r.status, *status, "{name}: {what}: status");
-        assert_eq!(r.body, *body, "{name}: {what}: body");
-        assert_eq!(r.header("connection"), Some("close"), "{name}: {what}");
-        assert_eq!(r.header("server"), Some("envoy"), "{name}: {what}");
-        let text_plain = (!body.is_empty()).then_some("text/plain");
-        assert_eq!(r.header("content-type"), text_plain, "{name}: {what}");
-    }
+    expect_refusals(&fx, &cases).await;
     assert_eq!(
         up.log().count(&id),
         0,
@@ -306,17 +314,7 @@ async fn malformed_requests_answered_as_envoy_does(flavor: Flavor) {
             "",
         ),
     ];
-    for (what, request, status, body) in &cases {
-        let r = send_expecting_close(&fx, what, request.as_bytes()).await;
-        let name = flavor.name();
-        assert_eq!(r.version, "HTTP/1.1", "{name}: {what}: status line");
-        assert_eq!(r.status, *status, "{name}: {what}: status");
-        assert_eq!(r.body, *body, "{name}: {what}: body");
-        assert_eq!(r.header("connection"), Some("close"), "{name}: {what}");
-        assert_eq!(r.header("server"), Some("envoy"), "{name}: {what}");
-        let text_plain = (!body.is_empty()).then_some("text/plain");
-        assert_eq!(r.header("content-type"), text_plain, "{name}: {what}");
-    }
+    expect_refusals(&fx, &cases).await;
     assert_eq!(
         up.log().count(&id),
         0,
