@@ -1,4 +1,5 @@
-//! Bodies larger than a read buffer stream through the data plane both ways, unchanged.
+//! Bodies larger than a read buffer stream through the data plane both ways, unchanged; a
+//! chunked upload arrives whole and leaves its connection ready for the next request.
 
 use bytes::Bytes;
 use legate_e2e::{Flavor, Recorder, http_send};
@@ -64,4 +65,79 @@ flavors!(
     large_bodies_stream_both_ways,
     large_bodies_stream_both_ways_envoy,
     large_bodies_stream_both_ways_legate
+);
+
+/// Reads one response with a `content-length` from `s`: its status and body.
+async fn read_one_response(s: &mut tokio::net::TcpStream) -> std::io::Result<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&got[end + 4..end + 4 + length]).into_owned();
+                return Ok((status, body));
+            }
+        }
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A chunked upload (the chunks written one by one) reaches the upstream whole, and the
+/// connection then carries another request: the proxy read the body to its last chunk and no
+/// further.
+async fn chunked_upload_then_another_request(flavor: Flavor) {
+    use tokio::io::AsyncWriteExt;
+    let rec = Recorder::echo().await.expect("recorder");
+    let fx = Fixture::start(flavor, &[svc("payments", &[rec.addr], "")]).await;
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(fx.listener).await?;
+        s.write_all(b"POST /payments/up HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await?;
+        for part in ["hello ", "chunked ", "world"] {
+            s.write_all(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes())
+                .await?;
+        }
+        s.write_all(b"0\r\n\r\n").await?;
+        let first = read_one_response(&mut s).await?;
+        s.write_all(b"GET /payments/next HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await?;
+        let second = read_one_response(&mut s).await?;
+        Ok::<_, std::io::Error>((first, second))
+    };
+    let (first, second) = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+        .await
+        .expect("both responses within 10 s")
+        .expect("exchange");
+    let name = flavor.name();
+    assert_eq!(first, (200, "hello chunked world".to_owned()), "{name}");
+    assert_eq!(second.0, 200, "{name}: the request after the upload");
+    let got = rec.requests();
+    assert_eq!(got.len(), 2, "{name}: two requests upstream");
+    assert_eq!(got[0].body, "hello chunked world", "{name}");
+    assert_eq!(got[1].path, "/next", "{name}");
+    assert!(got[1].body.is_empty(), "{name}");
+    fx.expect_stats(&[("http.app.downstream_cx_destroy_local", 0)])
+        .await;
+}
+
+flavors!(
+    chunked_upload_then_another_request,
+    chunked_upload_then_another_request_envoy,
+    chunked_upload_then_another_request_legate
 );
