@@ -364,7 +364,19 @@ impl Conn {
                 .map_err(|_| Rejection::Malformed)?;
             let value = HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.1))
                 .map_err(|_| Rejection::Malformed)?;
-            map.append(name, value);
+            match map.entry(name) {
+                header::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                header::Entry::Occupied(mut slot) => {
+                    if joined_when_repeated(slot.key()) {
+                        let joined = join_values(slot.get(), &value)?;
+                        slot.insert(joined);
+                    } else {
+                        slot.append(value);
+                    }
+                }
+            }
         }
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = method;
@@ -525,6 +537,63 @@ impl Conn {
         };
         tokio::time::timeout(DELAYED_CLOSE, drain).await.is_ok()
     }
+}
+
+/// Request headers Envoy 1.40 keeps as "inline" headers: a repeated one becomes one line, the
+/// values joined with `,` (`x-forwarded-for: a` + `x-forwarded-for: b` → `a,b`); any other
+/// header goes upstream as it came, one line each. Checked one by one against Envoy 1.40 (the
+/// list is Envoy's inline headers and the custom inline headers its extensions register, so it
+/// is what this Envoy build does, not a rule of HTTP).
+const JOINED_WHEN_REPEATED: [&str; 35] = [
+    "accept",
+    "accept-encoding",
+    "access-control-request-headers",
+    "access-control-request-method",
+    "authorization",
+    "cache-control",
+    "content-encoding",
+    "content-type",
+    "grpc-accept-encoding",
+    "grpc-timeout",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "origin",
+    "pragma",
+    "proxy-status",
+    "referer",
+    "user-agent",
+    "via",
+    "x-client-trace-id",
+    "x-envoy-attempt-count",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-external-address",
+    "x-envoy-is-timeout-retry",
+    "x-envoy-original-path",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
+/// Whether a repeated `name` is joined into one line (only asked for a repeated header).
+fn joined_when_repeated(name: &HeaderName) -> bool {
+    JOINED_WHEN_REPEATED.contains(&name.as_str())
+}
+
+/// `first,second`.
+fn join_values(first: &HeaderValue, second: &HeaderValue) -> Result<HeaderValue, Rejection> {
+    let mut joined = Vec::with_capacity(first.len() + 1 + second.len());
+    joined.extend_from_slice(first.as_bytes());
+    joined.push(b',');
+    joined.extend_from_slice(second.as_bytes());
+    HeaderValue::from_bytes(&joined).map_err(|_| Rejection::Malformed)
 }
 
 /// `connection: close` (one of the tokens).

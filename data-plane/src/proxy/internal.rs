@@ -33,8 +33,10 @@ pub const ENVOY_INTERNAL: &str = "x-envoy-internal";
 
 /// Headers Envoy removes from requests that are not internal (`cleanInternalHeaders`;
 /// `x-envoy-decorator-operation` and the downstream-service headers are only removed when
-/// `use_remote_address` is set, which legate-proxy does not accept).
-pub const INTERNAL_ONLY: [&str; 14] = [
+/// `use_remote_address` is set, which legate-proxy does not accept). The last one,
+/// `x-envoy-upstream-stream-duration-ms`, was found removed from external requests by sending
+/// it to Envoy 1.40.
+pub const INTERNAL_ONLY: [&str; 15] = [
     "x-envoy-retriable-status-codes",
     "x-envoy-retriable-header-names",
     "x-envoy-retry-on",
@@ -49,7 +51,13 @@ pub const INTERNAL_ONLY: [&str; 14] = [
     "x-envoy-ip-tags",
     "x-envoy-original-url",
     "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-upstream-stream-duration-ms",
 ];
+
+/// `x-forwarded-client-cert`: removed from every request, as Envoy's default
+/// `forward_client_cert_details: SANITIZE` does (the only value legate-proxy accepts), so that a
+/// client cannot pass off a certificate it does not have.
+const X_FORWARDED_CLIENT_CERT: &str = "x-forwarded-client-cert";
 
 /// What [`sanitize`] found out about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +75,18 @@ pub struct Verdict {
 /// [`INTERNAL_ONLY`] from any other.
 pub fn sanitize(headers: &mut HeaderMap, config: Option<&InternalAddressConfig>) -> Verdict {
     let internal = config.is_some_and(|c| is_internal(headers, c));
-    // Most requests carry no x-envoy-* header at all: one pass over the names is cheaper
-    // than looking up every name to remove.
-    let any_envoy_header = headers.keys().any(|k| k.as_str().starts_with("x-envoy-"));
+    // Most requests carry no x-envoy-* header and no XFCC at all: one pass over the names is
+    // cheaper than looking up every name to remove.
+    let mut any_envoy_header = false;
+    let mut client_cert = false;
+    for name in headers.keys() {
+        let name = name.as_str();
+        any_envoy_header |= name.starts_with("x-envoy-");
+        client_cert |= name == X_FORWARDED_CLIENT_CERT;
+    }
+    if client_cert {
+        headers.remove(X_FORWARDED_CLIENT_CERT);
+    }
     if any_envoy_header {
         headers.remove(ENVOY_INTERNAL);
         if !internal {
@@ -250,5 +267,32 @@ mod tests {
             h.get(ENVOY_INTERNAL).map(|v| v.as_bytes()),
             Some(&b"true"[..])
         );
+    }
+
+    #[test]
+    fn client_certificates_are_never_forwarded() {
+        let mut h = request(&["10.1.2.3"]);
+        h.insert(
+            X_FORWARDED_CLIENT_CERT,
+            HeaderValue::from_static("Hash=abc"),
+        );
+        h.insert(
+            "x-envoy-upstream-stream-duration-ms",
+            HeaderValue::from_static("5"),
+        );
+        let verdict = sanitize(&mut h, None);
+        assert!(!verdict.internal);
+        assert!(h.get(X_FORWARDED_CLIENT_CERT).is_none());
+        assert!(h.get("x-envoy-upstream-stream-duration-ms").is_none());
+        let config = InternalAddressConfig {
+            cidr_ranges: Vec::new(),
+        };
+        let mut h = request(&["10.1.2.3"]);
+        h.insert(
+            X_FORWARDED_CLIENT_CERT,
+            HeaderValue::from_static("Hash=abc"),
+        );
+        assert!(sanitize(&mut h, Some(&config)).internal);
+        assert!(h.get(X_FORWARDED_CLIENT_CERT).is_none(), "internal too");
     }
 }

@@ -401,6 +401,43 @@ flavors!(
     pipelined_requests_answered_in_order_legate
 );
 
+/// Repeated request headers reach the upstream as Envoy sends them: the ones Envoy keeps
+/// inline (`x-forwarded-for`, `user-agent`, …) as one line joined with `,`, any other header as
+/// separate lines; a client's `x-forwarded-client-cert` never (`forward_client_cert_details`
+/// defaults to SANITIZE).
+async fn repeated_headers_and_client_cert_forwarded_as_envoy_does(flavor: Flavor) {
+    let rec = Recorder::echo().await.expect("recorder");
+    let fx = Fixture::start(flavor, &[svc("payments", &[rec.addr], "")]).await;
+    let request = format!(
+        "GET {PAYMENTS_PATH} HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 1.2.3.4\r\nuser-agent: a\r\n\
+         x-custom: 1\r\nx-forwarded-for: 5.6.7.8\r\nuser-agent: b\r\nx-custom: 2\r\n\
+         x-forwarded-client-cert: By=spiffe://evil;Hash=00\r\nconnection: close\r\n\r\n"
+    );
+    let r = send_expecting_close(&fx, "repeated headers", request.as_bytes()).await;
+    let name = flavor.name();
+    assert_eq!(r.status, 200, "{name}");
+    let got = rec.requests();
+    assert_eq!(got.len(), 1, "{name}");
+    let lines = |h: &str| -> Vec<String> {
+        got[0]
+            .headers
+            .get_all(h)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    };
+    assert_eq!(lines("x-forwarded-for"), ["1.2.3.4,5.6.7.8"], "{name}");
+    assert_eq!(lines("user-agent"), ["a,b"], "{name}");
+    assert_eq!(lines("x-custom"), ["1", "2"], "{name}");
+    assert!(lines("x-forwarded-client-cert").is_empty(), "{name}");
+}
+
+flavors!(
+    repeated_headers_and_client_cert_forwarded_as_envoy_does,
+    repeated_headers_and_client_cert_forwarded_as_envoy_does_envoy,
+    repeated_headers_and_client_cert_forwarded_as_envoy_does_legate
+);
+
 /// A client that closes its connection while the upstream is still answering: the request is
 /// no longer active, counts as `downstream_rq_rx_reset` and not as completed.
 async fn client_gone_before_the_response(flavor: Flavor) {

@@ -244,3 +244,16 @@ async fn a_request_body_reaches_the_router_frame_by_frame() {
     assert_eq!(got, b"abcde");
     assert_eq!(&conn.read[..], b"GET /next");
 }
+
+#[tokio::test]
+async fn repeated_inline_headers_become_one_line_as_in_envoy() {
+    let (head, _) = parsed(
+        b"GET /a HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\nx-custom: a\r\nX-Forwarded-For: 5.6.7.8\r\nx-forwarded-for: 9.9.9.9\r\nX-Custom: b\r\n\r\n",
+    )
+    .await;
+    let headers = head.expect("valid").expect("complete").parts.headers;
+    let xff: Vec<_> = headers.get_all("x-forwarded-for").iter().collect();
+    assert_eq!(xff, ["1.2.3.4,5.6.7.8,9.9.9.9"]);
+    let custom: Vec<_> = headers.get_all("x-custom").iter().collect();
+    assert_eq!(custom, ["a", "b"], "other headers keep their lines");
+}
