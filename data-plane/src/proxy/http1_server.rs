@@ -30,6 +30,9 @@
 //!   channel, as the router asks for it (backpressure). A response that is complete before the
 //!   request body was read to its end closes the connection (Envoy does the same: an HTTP/1.1
 //!   connection cannot skip the rest of a body of unknown length).
+//! - A repeated header that Envoy keeps inline (`JOINED_WHEN_REPEATED`: `host`,
+//!   `x-forwarded-for`, `user-agent`, …) becomes one line, its values joined with `,`, as Envoy
+//!   forwards it; other repeated headers keep their lines.
 //! - `expect: 100-continue` is answered with `100 Continue` at once (Envoy's default,
 //!   `proxy_100_continue: false`).
 //! - While the router works, the socket is watched: the client closing it (or half-closing it)
@@ -359,24 +362,16 @@ impl Conn {
         // Room for what the router adds (`x-request-id`, `x-forwarded-proto`, the `x-envoy-*`
         // headers): a header map that grows reallocates both of its tables.
         let mut map = HeaderMap::with_capacity(self.spans.len() + ROUTER_HEADERS);
+        let mut repeated = false;
         for s in &self.spans {
             let name = HeaderName::from_bytes(&head[s.name.0..s.name.1])
                 .map_err(|_| Rejection::Malformed)?;
             let value = HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.1))
                 .map_err(|_| Rejection::Malformed)?;
-            match map.entry(name) {
-                header::Entry::Vacant(slot) => {
-                    slot.insert(value);
-                }
-                header::Entry::Occupied(mut slot) => {
-                    if joined_when_repeated(slot.key()) {
-                        let joined = join_values(slot.get(), &value)?;
-                        slot.insert(joined);
-                    } else {
-                        slot.append(value);
-                    }
-                }
-            }
+            repeated |= map.append(name, value);
+        }
+        if repeated {
+            join_repeated(&mut map)?;
         }
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = method;
@@ -582,18 +577,23 @@ const JOINED_WHEN_REPEATED: [&str; 35] = [
     "x-request-id",
 ];
 
-/// Whether a repeated `name` is joined into one line (only asked for a repeated header).
-fn joined_when_repeated(name: &HeaderName) -> bool {
-    JOINED_WHEN_REPEATED.contains(&name.as_str())
-}
-
-/// `first,second`.
-fn join_values(first: &HeaderValue, second: &HeaderValue) -> Result<HeaderValue, Rejection> {
-    let mut joined = Vec::with_capacity(first.len() + 1 + second.len());
-    joined.extend_from_slice(first.as_bytes());
-    joined.push(b',');
-    joined.extend_from_slice(second.as_bytes());
-    HeaderValue::from_bytes(&joined).map_err(|_| Rejection::Malformed)
+/// Joins the values of every repeated header of [`JOINED_WHEN_REPEATED`] into one line with
+/// `,` (called only for a request that repeats a header).
+fn join_repeated(map: &mut HeaderMap) -> Result<(), Rejection> {
+    for name in JOINED_WHEN_REPEATED {
+        let mut values = map.get_all(name).iter();
+        let (Some(first), Some(_)) = (values.next(), values.next()) else {
+            continue;
+        };
+        let mut joined = first.as_bytes().to_vec();
+        for value in map.get_all(name).iter().skip(1) {
+            joined.push(b',');
+            joined.extend_from_slice(value.as_bytes());
+        }
+        let joined = HeaderValue::from_bytes(&joined).map_err(|_| Rejection::Malformed)?;
+        map.insert(name, joined);
+    }
+    Ok(())
 }
 
 /// `connection: close` (one of the tokens).
