@@ -93,11 +93,44 @@ pub struct Connection<T> {
     peer_closed: bool,
 }
 
-/// Where a header's name and value are in the head.
+/// Where a header's name and value are in a head: offsets into the read buffer, kept while the
+/// head is parsed and turned into a header map over the frozen head ([`header_map`]). Shared by
+/// both HTTP/1.1 codecs (this one and `http1_server`).
 #[derive(Debug, Clone, Copy)]
-struct HeaderSpan {
+pub(super) struct HeaderSpan {
     name: (usize, usize),
     value: (usize, usize),
+}
+
+impl HeaderSpan {
+    /// Where `h` is in the buffer that starts at `base`.
+    pub(super) fn of(h: &httparse::Header<'_>, base: usize) -> Self {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        HeaderSpan {
+            name: (name, name + h.name.len()),
+            value: (value, value + h.value.len()),
+        }
+    }
+}
+
+/// The header map of a parsed head: names parsed, values sharing `head`'s bytes, with room for
+/// `room` more headers (what the router adds: a header map that grows reallocates both of its
+/// tables). `None` for a name or value the `http` crate refuses; the `bool` says whether a name
+/// came more than once.
+pub(super) fn header_map(
+    head: &Bytes,
+    spans: &[HeaderSpan],
+    room: usize,
+) -> Option<(HeaderMap, bool)> {
+    let mut map = HeaderMap::with_capacity(spans.len() + room);
+    let mut repeated = false;
+    for s in spans {
+        let name = HeaderName::from_bytes(&head[s.name.0..s.name.1]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.1)).ok()?;
+        repeated |= map.append(name, value);
+    }
+    Some((map, repeated))
 }
 
 /// What is left of an exchange once its response head has arrived: the response body to
@@ -466,12 +499,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             let mut framing = FramingHeaders::default();
             for h in res.headers.iter() {
                 framing.add(h.name, h.value);
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                self.spans.push(HeaderSpan {
-                    name: (name, name + h.name.len()),
-                    value: (value, value + h.value.len()),
-                });
+                self.spans.push(HeaderSpan::of(h, base));
             }
             let status =
                 StatusCode::from_u16(code).map_err(|_| Error::Protocol("invalid status code"))?;
@@ -483,16 +511,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 // 100 Continue and other interim responses: the final one follows.
                 continue;
             }
-            // Room for what the router adds (`x-envoy-upstream-service-time`, `server`): a
-            // header map that grows reallocates both of its tables.
-            let mut map = HeaderMap::with_capacity(self.spans.len() + 2);
-            for s in &self.spans {
-                let name = HeaderName::from_bytes(&head[s.name.0..s.name.1])
-                    .map_err(|_| Error::Protocol("invalid header name"))?;
-                let value = HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.1))
-                    .map_err(|_| Error::Protocol("invalid header value"))?;
-                map.append(name, value);
-            }
+            // Room for what the router adds: `x-envoy-upstream-service-time`, `server`.
+            let (map, _) = header_map(&head, &self.spans, 2)
+                .ok_or(Error::Protocol("invalid header name or value"))?;
             self.keep_alive = framing.keep_alive(version);
             let decoder = framing.decoder(head_request, status)?;
             if matches!(decoder, Decoder::Eof(_)) {

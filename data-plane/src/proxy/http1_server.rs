@@ -48,11 +48,11 @@
 
 use super::admission::{MAX_REQUEST_HEAD_BYTES, Rejection};
 use super::body::{BoxError, DownstreamBody, ProxyBody};
-use super::http1::{self, ChunkState, Framing, FramingHeaders, MAX_HEADERS};
+use super::http1::{self, ChunkState, Framing, FramingHeaders, HeaderSpan, MAX_HEADERS};
 use super::listener::ListenerCtx;
 use super::router;
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
@@ -135,13 +135,6 @@ struct Conn {
     written: usize,
     /// Header positions of the head being parsed (kept to reuse the memory).
     spans: Vec<HeaderSpan>,
-}
-
-/// Where a header's name and value are in the head.
-#[derive(Debug, Clone, Copy)]
-struct HeaderSpan {
-    name: (usize, usize),
-    value: (usize, usize),
 }
 
 /// A parsed request head.
@@ -347,29 +340,15 @@ impl Conn {
             {
                 expect_continue = true;
             }
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            self.spans.push(HeaderSpan {
-                name: (name, name + h.name.len()),
-                value: (value, value + h.value.len()),
-            });
+            self.spans.push(HeaderSpan::of(h, base));
         }
         let body_framing =
             http1::request_body_framing(&framing).map_err(|_| Rejection::Malformed)?;
         let head = self.read.split_to(len).freeze();
         let uri = Uri::from_maybe_shared(head.slice(target_span.0..target_span.1))
             .map_err(|_| Rejection::Malformed)?;
-        // Room for what the router adds (`x-request-id`, `x-forwarded-proto`, the `x-envoy-*`
-        // headers): a header map that grows reallocates both of its tables.
-        let mut map = HeaderMap::with_capacity(self.spans.len() + ROUTER_HEADERS);
-        let mut repeated = false;
-        for s in &self.spans {
-            let name = HeaderName::from_bytes(&head[s.name.0..s.name.1])
-                .map_err(|_| Rejection::Malformed)?;
-            let value = HeaderValue::from_maybe_shared(head.slice(s.value.0..s.value.1))
-                .map_err(|_| Rejection::Malformed)?;
-            repeated |= map.append(name, value);
-        }
+        let (mut map, repeated) =
+            http1::header_map(&head, &self.spans, ROUTER_HEADERS).ok_or(Rejection::Malformed)?;
         if repeated {
             join_repeated(&mut map)?;
         }
