@@ -426,20 +426,26 @@ impl Conn {
             return poll_fn(|cx| self.poll_flush(cx)).await;
         };
         let mut body = pin!(body);
+        // `ended`: nothing more to take from the body; `failed`: it broke its framing or failed,
+        // so what was written is all the client gets and the connection closes after it.
         let mut ended = false;
+        let mut failed = false;
         poll_fn(|cx| {
             loop {
                 let mut waiting = false;
                 if !ended {
                     match body.as_mut().poll_frame(cx) {
                         Poll::Ready(Some(Ok(frame))) => {
-                            if let Ok(data) = frame.into_data()
-                                && http1::encode_data(&mut self.write, &mut framing, &data).is_err()
-                            {
+                            let encoded = match frame.into_data() {
+                                Ok(data) => {
+                                    http1::encode_data(&mut self.write, &mut framing, &data)
+                                }
+                                Err(_trailers) => Ok(()),
+                            };
+                            if encoded.is_err() {
                                 // Longer than its content-length.
-                                return Poll::Ready(Err(BODY_FAILED));
-                            }
-                            if self.write.len() - self.written < WRITE_BATCH {
+                                (ended, failed) = (true, true);
+                            } else if self.write.len() - self.written < WRITE_BATCH {
                                 continue;
                             }
                         }
@@ -447,24 +453,20 @@ impl Conn {
                             ended = true;
                             match framing {
                                 Framing::Length(0) => {}
-                                // Shorter than its content-length: what was sent is sent.
-                                Framing::Length(_) => {
-                                    return self.poll_flush(cx).map(|_| Err(BODY_FAILED));
-                                }
+                                // Shorter than its content-length.
+                                Framing::Length(_) => failed = true,
                                 Framing::Chunked => self.write.extend_from_slice(b"0\r\n\r\n"),
                             }
                         }
-                        Poll::Ready(Some(Err(_))) => {
-                            // The upstream failed mid-body: send what arrived, then close (the
-                            // client sees a short body, as from Envoy).
-                            return self.poll_flush(cx).map(|_| Err(BODY_FAILED));
-                        }
+                        // The upstream failed mid-body: the client gets what arrived, then the
+                        // close (a short body, as from Envoy).
+                        Poll::Ready(Some(Err(_))) => (ended, failed) = (true, true),
                         Poll::Pending => waiting = true,
                     }
                 }
                 ready!(self.poll_flush(cx))?;
                 if ended {
-                    return Poll::Ready(Ok(()));
+                    return Poll::Ready(if failed { Err(BODY_FAILED) } else { Ok(()) });
                 }
                 if waiting {
                     return Poll::Pending;

@@ -257,3 +257,46 @@ async fn repeated_inline_headers_become_one_line_as_in_envoy() {
     let custom: Vec<_> = headers.get_all("x-custom").iter().collect();
     assert_eq!(custom, ["a", "b"], "other headers keep their lines");
 }
+
+#[tokio::test]
+async fn a_body_shorter_than_its_length_is_sent_then_the_connection_closes() {
+    let (mut conn, mut client) = pair().await;
+    let stream =
+        futures::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"abc")))]);
+    let mut resp = Response::new(body::boxed(http_body_util::StreamBody::new(stream)));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+    let result = conn.write_response(resp, false, false).await;
+    assert_eq!(result, Err(BODY_FAILED));
+    drop(conn);
+    let mut out = Vec::new();
+    client.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(text.contains("\r\ncontent-length: 10\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nabc"), "{text}");
+}
+
+#[tokio::test]
+async fn a_short_body_fails_even_when_its_bytes_wait_for_the_client() {
+    // 8 MiB does not fit in the socket buffers: the write waits for the client to read, and the
+    // response must still end as failed (closing the connection), not as complete.
+    let (mut conn, mut client) = pair().await;
+    let part = Bytes::from(vec![b'x'; 8 * 1024 * 1024]);
+    let stream = futures::stream::iter([Ok::<_, BoxError>(Frame::data(part))]);
+    let mut resp = Response::new(body::boxed(http_body_util::StreamBody::new(stream)));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("16777216"));
+    let writing = async move {
+        let result = conn.write_response(resp, false, false).await;
+        drop(conn);
+        result
+    };
+    let reading = async {
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.expect("read");
+        out.len()
+    };
+    let (result, received) = tokio::join!(writing, reading);
+    assert_eq!(result, Err(BODY_FAILED));
+    assert!(received > 8 * 1024 * 1024, "head and the 8 MiB: {received}");
+}
