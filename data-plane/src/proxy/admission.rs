@@ -20,6 +20,7 @@
 //! blank line), as Envoy counts it.
 
 use super::body::ProxyBody;
+use super::headers;
 use super::local_reply;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 
@@ -120,7 +121,7 @@ pub fn check<B>(req: &Request<B>) -> Option<Rejection> {
     if version == Version::HTTP_11 && !headers.host {
         return Some(Rejection::MissingHost);
     }
-    if headers.upgrade && connection_names_upgrade(req.headers()) {
+    if headers.upgrade && headers::connection_names(req.headers(), "upgrade") {
         return Some(Rejection::Upgrade);
     }
     if connect {
@@ -152,16 +153,6 @@ fn scan(headers: &HeaderMap) -> HeaderScan {
         }
     }
     scan
-}
-
-/// `connection` names `upgrade` (with an `upgrade` header, that makes an upgrade request).
-fn connection_names_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 #[cfg(test)]

@@ -29,6 +29,17 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// Whether a `connection` header names `token` (case-insensitive, any of its comma-separated
+/// values): `upgrade` makes an upgrade request, `close` ends the connection after a response.
+pub fn connection_names(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
 /// Removes hop-by-hop headers, including those named by `Connection`. `te` is kept only as
 /// `te: trailers` (which gRPC needs).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -173,9 +173,10 @@ pub(super) enum Framing {
     Chunked,
 }
 
-/// How the response body is delimited, and how far it has been read.
+/// How a message body is delimited, and how far it has been read: the response body here,
+/// the request body in `http1_server` (never `Eof` there).
 #[derive(Debug)]
-enum Decoder {
+pub(super) enum Decoder {
     /// This many bytes are still due (0: the body is complete).
     Length(u64),
     Chunked(ChunkState),
@@ -184,11 +185,35 @@ enum Decoder {
 }
 
 impl Decoder {
-    fn is_end(&self) -> bool {
+    /// The body has been read to its end.
+    pub(super) fn is_end(&self) -> bool {
         matches!(
             self,
             Decoder::Length(0) | Decoder::Chunked(ChunkState::Done) | Decoder::Eof(true)
         )
+    }
+
+    /// The next frame from the buffered bytes `read` (consuming what it decodes), or `None`
+    /// when more bytes are needed or the body has ended.
+    pub(super) fn decode(&mut self, read: &mut BytesMut) -> Result<Option<Frame<Bytes>>, Error> {
+        match self {
+            Decoder::Length(0) | Decoder::Eof(true) => Ok(None),
+            Decoder::Length(left) => {
+                if read.is_empty() {
+                    return Ok(None);
+                }
+                let n = (*left).min(read.len() as u64) as usize;
+                *left -= n as u64;
+                Ok(Some(Frame::data(read.split_to(n).freeze())))
+            }
+            Decoder::Eof(false) => {
+                if read.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(Frame::data(read.split().freeze())))
+            }
+            Decoder::Chunked(state) => decode_chunked(read, state),
+        }
     }
 }
 
@@ -337,40 +362,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         loop {
-            match decoder {
-                Decoder::Length(0) | Decoder::Eof(true) => return Poll::Ready(None),
-                Decoder::Length(left) => {
-                    if !self.read.is_empty() {
-                        let n = (*left).min(self.read.len() as u64) as usize;
-                        *left -= n as u64;
-                        let data = self.read.split_to(n).freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    if ready!(self.poll_fill(cx))? == 0 {
-                        return Poll::Ready(Some(Err(Error::Closed)));
-                    }
+            if decoder.is_end() {
+                return Poll::Ready(None);
+            }
+            match decoder.decode(&mut self.read) {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                // A chunked body's last chunk and trailer section were consumed.
+                Ok(None) if decoder.is_end() => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                if let Decoder::Eof(done) = decoder {
+                    *done = true;
+                    return Poll::Ready(None);
                 }
-                Decoder::Eof(done) => {
-                    if !self.read.is_empty() {
-                        let data = self.read.split().freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    if ready!(self.poll_fill(cx))? == 0 {
-                        *done = true;
-                        return Poll::Ready(None);
-                    }
-                }
-                Decoder::Chunked(state) => {
-                    match decode_chunked(&mut self.read, state) {
-                        Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
-                        Ok(None) if matches!(state, ChunkState::Done) => return Poll::Ready(None),
-                        Ok(None) => {}
-                        Err(e) => return Poll::Ready(Some(Err(e))),
-                    }
-                    if ready!(self.poll_fill(cx))? == 0 {
-                        return Poll::Ready(Some(Err(Error::Closed)));
-                    }
-                }
+                return Poll::Ready(Some(Err(Error::Closed)));
             }
         }
     }
@@ -565,13 +572,18 @@ fn encode_head(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers.iter() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     Ok(framing)
+}
+
+/// Writes one `name: value` header line (both codecs write heads this way).
+pub(super) fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Frames one chunk of body data.

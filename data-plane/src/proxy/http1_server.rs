@@ -48,7 +48,10 @@
 
 use super::admission::{MAX_REQUEST_HEAD_BYTES, Rejection};
 use super::body::{BoxError, DownstreamBody, ProxyBody};
-use super::http1::{self, ChunkState, Framing, FramingHeaders, HeaderSpan, MAX_HEADERS};
+use super::headers;
+use super::http1::{
+    self, ChunkState, Decoder, Framing, FramingHeaders, HeaderSpan, MAX_HEADERS, write_header,
+};
 use super::listener::ListenerCtx;
 use super::router;
 use bytes::{Buf, Bytes, BytesMut};
@@ -265,7 +268,7 @@ impl Conn {
         // out of step.
         drop(feeder);
         let mut close = close || body_read == BodyRead::Incomplete;
-        close |= closes(resp.headers());
+        close |= headers::connection_names(resp.headers(), "close");
         self.write_response(resp, head_request, close).await?;
         if close {
             return Err(End::Local { active: false });
@@ -577,15 +580,6 @@ fn join_repeated(map: &mut HeaderMap) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// `connection: close` (one of the tokens).
-fn closes(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-}
-
 /// What Envoy answers to a request line httparse rejects: 426 when it names another version
 /// (`GET /a HTTP/9.9`) or none (`GET /a`, HTTP/0.9), as for HTTP/1.0; 400 otherwise.
 fn line_rejection(buf: &[u8]) -> Rejection {
@@ -608,13 +602,6 @@ fn line_rejection(buf: &[u8]) -> Rejection {
     }
 }
 
-fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// Writes `date: <IMF-fixdate>`, formatted once a second per thread.
 fn write_date(out: &mut Vec<u8>) {
     thread_local! {
@@ -631,39 +618,6 @@ fn write_date(out: &mut Vec<u8>) {
         }
         write_header(out, b"date", text.as_bytes());
     });
-}
-
-/// How a request body is delimited, and how far it has been read.
-#[derive(Debug)]
-enum Decoder {
-    /// This many bytes are still due.
-    Length(u64),
-    Chunked(ChunkState),
-}
-
-impl Decoder {
-    fn is_end(&self) -> bool {
-        matches!(
-            self,
-            Decoder::Length(0) | Decoder::Chunked(ChunkState::Done)
-        )
-    }
-
-    /// The next frame from the buffered bytes, or `None` when more are needed.
-    fn decode(&mut self, read: &mut BytesMut) -> Result<Option<Frame<Bytes>>, http1::Error> {
-        match self {
-            Decoder::Length(0) => Ok(None),
-            Decoder::Length(left) => {
-                if read.is_empty() {
-                    return Ok(None);
-                }
-                let n = (*left).min(read.len() as u64) as usize;
-                *left -= n as u64;
-                Ok(Some(Frame::data(read.split_to(n).freeze())))
-            }
-            Decoder::Chunked(state) => http1::decode_chunked(read, state),
-        }
-    }
 }
 
 /// Reads a request body from the connection into the router's [`RequestBody`].
