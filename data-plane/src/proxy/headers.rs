@@ -1,6 +1,6 @@
 //! Header handling on the way up and down, as Envoy's HTTP connection manager and router do.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue};
 
 /// `keep-alive`.
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -12,6 +12,89 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `x-envoy-original-path`.
 static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+
+/// Request headers Envoy 1.40 keeps as "inline" headers: a repeated one becomes one line, the
+/// values joined with `,` (`x-forwarded-for: a` + `x-forwarded-for: b` → `a,b`); any other
+/// header goes upstream as it came, one line each. Checked one by one against Envoy 1.40 (the
+/// list is Envoy's inline headers and the custom inline headers its extensions register, so it
+/// is what this Envoy build does, not a rule of HTTP).
+pub const JOINED_WHEN_REPEATED: [&str; 35] = [
+    "accept",
+    "accept-encoding",
+    "access-control-request-headers",
+    "access-control-request-method",
+    "authorization",
+    "cache-control",
+    "content-encoding",
+    "content-type",
+    "grpc-accept-encoding",
+    "grpc-timeout",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "origin",
+    "pragma",
+    "proxy-status",
+    "referer",
+    "user-agent",
+    "via",
+    "x-client-trace-id",
+    "x-envoy-attempt-count",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-external-address",
+    "x-envoy-is-timeout-retry",
+    "x-envoy-original-path",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
+/// Joins the values of every repeated header of [`JOINED_WHEN_REPEATED`] into one line with
+/// `,` (for a request that repeats a header; HTTP/1.1 and HTTP/2 alike).
+pub fn join_inline_repeated(map: &mut HeaderMap) -> Result<(), InvalidHeaderValue> {
+    for name in JOINED_WHEN_REPEATED {
+        join_values(map, &HeaderName::from_static(name), b",")?;
+    }
+    Ok(())
+}
+
+/// Request headers as Envoy's HTTP/2 codec hands them on: when a name repeats, `cookie` crumbs
+/// become one `cookie` joined with `; ` (RFC 9113 §8.2.3: an HTTP/1.1 upstream must get one
+/// line), then the [`JOINED_WHEN_REPEATED`] headers are joined with `,`. A request without a
+/// repeated name (nearly all) costs one comparison.
+pub fn join_h2_repeated(map: &mut HeaderMap) {
+    if map.len() == map.keys_len() {
+        return;
+    }
+    let _ = join_values(map, &header::COOKIE, b"; ");
+    let _ = join_inline_repeated(map);
+}
+
+/// Makes the values of `name`, when it repeats, one value joined with `separator`.
+fn join_values(
+    map: &mut HeaderMap,
+    name: &HeaderName,
+    separator: &[u8],
+) -> Result<(), InvalidHeaderValue> {
+    let mut values = map.get_all(name).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return Ok(());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for value in map.get_all(name).iter().skip(1) {
+        joined.extend_from_slice(separator);
+        joined.extend_from_slice(value.as_bytes());
+    }
+    map.insert(name, HeaderValue::from_bytes(&joined)?);
+    Ok(())
+}
 
 /// True for the connection-specific headers that never cross a proxy (RFC 9110 §7.6.1), the
 /// non-standard ones Envoy also strips, and `te` (kept only as `te: trailers`).
@@ -314,5 +397,34 @@ mod tests {
         for n in (0..1200).chain([9999, 15000, 15000, 15001, 15000, u64::MAX]) {
             assert_eq!(number_value(n), HeaderValue::from(n), "{n}");
         }
+    }
+
+    #[test]
+    fn h2_cookie_crumbs_and_inline_headers_joined_as_envoy_does() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("cookie", "a=1"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-custom", "1"),
+            ("cookie", "b=2"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("x-custom", "2"),
+            ("cookie", "c=3"),
+        ] {
+            h.append(n, HeaderValue::from_static(v));
+        }
+        join_h2_repeated(&mut h);
+        let all = |n: &str| -> Vec<&[u8]> { h.get_all(n).iter().map(|v| v.as_bytes()).collect() };
+        assert_eq!(all("cookie"), [&b"a=1; b=2; c=3"[..]]);
+        assert_eq!(all("x-forwarded-for"), [&b"1.2.3.4,5.6.7.8"[..]]);
+        assert_eq!(all("x-custom"), [&b"1"[..], b"2"]);
+
+        let mut single = HeaderMap::new();
+        single.insert("cookie", HeaderValue::from_static("a=1"));
+        join_h2_repeated(&mut single);
+        assert_eq!(
+            single.get("cookie").map(|v| v.as_bytes()),
+            Some(&b"a=1"[..])
+        );
     }
 }

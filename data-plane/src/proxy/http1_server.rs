@@ -30,7 +30,7 @@
 //!   channel, as the router asks for it (backpressure). A response that is complete before the
 //!   request body was read to its end closes the connection (Envoy does the same: an HTTP/1.1
 //!   connection cannot skip the rest of a body of unknown length).
-//! - A repeated header that Envoy keeps inline (`JOINED_WHEN_REPEATED`: `host`,
+//! - A repeated header that Envoy keeps inline (`headers::JOINED_WHEN_REPEATED`: `host`,
 //!   `x-forwarded-for`, `user-agent`, …) becomes one line, its values joined with `,`, as Envoy
 //!   forwards it; other repeated headers keep their lines.
 //! - `expect: 100-continue` is answered with `100 Continue` at once (Envoy's default,
@@ -55,7 +55,7 @@ use super::http1::{
 use super::listener::ListenerCtx;
 use super::router;
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
+use http::{Method, Request, Response, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
@@ -353,7 +353,7 @@ impl Conn {
         let (mut map, repeated) =
             http1::header_map(&head, &self.spans, ROUTER_HEADERS).ok_or(Rejection::Malformed)?;
         if repeated {
-            join_repeated(&mut map)?;
+            headers::join_inline_repeated(&mut map).map_err(|_| Rejection::Malformed)?;
         }
         let (mut parts, ()) = Request::new(()).into_parts();
         parts.method = method;
@@ -516,68 +516,6 @@ impl Conn {
         };
         tokio::time::timeout(DELAYED_CLOSE, drain).await.is_ok()
     }
-}
-
-/// Request headers Envoy 1.40 keeps as "inline" headers: a repeated one becomes one line, the
-/// values joined with `,` (`x-forwarded-for: a` + `x-forwarded-for: b` → `a,b`); any other
-/// header goes upstream as it came, one line each. Checked one by one against Envoy 1.40 (the
-/// list is Envoy's inline headers and the custom inline headers its extensions register, so it
-/// is what this Envoy build does, not a rule of HTTP).
-const JOINED_WHEN_REPEATED: [&str; 35] = [
-    "accept",
-    "accept-encoding",
-    "access-control-request-headers",
-    "access-control-request-method",
-    "authorization",
-    "cache-control",
-    "content-encoding",
-    "content-type",
-    "grpc-accept-encoding",
-    "grpc-timeout",
-    "host",
-    "if-match",
-    "if-modified-since",
-    "if-none-match",
-    "if-range",
-    "if-unmodified-since",
-    "origin",
-    "pragma",
-    "proxy-status",
-    "referer",
-    "user-agent",
-    "via",
-    "x-client-trace-id",
-    "x-envoy-attempt-count",
-    "x-envoy-decorator-operation",
-    "x-envoy-downstream-service-cluster",
-    "x-envoy-downstream-service-node",
-    "x-envoy-external-address",
-    "x-envoy-is-timeout-retry",
-    "x-envoy-original-path",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-proto",
-    "x-request-id",
-];
-
-/// Joins the values of every repeated header of [`JOINED_WHEN_REPEATED`] into one line with
-/// `,` (called only for a request that repeats a header).
-fn join_repeated(map: &mut HeaderMap) -> Result<(), Rejection> {
-    for name in JOINED_WHEN_REPEATED {
-        let mut values = map.get_all(name).iter();
-        let (Some(first), Some(_)) = (values.next(), values.next()) else {
-            continue;
-        };
-        let mut joined = first.as_bytes().to_vec();
-        for value in map.get_all(name).iter().skip(1) {
-            joined.push(b',');
-            joined.extend_from_slice(value.as_bytes());
-        }
-        let joined = HeaderValue::from_bytes(&joined).map_err(|_| Rejection::Malformed)?;
-        map.insert(name, joined);
-    }
-    Ok(())
 }
 
 /// What Envoy answers to a request line httparse rejects: 426 when it names another version

@@ -7,6 +7,7 @@
 //! own connections on its own event loop.
 
 use super::body::DownstreamBody;
+use super::headers;
 use super::http1_server;
 use super::router;
 use super::workers::Workers;
@@ -386,7 +387,8 @@ async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ListenerCtx>) 
     if http2 {
         state.stats.cx_http2_total.inc();
         let svc_ctx = ctx.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
+        let svc = service_fn(move |mut req: Request<Incoming>| {
+            headers::join_h2_repeated(req.headers_mut());
             router::handle(svc_ctx.clone(), req.map(DownstreamBody::H2))
         });
         let builder = auto::Builder::new(TokioExecutor::new()).http2_only();

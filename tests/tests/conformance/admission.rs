@@ -2,8 +2,8 @@
 //! target that is not a path, no `host`, an upgrade, CONNECT), requests the HTTP/1.1 codec
 //! refuses (malformed, conflicting framing, too many headers, a fragment), pipelined requests,
 //! a request whose client goes away before the response, `expect: 100-continue`, and upstreams
-//! that break HTTP/1.1: the bytes the client gets back and the counters. Sent over raw TCP, since a well-behaved HTTP client would not send most
-//! of them.
+//! that break HTTP/1.1: the bytes the client gets back and the counters. Sent over raw TCP, since
+//! a well-behaved HTTP client would not send most of them (repeated headers also over h2c).
 
 use std::time::Duration;
 
@@ -436,6 +436,55 @@ flavors!(
     repeated_headers_and_client_cert_forwarded_as_envoy_does,
     repeated_headers_and_client_cert_forwarded_as_envoy_does_envoy,
     repeated_headers_and_client_cert_forwarded_as_envoy_does_legate
+);
+
+/// The same over h2c: HTTP/2 header fields with one name reach the HTTP/1.1 upstream as Envoy's
+/// HTTP/2 codec builds them — `cookie` crumbs joined with `; ` (RFC 9113 §8.2.3), the headers
+/// Envoy keeps inline joined with `,`, any other repeated header one line each.
+async fn repeated_headers_over_h2c_forwarded_as_envoy_does(flavor: Flavor) {
+    let rec = Recorder::echo().await.expect("recorder");
+    let fx = Fixture::start(flavor, &[svc("payments", &[rec.addr], "")]).await;
+    let req = http::Request::get(PAYMENTS_PATH)
+        .header("cookie", "a=1")
+        .header("x-forwarded-for", "1.2.3.4")
+        .header("user-agent", "a")
+        .header("x-custom", "1")
+        .header("cookie", "b=2")
+        .header("x-forwarded-for", "5.6.7.8")
+        .header("user-agent", "b")
+        .header("x-custom", "2")
+        .header("accept", "text/plain")
+        .header("accept", "*/*")
+        .header("x-forwarded-client-cert", "By=spiffe://evil;Hash=00")
+        .body(bytes::Bytes::new())
+        .expect("request");
+    let name = flavor.name();
+    let r = legate_e2e::h2c_send(fx.listener, req)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: h2c request: {e}"));
+    assert_eq!(r.status, 200, "{name}");
+    let got = rec.requests();
+    assert_eq!(got.len(), 1, "{name}");
+    let lines = |h: &str| -> Vec<String> {
+        got[0]
+            .headers
+            .get_all(h)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    };
+    assert_eq!(lines("cookie"), ["a=1; b=2"], "{name}");
+    assert_eq!(lines("x-forwarded-for"), ["1.2.3.4,5.6.7.8"], "{name}");
+    assert_eq!(lines("user-agent"), ["a,b"], "{name}");
+    assert_eq!(lines("accept"), ["text/plain,*/*"], "{name}");
+    assert_eq!(lines("x-custom"), ["1", "2"], "{name}");
+    assert!(lines("x-forwarded-client-cert").is_empty(), "{name}");
+}
+
+flavors!(
+    repeated_headers_over_h2c_forwarded_as_envoy_does,
+    repeated_headers_over_h2c_forwarded_as_envoy_does_envoy,
+    repeated_headers_over_h2c_forwarded_as_envoy_does_legate
 );
 
 /// A client that closes its connection while the upstream is still answering: the request is

@@ -1,5 +1,6 @@
 use super::*;
 use crate::proxy::body;
+use http::HeaderValue;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
