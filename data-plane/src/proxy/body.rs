@@ -1,8 +1,8 @@
 //! Body types of the request path.
 
 use super::http1_server::RequestBody;
-use super::pool::H1Response;
-use crate::resilience::breaker::RequestGuard;
+use super::pool::{ActiveRequest, H1Response};
+use super::router::AttemptEnd;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -162,42 +162,65 @@ where
 /// An upstream response body: over HTTP/1.1 it reads from its connection and hands the
 /// connection back to the pool after the last frame (dropping it early closes the connection
 /// at once instead); over HTTP/2 it is hyper's stream.
+///
+/// The request stays active (`upstream_rq_active`, the breaker's request slot) until the body
+/// ends or is dropped, as Envoy keeps an upstream stream until it completes.
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Upstream,
-    /// The request's circuit-breaker slot, held until the body ends.
-    request_guard: Option<RequestGuard>,
+    /// The cluster's `upstream_rq_active` count of this request.
+    active: Option<ActiveRequest>,
+    /// The router's accounting of the attempt, when its response goes downstream.
+    end: Option<AttemptEnd>,
 }
 
 #[derive(Debug)]
 enum Upstream {
     H1(H1Response),
     H2(Incoming),
+    /// Cut off by the route timeout (the upstream exchange is dropped, its connection closed).
+    TimedOut,
 }
 
 impl UpstreamBody {
-    /// An HTTP/1.1 response body (see `pool::H1Response`).
-    pub fn h1(body: H1Response) -> Self {
-        UpstreamBody {
-            inner: Upstream::H1(body),
-            request_guard: None,
-        }
+    /// An HTTP/1.1 response body (see `pool::H1Response`), active until it ends.
+    pub fn h1(body: H1Response, active: ActiveRequest) -> Self {
+        UpstreamBody::new(Upstream::H1(body), active)
     }
 
-    /// An HTTP/2 response body.
-    pub fn h2(body: Incoming) -> Self {
-        UpstreamBody {
-            inner: Upstream::H2(body),
-            request_guard: None,
-        }
+    /// An HTTP/2 response body, active until it ends.
+    pub fn h2(body: Incoming, active: ActiveRequest) -> Self {
+        UpstreamBody::new(Upstream::H2(body), active)
     }
 
-    /// Keeps the request's circuit-breaker slot until the body ends or is dropped.
-    pub fn hold(&mut self, guard: RequestGuard) {
+    fn new(inner: Upstream, active: ActiveRequest) -> Self {
+        let mut body = UpstreamBody {
+            inner,
+            active: Some(active),
+            end: None,
+        };
+        if body.is_end_stream() {
+            body.active = None;
+        }
+        body
+    }
+
+    /// Hands the body the accounting of the attempt whose response goes downstream: it ends
+    /// with the body ([`AttemptEnd::complete`] at its last frame).
+    pub fn hold(&mut self, end: AttemptEnd) {
         if self.is_end_stream() {
-            return;
+            end.complete();
+        } else {
+            self.end = Some(end);
         }
-        self.request_guard = Some(guard);
+    }
+
+    /// The body has been read to its end.
+    fn ended(&mut self) {
+        self.active = None;
+        if let Some(end) = self.end.take() {
+            end.complete();
+        }
     }
 }
 
@@ -212,10 +235,30 @@ impl Body for UpstreamBody {
         let polled = match &mut self.inner {
             Upstream::H1(b) => boxed_error(b.poll_frame(cx)),
             Upstream::H2(b) => boxed_error(Pin::new(b).poll_frame(cx)),
+            Upstream::TimedOut => Poll::Ready(None),
         };
+        // The route timeout covers the response body too (Envoy's `timeout` spans until the
+        // response has been processed completely): when it fires mid-body, the upstream
+        // exchange is cut and the body fails, which resets the downstream request.
+        if polled.is_pending()
+            && let Some(end) = self.end.as_mut()
+            && end.poll_timeout(cx).is_ready()
+        {
+            self.inner = Upstream::TimedOut;
+            self.active = None;
+            if let Some(end) = self.end.take() {
+                end.timed_out();
+            }
+            return Poll::Ready(Some(Err("upstream request timeout".into())));
+        }
         match &polled {
-            Poll::Ready(None) => self.request_guard = None,
-            Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.request_guard = None,
+            Poll::Ready(None) => self.ended(),
+            Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.ended(),
+            // A failed body is not a completed response (Envoy records no `upstream_rq_time`).
+            Poll::Ready(Some(Err(_))) => {
+                self.active = None;
+                self.end = None;
+            }
             _ => {}
         }
         polled
@@ -225,6 +268,7 @@ impl Body for UpstreamBody {
         match &self.inner {
             Upstream::H1(b) => b.is_end_stream(),
             Upstream::H2(b) => b.is_end_stream(),
+            Upstream::TimedOut => true,
         }
     }
 
@@ -232,6 +276,7 @@ impl Body for UpstreamBody {
         match &self.inner {
             Upstream::H1(b) => b.size_hint(),
             Upstream::H2(b) => b.size_hint(),
+            Upstream::TimedOut => SizeHint::with_exact(0),
         }
     }
 }

@@ -35,8 +35,11 @@
 //!   forwards it; other repeated headers keep their lines.
 //! - `expect: 100-continue` is answered with `100 Continue` at once (Envoy's default,
 //!   `proxy_100_continue: false`).
-//! - While the router works, the socket is watched: the client closing it (or half-closing it)
-//!   drops the request, which counts as `downstream_rq_rx_reset`, as in Envoy. Pipelined
+//! - While the router works, and while the response body is awaited, the socket is watched: the
+//!   client closing it (or half-closing it) drops the request (and with it the upstream
+//!   exchange), which counts as `downstream_rq_rx_reset`, as in Envoy. The request stays in
+//!   flight (`router::InFlight`) until its response has been written in full; a response body
+//!   that fails midway resets it (`downstream_rq_tx_reset`) and closes the connection. Pipelined
 //!   requests are read ahead (up to one head's limit) and answered in order.
 //! - Responses: `HTTP/1.1` status line with the reason phrase (`Unknown` for a code without
 //!   one, as Envoy); a `content-length` when the body's size is known, else chunked; no body for
@@ -125,7 +128,7 @@ enum End {
 /// The client went away while a request was in flight.
 const CLIENT_GONE: End = End::Remote { active: true };
 /// The response body failed (the upstream went away, or it broke its framing) after the
-/// response head was sent: the proxy closes the connection.
+/// response head was sent: the proxy resets the request and closes the connection.
 const BODY_FAILED: End = End::Local { active: true };
 
 /// One downstream connection.
@@ -177,9 +180,12 @@ impl Conn {
                 Ok(Some(head)) => head,
                 Ok(None) => return End::Remote { active: false },
                 Err(rejection) => {
-                    let resp = router::refused(ctx.clone(), rejection).await;
-                    return match self.write_response(resp, false, true).await {
-                        Ok(()) => End::Local { active: false },
+                    let (resp, in_flight) = router::refused(ctx.clone(), rejection).await;
+                    return match self.write_response(resp, false, true, false).await {
+                        Ok(()) => {
+                            in_flight.complete();
+                            End::Local { active: false }
+                        }
                         Err(end) => end,
                     };
                 }
@@ -234,9 +240,9 @@ impl Conn {
         } else {
             BodyRead::Complete
         };
-        let resp = poll_fn(|cx| {
-            if let Poll::Ready(Ok(resp)) = response.as_mut().poll(cx) {
-                return Poll::Ready(Ok(resp));
+        let (resp, in_flight) = poll_fn(|cx| {
+            if let Poll::Ready(answer) = response.as_mut().poll(cx) {
+                return Poll::Ready(Ok(answer));
             }
             if let Some(f) = feeder.as_mut() {
                 match ready!(f.poll_feed(cx, self)) {
@@ -269,7 +275,17 @@ impl Conn {
         drop(feeder);
         let mut close = close || body_read == BodyRead::Incomplete;
         close |= headers::connection_names(resp.headers(), "close");
-        self.write_response(resp, head_request, close).await?;
+        let watch = body_read == BodyRead::Complete;
+        match self.write_response(resp, head_request, close, watch).await {
+            Ok(()) => in_flight.complete(),
+            // As Envoy: the stream is reset, then the connection closed (with no stream left).
+            Err(BODY_FAILED) => {
+                in_flight.reset_locally();
+                return Err(End::Local { active: false });
+            }
+            // Dropping the request counts the reset.
+            Err(end) => return Err(end),
+        }
         if close {
             return Err(End::Local { active: false });
         }
@@ -370,12 +386,15 @@ impl Conn {
 
     /// Writes `resp` (the head, then its body as it comes); `close` adds `connection: close`
     /// unless the response has a `connection` header. `Err` when the client is gone or the
-    /// body failed: the connection is done.
+    /// body failed: the connection is done. `watch`: while the body is awaited, watch the
+    /// socket for the client going away (and read ahead what it pipelines); only when the
+    /// request has been read in full, as the rest of its body would be taken for a next request.
     async fn write_response(
         &mut self,
         resp: Response<ProxyBody>,
         head_request: bool,
         close: bool,
+        watch: bool,
     ) -> Result<(), End> {
         let (parts, body) = resp.into_parts();
         let status = parts.status;
@@ -472,6 +491,15 @@ impl Conn {
                     return Poll::Ready(if failed { Err(BODY_FAILED) } else { Ok(()) });
                 }
                 if waiting {
+                    // A client that leaves mid-body ends the request at once, and the upstream
+                    // exchange with it (Envoy resets both streams), rather than when the
+                    // upstream next sends.
+                    while watch && self.read.len() < MAX_REQUEST_HEAD_BYTES {
+                        match ready!(self.poll_fill(cx)) {
+                            Ok(0) | Err(_) => return Poll::Ready(Err(CLIENT_GONE)),
+                            Ok(_) => {}
+                        }
+                    }
                     return Poll::Pending;
                 }
             }

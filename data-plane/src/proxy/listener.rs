@@ -6,20 +6,14 @@
 //! the kernel spreads new connections over the workers and each worker accepts and serves its
 //! own connections on its own event loop.
 
-use super::body::DownstreamBody;
-use super::headers;
+use super::h2_server;
 use super::http1_server;
-use super::router;
 use super::workers::Workers;
 use crate::config::{Codec, ListenerConfig};
 use crate::runtime::Runtime;
 use crate::stats::{Counter, Gauge, Histogram, Store};
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use http::HeaderValue;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -68,11 +62,17 @@ pub struct HttpStats {
     pub cx_http1_total: Counter,
     /// `downstream_cx_http2_total`: connections that speak HTTP/2 (h2c).
     pub cx_http2_total: Counter,
+    /// `downstream_cx_http1_active`.
+    pub cx_http1_active: Gauge,
+    /// `downstream_cx_http2_active`.
+    pub cx_http2_active: Gauge,
     /// `downstream_cx_protocol_error`: requests Envoy's HTTP/1.1 codec would refuse.
     pub cx_protocol_error: Counter,
-    /// `downstream_rq_rx_reset`: requests that ended without a response (the client went away)
-    /// or that Envoy resets after refusing them.
+    /// `downstream_rq_rx_reset`: requests that ended before their response was sent in full
+    /// (the client went away), that Envoy resets after refusing them, or that the proxy reset.
     pub rq_rx_reset: Counter,
+    /// `downstream_rq_tx_reset`: requests the proxy reset (the response body failed midway).
+    pub rq_tx_reset: Counter,
     /// `downstream_rq_ws_on_non_ws_route`: upgrade requests (no route allows one).
     pub rq_ws_on_non_ws_route: Counter,
     /// `downstream_rq_failed_path_normalization`: targets Envoy will not route (a `#fragment`).
@@ -104,8 +104,11 @@ impl HttpStats {
             cx_delayed_close_timeout: c("downstream_cx_delayed_close_timeout"),
             cx_http1_total: c("downstream_cx_http1_total"),
             cx_http2_total: c("downstream_cx_http2_total"),
+            cx_http1_active: g("downstream_cx_http1_active"),
+            cx_http2_active: g("downstream_cx_http2_active"),
             cx_protocol_error: c("downstream_cx_protocol_error"),
             rq_rx_reset: c("downstream_rq_rx_reset"),
+            rq_tx_reset: c("downstream_rq_tx_reset"),
             rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
             rq_failed_path_normalization: c("downstream_rq_failed_path_normalization"),
             classes: [
@@ -386,18 +389,14 @@ async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ListenerCtx>) 
     };
     if http2 {
         state.stats.cx_http2_total.inc();
-        let svc_ctx = ctx.clone();
-        let svc = service_fn(move |mut req: Request<Incoming>| {
-            headers::join_h2_repeated(req.headers_mut());
-            router::handle(svc_ctx.clone(), req.map(DownstreamBody::H2))
-        });
-        let builder = auto::Builder::new(TokioExecutor::new()).http2_only();
-        if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
-            tracing::debug!(error = %e, "downstream connection ended with an error");
-        }
+        state.stats.cx_http2_active.inc();
+        h2_server::serve(stream, ctx.clone()).await;
+        state.stats.cx_http2_active.dec();
     } else {
         state.stats.cx_http1_total.inc();
+        state.stats.cx_http1_active.inc();
         http1_server::serve(stream, ctx.clone()).await;
+        state.stats.cx_http1_active.dec();
     }
     state.stats.cx_active.dec();
     state.stats.cx_destroy.inc();

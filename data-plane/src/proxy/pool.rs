@@ -293,11 +293,12 @@ impl ConnTrack {
     }
 }
 
-/// Keeps a request in `upstream_rq_active` until dropped (its response head arrived, it
-/// failed, or it was cancelled).
-struct ActiveRequest<'a>(&'a crate::stats::Gauge);
+/// Keeps a request in the cluster's `upstream_rq_active` until dropped: it failed or was
+/// cancelled, or its response body (which holds it) ended or was dropped.
+#[derive(Debug)]
+pub struct ActiveRequest(crate::stats::Gauge);
 
-impl Drop for ActiveRequest<'_> {
+impl Drop for ActiveRequest {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -390,8 +391,17 @@ impl H1Response {
         match &polled {
             Poll::Ready(None) => self.finish(),
             Poll::Ready(Some(Ok(_))) if self.exchange.is_end() => self.finish(),
-            // A broken body closes the connection (counted with the request on it).
-            Poll::Ready(Some(Err(_))) => self.conn = None,
+            // A broken body closes the connection (counted with the request on it). As
+            // Envoy's codec, a body cut short by a close or broken framing is a protocol error.
+            Poll::Ready(Some(Err(e))) => {
+                if matches!(
+                    e,
+                    super::http1::Error::Closed | super::http1::Error::Protocol(_)
+                ) {
+                    self.pool.shared.stats.cx_protocol_error.inc();
+                }
+                self.conn = None;
+            }
             _ => {}
         }
         polled
@@ -679,11 +689,13 @@ impl HostPool {
             stats.cx_max_requests.inc();
         }
         let sent = conn.conn.send(req).await;
-        drop(active);
         match sent {
             Ok((head, exchange)) => {
                 let body = H1Response::new(exchange, conn, self.inner.clone());
-                Ok(http::Response::from_parts(head, UpstreamBody::h1(body)))
+                Ok(http::Response::from_parts(
+                    head,
+                    UpstreamBody::h1(body, active),
+                ))
             }
             Err(e) => {
                 tracing::debug!(upstream = %self.inner.addr, error = %e, "HTTP/1.1 exchange failed");
@@ -697,21 +709,15 @@ impl HostPool {
         }
     }
 
-    /// Counts a request in `upstream_rq_total`, and in `upstream_rq_active` while it is on a
-    /// connection until its response headers (or an error) arrive; queued requests are pending,
-    /// not active, and a pending overflow is not a request (as in Envoy).
-    async fn dispatch<T>(&self, send: impl std::future::Future<Output = T>) -> T {
-        let _active = self.count_dispatch();
-        send.await
-    }
-
     /// Counts a request in `upstream_rq_total`, and in `upstream_rq_active` until the returned
-    /// guard drops (also when the send is cancelled).
-    fn count_dispatch(&self) -> ActiveRequest<'_> {
+    /// guard drops (also when the send is cancelled; a response body holds it until it ends).
+    /// Queued requests are pending, not active, and a pending overflow is not a request (as in
+    /// Envoy).
+    fn count_dispatch(&self) -> ActiveRequest {
         let stats = &self.inner.shared.stats;
         stats.rq_total.inc();
         stats.rq_active.inc();
-        ActiveRequest(&stats.rq_active)
+        ActiveRequest(stats.rq_active.clone())
     }
 
     /// An idle connection that can carry a request: from this worker's list, else from
@@ -761,8 +767,9 @@ impl HostPool {
             return Err(UpstreamError::Reset);
         }
         // A cancelled HTTP/2 stream is reset on its own; the connection stays.
-        match self.dispatch(sender.send_request(req)).await {
-            Ok(resp) => Ok(resp.map(UpstreamBody::h2)),
+        let active = self.count_dispatch();
+        match sender.send_request(req).await {
+            Ok(resp) => Ok(resp.map(|body| UpstreamBody::h2(body, active))),
             Err(e) => {
                 // A stream error leaves the connection up; a connection error closes it.
                 if sender.is_closed() {

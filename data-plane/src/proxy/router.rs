@@ -20,7 +20,7 @@ use super::admission::{self, Rejection};
 use super::body::{self, DownstreamBody, ProxyBody, UpstreamBody};
 use super::headers::{self, UpstreamHeaders};
 use super::internal;
-use super::listener::{HttpStats, ListenerCtx};
+use super::listener::{HttpStats, ListenerCtx, ListenerState};
 use super::local_reply;
 use super::pool::UpstreamError;
 use super::replay::{self, Prepared};
@@ -28,14 +28,17 @@ use crate::config::{
     ForwardAction, HostRewrite, RouteAction, RouteEntry, RouteSource, UpstreamProtocol, VirtualHost,
 };
 use crate::resilience::Outcome;
+use crate::resilience::breaker::RequestGuard;
 use crate::resilience::retry::{self, RetryState};
 use crate::runtime::Runtime;
 use crate::runtime::cluster::Cluster;
 use crate::runtime::host::{Host, HostStats};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -49,17 +52,22 @@ static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: http::HeaderName =
 static X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
     http::HeaderName::from_static("x-envoy-upstream-service-time");
 
-/// Handles one downstream request; never fails (errors become local replies).
+/// Handles one downstream request; never fails (errors become local replies). The request
+/// stays in flight until the codec has sent the response in full: it ends the returned
+/// [`InFlight`] then.
 pub async fn handle(
     ctx: Arc<ListenerCtx>,
     req: Request<DownstreamBody>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    Ok(respond(ctx, req, None).await)
+) -> (Response<ProxyBody>, InFlight) {
+    respond(ctx, req, None).await
 }
 
 /// Answers a request the HTTP/1.1 codec refused before it could become one (malformed, too
 /// large), counted as a request as Envoy counts it.
-pub async fn refused(ctx: Arc<ListenerCtx>, rejection: Rejection) -> Response<ProxyBody> {
+pub async fn refused(
+    ctx: Arc<ListenerCtx>,
+    rejection: Rejection,
+) -> (Response<ProxyBody>, InFlight) {
     respond(ctx, Request::new(DownstreamBody::empty()), Some(rejection)).await
 }
 
@@ -67,12 +75,12 @@ async fn respond(
     ctx: Arc<ListenerCtx>,
     mut req: Request<DownstreamBody>,
     refused: Option<Rejection>,
-) -> Response<ProxyBody> {
-    let state = ctx.state.load_full();
+) -> (Response<ProxyBody>, InFlight) {
+    let in_flight = InFlight::start(ctx.state.load_full());
+    let state = &*in_flight.state;
     let stats = &state.stats;
-    let start = Instant::now();
+    let start = in_flight.start;
     stats.rq_total.inc();
-    let mut in_flight = InFlight::start(stats);
     if req.version() == Version::HTTP_2 {
         stats.rq_http2_total.inc();
     } else {
@@ -87,43 +95,63 @@ async fn respond(
             route(&runtime, &state.config.routes, stats, req, verdict, start).await
         }
     };
-    in_flight.answered();
+    // Envoy charges the response code when it encodes the response head.
     stats.count_status(resp.status().as_u16());
     stats.rq_completed.inc();
-    stats.rq_time.record(elapsed_ms(start));
     resp.headers_mut()
         .insert(header::SERVER, state.server_header.clone());
-    resp
+    (resp, in_flight)
 }
 
-/// `downstream_rq_active` for one request. Dropped without [`InFlight::answered`] (the
-/// connection went away and its task dropped the request's future), the request counts as
-/// `downstream_rq_rx_reset`, as Envoy counts a downstream reset.
-struct InFlight<'a> {
-    stats: &'a HttpStats,
-    answered: bool,
+/// A downstream request from its head until its response has been sent in full, as Envoy's
+/// connection manager keeps a stream: `downstream_rq_active` meanwhile, `downstream_rq_time`
+/// when it ends. Dropped without [`InFlight::complete`] (the client went away, or the codec
+/// dropped the request's future or its response), it counts as `downstream_rq_rx_reset`, as
+/// Envoy counts a stream reset.
+pub struct InFlight {
+    state: Arc<ListenerState>,
+    start: Instant,
+    complete: bool,
 }
 
-impl<'a> InFlight<'a> {
-    fn start(stats: &'a HttpStats) -> Self {
-        stats.rq_active.inc();
+impl InFlight {
+    fn start(state: Arc<ListenerState>) -> Self {
+        state.stats.rq_active.inc();
         InFlight {
-            stats,
-            answered: false,
+            state,
+            start: Instant::now(),
+            complete: false,
         }
     }
 
-    fn answered(&mut self) {
-        self.answered = true;
+    /// The response has been sent in full.
+    pub fn complete(mut self) {
+        self.complete = true;
+        self.state.stats.rq_time.record(elapsed_ms(self.start));
+    }
+
+    /// The proxy resets the stream (its response body failed midway): Envoy counts
+    /// `downstream_rq_tx_reset`, and — its codecs report every reset to the stream — also
+    /// `downstream_rq_rx_reset`.
+    pub fn reset_locally(self) {
+        self.state.stats.rq_tx_reset.inc();
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.stats.rq_active.dec();
-        if !self.answered {
-            self.stats.rq_rx_reset.inc();
+        self.state.stats.rq_active.dec();
+        if !self.complete {
+            self.state.stats.rq_rx_reset.inc();
         }
+    }
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("complete", &self.complete)
+            .finish_non_exhaustive()
     }
 }
 
@@ -323,6 +351,57 @@ enum NoResponse {
     RouteTimedOut,
 }
 
+/// What the attempt whose response goes downstream keeps until that response's body ends (see
+/// `UpstreamBody::hold`), as Envoy keeps the upstream stream: the host's `rq_active` count
+/// (handed over by [`HostActive::hand_over`]), the breaker's request slot and the route
+/// timeout; at the end, `upstream_rq_time`.
+#[derive(Debug)]
+pub struct AttemptEnd {
+    host: Arc<Host>,
+    cluster: Arc<Cluster>,
+    /// When the request started.
+    started: Instant,
+    internal: bool,
+    /// The route timeout's deadline, if any.
+    deadline: Option<Instant>,
+    /// Its timer, made the first time the body has to wait (most bodies never do).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    _request: RequestGuard,
+}
+
+impl AttemptEnd {
+    /// Ready once the route timeout has passed (never without one).
+    pub fn poll_timeout(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.deadline else {
+            return Poll::Pending;
+        };
+        self.timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
+            .as_mut()
+            .poll(cx)
+    }
+
+    /// The route timeout cut the response body: as Envoy's `onResponseTimeout` once the
+    /// response has started, `upstream_rq_timeout` and the host's `rq_timeout` (no code is
+    /// charged again, nothing is reported to outlier detection).
+    pub fn timed_out(self) {
+        self.cluster.stats.rq_timeout.inc();
+        HostStats::inc(&self.host.stats.rq_timeout);
+    }
+
+    /// The response has been read to its end: the request's `upstream_rq_time`.
+    pub fn complete(self) {
+        let ms = elapsed_ms(self.started);
+        self.cluster.stats.record_rq_time(ms, self.internal);
+    }
+}
+
+impl Drop for AttemptEnd {
+    fn drop(&mut self) {
+        HostStats::dec(&self.host.stats.rq_active);
+    }
+}
+
 /// Counts an attempt in its host's `rq_active` until dropped (also when a timeout drops the
 /// attempt).
 struct HostActive<'a>(&'a Host);
@@ -331,6 +410,13 @@ impl<'a> HostActive<'a> {
     fn new(host: &'a Host) -> Self {
         HostStats::inc(&host.stats.rq_active);
         HostActive(host)
+    }
+}
+
+impl HostActive<'_> {
+    /// Leaves the count for an [`AttemptEnd`] of the same host to end.
+    fn hand_over(self) {
+        std::mem::forget(self);
     }
 }
 
@@ -386,29 +472,23 @@ impl Attempts<'_> {
             let route_first = route_deadline.is_some_and(|r| try_deadline.is_none_or(|p| r <= p));
             // Pinned where it is made: the send future is large, and handing it to the
             // timeout by value would copy it.
-            let sent = std::pin::pin!(host.pool.send(req));
-            let mut result: Attempt = match try_deadline.into_iter().chain(route_deadline).min() {
-                None => sent.await.map_err(NoResponse::Failed),
-                Some(deadline) => match tokio::time::timeout_at(deadline, sent).await {
-                    Ok(Ok(r)) => Ok(r),
-                    Ok(Err(e)) => Err(NoResponse::Failed(e)),
-                    Err(_) if route_first => Err(NoResponse::RouteTimedOut),
-                    Err(_) => Err(NoResponse::TimedOut),
-                },
+            let result: Attempt = {
+                let sent = std::pin::pin!(host.pool.send(req));
+                match try_deadline.into_iter().chain(route_deadline).min() {
+                    None => sent.await.map_err(NoResponse::Failed),
+                    Some(deadline) => match tokio::time::timeout_at(deadline, sent).await {
+                        Ok(Ok(r)) => Ok(r),
+                        Ok(Err(e)) => Err(NoResponse::Failed(e)),
+                        Err(_) if route_first => Err(NoResponse::RouteTimedOut),
+                        Err(_) => Err(NoResponse::TimedOut),
+                    },
+                }
             };
-            drop(active);
             // As Envoy, a host's `rq_total` counts attempts that got a stream: not a failed
             // connect, nor a request refused while waiting for a connection.
             if !matches!(&result, Err(NoResponse::Failed(e)) if e.is_connect_failure() || *e == UpstreamError::Overflow)
             {
                 HostStats::inc(&host.stats.rq_total);
-            }
-            let took = millis(started.elapsed());
-            cs.rq_time.record(took);
-            if let Ok(r) = &mut result {
-                r.body_mut().hold(request_guard);
-            } else {
-                drop(request_guard);
             }
             let outcome = match &result {
                 Err(NoResponse::Failed(UpstreamError::Overflow)) => {
@@ -459,6 +539,8 @@ impl Attempts<'_> {
                             cs.charge_retried(code);
                         }
                         drop(result);
+                        drop(active);
+                        drop(request_guard);
                         let wait = state.next_backoff();
                         if !wait.is_zero() {
                             let until = Instant::now() + wait;
@@ -495,7 +577,21 @@ impl Attempts<'_> {
             });
             cs.charge_final(code, self.internal);
             return match result {
-                Ok(r) => downstream_response(r, took),
+                Ok(mut r) => {
+                    // Envoy's `x-envoy-upstream-service-time` counts from the request's start.
+                    let service_ms = elapsed_ms(self.started);
+                    active.hand_over();
+                    r.body_mut().hold(AttemptEnd {
+                        host,
+                        cluster: self.cluster.clone(),
+                        started: self.started,
+                        internal: self.internal,
+                        deadline: route_deadline,
+                        timer: None,
+                        _request: request_guard,
+                    });
+                    downstream_response(r, service_ms)
+                }
                 Err(NoResponse::Failed(e)) => local_reply::upstream_reset(e, attempt_no > 1),
                 Err(NoResponse::TimedOut | NoResponse::RouteTimedOut) => {
                     local_reply::upstream_timeout()

@@ -36,7 +36,7 @@ pub struct ClusterStats {
     pub rq_pending_total: Counter,
     /// `upstream_rq_timeout`.
     pub rq_timeout: Counter,
-    /// `upstream_rq_time`.
+    /// `upstream_rq_time` (see [`ClusterStats::record_rq_time`]).
     pub rq_time: Histogram,
     /// `upstream_cx_none_healthy`.
     pub cx_none_healthy: Counter,
@@ -126,6 +126,20 @@ impl ClusterStats {
             self.internal_codes.charge(code);
         } else {
             self.external_codes.charge(code);
+        }
+    }
+
+    /// Records the time of a request whose upstream response has ended, as Envoy's router does
+    /// in `onUpstreamComplete` (`chargeResponseTiming`): once per request, for the attempt whose
+    /// response went downstream, from the start of the request (earlier attempts and their
+    /// back-off included) to the end of that response; in `upstream_rq_time` and in
+    /// `internal.` or `external.upstream_rq_time`.
+    pub fn record_rq_time(&self, ms: u64, internal: bool) {
+        self.rq_time.record(ms);
+        if internal {
+            self.internal_codes.rq_time().record(ms);
+        } else {
+            self.external_codes.rq_time().record(ms);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Response-code counters under one prefix, as Envoy's `CodeStatsImpl::chargeBasicResponseStat`
 //! keeps them: `<prefix>upstream_rq_completed`, `<prefix>upstream_rq_<class>xx` and
-//! `<prefix>upstream_rq_<code>`.
+//! `<prefix>upstream_rq_<code>`; and `<prefix>upstream_rq_time` (`chargeResponseTiming`).
 //!
 //! A cluster has four such sets: `cluster.<c>.` for the attempt whose response goes downstream,
 //! `cluster.<c>.external.` / `cluster.<c>.internal.` (the same response again, split by whether
@@ -9,7 +9,7 @@
 //! Counters Envoy creates lazily are created on first use here too (so `/stats` lists them only
 //! once charged); charging is then a few relaxed atomic operations, no lock, no allocation.
 
-use super::{Counter, Store};
+use super::{Counter, Histogram, Store};
 use std::sync::OnceLock;
 
 /// The lowest status code with a counter of its own.
@@ -25,6 +25,7 @@ pub struct CodeStats {
     classes: [OnceLock<Counter>; 5],
     /// Allocated on the first charge of a code (retry and internal sets are often unused).
     codes: OnceLock<Box<[OnceLock<Counter>]>>,
+    rq_time: OnceLock<Histogram>,
 }
 
 impl CodeStats {
@@ -37,6 +38,7 @@ impl CodeStats {
             completed: OnceLock::new(),
             classes: Default::default(),
             codes: OnceLock::new(),
+            rq_time: OnceLock::new(),
         }
     }
 
@@ -56,6 +58,14 @@ impl CodeStats {
         self.completed.get_or_init(|| {
             self.store
                 .counter(&format!("{}upstream_rq_completed", self.prefix))
+        })
+    }
+
+    /// `<prefix>upstream_rq_time`, created when first recorded.
+    pub fn rq_time(&self) -> &Histogram {
+        self.rq_time.get_or_init(|| {
+            self.store
+                .histogram(&format!("{}upstream_rq_time", self.prefix))
         })
     }
 

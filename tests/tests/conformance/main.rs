@@ -18,5 +18,6 @@ mod bodies;
 mod breakers;
 mod grpc;
 mod internal;
+mod lifetime;
 mod outlier;
 mod retries;

@@ -147,7 +147,7 @@ async fn the_head_limit_is_60_kib_and_100_headers() {
 
 async fn written(resp: Response<ProxyBody>, head_request: bool, close: bool) -> String {
     let (mut conn, mut client) = pair().await;
-    conn.write_response(resp, head_request, close)
+    conn.write_response(resp, head_request, close, false)
         .await
         .expect("written");
     drop(conn);
@@ -267,7 +267,7 @@ async fn a_body_shorter_than_its_length_is_sent_then_the_connection_closes() {
     let mut resp = Response::new(body::boxed(http_body_util::StreamBody::new(stream)));
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
-    let result = conn.write_response(resp, false, false).await;
+    let result = conn.write_response(resp, false, false, false).await;
     assert_eq!(result, Err(BODY_FAILED));
     drop(conn);
     let mut out = Vec::new();
@@ -288,7 +288,7 @@ async fn a_short_body_fails_even_when_its_bytes_wait_for_the_client() {
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("16777216"));
     let writing = async move {
-        let result = conn.write_response(resp, false, false).await;
+        let result = conn.write_response(resp, false, false, false).await;
         drop(conn);
         result
     };

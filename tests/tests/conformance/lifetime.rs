@@ -1,0 +1,357 @@
+//! A request lives until its response has been sent in full, as Envoy keeps a stream: it is
+//! active downstream and upstream (`downstream_rq_active`, `upstream_rq_active`, the host's
+//! `rq_active`) while its body streams, its `upstream_rq_time` is taken once, at the end of the
+//! response, from the start of the request (retries included), and whichever side goes away
+//! mid-body ends it at once, counted as Envoy counts a reset.
+
+use std::time::Duration;
+
+use legate_e2e::{Flavor, h2c_send};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::{Fixture, PAYMENTS_PATH, flavors, test_id};
+
+/// Upper bound of each raw exchange and of each wait for a histogram flush (Envoy flushes
+/// histograms every 5 s).
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// How long the test upstream waits between the two chunks of a slow body: long enough for
+/// the stats to be read while the body is in flight, however slow the machine.
+const SLOW_BODY_MS: &str = "3000";
+
+/// Sends `GET` [`PAYMENTS_PATH`] with `headers` over raw TCP and reads until the response
+/// head and the first body bytes arrived. Returns the connection and what was read.
+async fn start_slow_get(fx: &Fixture, headers: &[(&str, &str)]) -> (TcpStream, String) {
+    let mut request = format!("GET {PAYMENTS_PATH} HTTP/1.1\r\nhost: x\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    let exchange = async {
+        let mut s = TcpStream::connect(fx.listener).await?;
+        s.write_all(request.as_bytes()).await?;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        // The head, then at least one byte of the body.
+        loop {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+                && got.len() > end + 4
+            {
+                break;
+            }
+        }
+        Ok::<_, std::io::Error>((s, String::from_utf8_lossy(&got).into_owned()))
+    };
+    tokio::time::timeout(DEADLINE, exchange)
+        .await
+        .expect("response head within the deadline")
+        .expect("raw exchange")
+}
+
+/// Reads what is left of a response until the proxy's last chunk (or the close).
+async fn read_rest(s: &mut TcpStream) -> String {
+    let read = async {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = s.read(&mut buf).await?;
+            got.extend_from_slice(&buf[..n]);
+            if n == 0 || got.ends_with(b"0\r\n\r\n") {
+                return Ok::<_, std::io::Error>(String::from_utf8_lossy(&got).into_owned());
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("rest of the response within the deadline")
+        .expect("reading the response")
+}
+
+/// `rq_active` of every host of `cluster` in `/clusters`, summed.
+async fn host_rq_active(fx: &Fixture, cluster: &str) -> u64 {
+    let (status, body) = fx.proxy.admin_get("/clusters").await;
+    assert_eq!(status, 200, "{}: GET /clusters", fx.flavor.name());
+    let prefix = format!("{cluster}::");
+    body.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.split_once("::rq_active::"))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// `_count` and `_sum` of the histogram `metric` (a Prometheus name, e.g.
+/// `envoy_cluster_upstream_rq_time`) of cluster `cluster` in `/stats/prometheus`.
+async fn histogram(fx: &Fixture, metric: &str, cluster: &str) -> (u64, f64) {
+    let (status, body) = fx.proxy.admin_get("/stats/prometheus").await;
+    assert_eq!(status, 200, "{}: GET /stats/prometheus", fx.flavor.name());
+    let label = format!("{{envoy_cluster_name=\"{cluster}\"}}");
+    let value = |suffix: &str| -> Option<f64> {
+        let name = format!("{metric}_{suffix}{label} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    (
+        value("count").unwrap_or(0.0) as u64,
+        value("sum").unwrap_or(0.0),
+    )
+}
+
+/// Waits (up to [`DEADLINE`]) until the histogram has at least one sample, then returns it.
+async fn flushed_histogram(fx: &Fixture, metric: &str, cluster: &str) -> (u64, f64) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let h = histogram(fx, metric, cluster).await;
+        if h.0 > 0 || started.elapsed() >= DEADLINE {
+            return h;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// While a response body streams (HTTP/1.1, then h2c), the request is active downstream, on
+/// the cluster and on the host; once it has been sent, none is, and the connection gauges
+/// say which protocol it spoke.
+async fn request_active_until_its_response_ends(flavor: Flavor) {
+    let (up, fx) = Fixture::payments(flavor, "").await;
+    let name = flavor.name();
+    let slow = [("x-fault-body-delay-ms", SLOW_BODY_MS)];
+    let (mut s, head) = start_slow_get(&fx, &slow).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{name}: {head:?}");
+    fx.expect_stats(&[
+        ("http.app.downstream_rq_active", 1),
+        ("http.app.downstream_cx_http1_active", 1),
+        ("cluster.payments.upstream_rq_active", 1),
+    ])
+    .await;
+    assert_eq!(
+        host_rq_active(&fx, "payments").await,
+        1,
+        "{name}: host rq_active mid-body"
+    );
+    let rest = read_rest(&mut s).await;
+    assert!(rest.ends_with("0\r\n\r\n"), "{name}: {rest:?}");
+    fx.expect_stats(&[
+        ("http.app.downstream_rq_active", 0),
+        ("cluster.payments.upstream_rq_active", 0),
+        ("http.app.downstream_rq_rx_reset", 0),
+    ])
+    .await;
+    assert_eq!(
+        host_rq_active(&fx, "payments").await,
+        0,
+        "{name}: host rq_active after"
+    );
+    drop(s);
+    fx.expect_stats(&[("http.app.downstream_cx_http1_active", 0)])
+        .await;
+
+    // The same over h2c: the stream is active until its last frame has been sent.
+    let req = http::Request::get(PAYMENTS_PATH)
+        .header("x-fault-body-delay-ms", SLOW_BODY_MS)
+        .body(bytes::Bytes::new())
+        .expect("request");
+    let listener = fx.listener;
+    let call = tokio::spawn(async move { h2c_send(listener, req).await });
+    fx.wait_stat("cluster.payments.upstream_rq_total", 2..=2, DEADLINE)
+        .await;
+    fx.wait_stat("cluster.payments.upstream_rq_2xx", 2..=2, DEADLINE)
+        .await;
+    fx.expect_stats(&[
+        ("http.app.downstream_rq_active", 1),
+        ("http.app.downstream_cx_http2_active", 1),
+        ("cluster.payments.upstream_rq_active", 1),
+    ])
+    .await;
+    let r = call.await.expect("h2c task").expect("h2c request");
+    assert_eq!(r.status, 200, "{name}");
+    fx.expect_stats(&[
+        ("http.app.downstream_rq_active", 0),
+        ("cluster.payments.upstream_rq_active", 0),
+        ("http.app.downstream_rq_rx_reset", 0),
+    ])
+    .await;
+    assert_eq!(up.stats().requests, 2, "{name}");
+}
+
+flavors!(
+    request_active_until_its_response_ends,
+    request_active_until_its_response_ends_envoy,
+    request_active_until_its_response_ends_legate
+);
+
+/// `upstream_rq_time` (and `external.upstream_rq_time`) gets one sample per request, at the end
+/// of the response that went downstream, counted from the start of the request: a first
+/// attempt that took 300 ms and was retried, then a response whose body took 300 ms, make one
+/// sample of at least 600 ms. `x-envoy-upstream-service-time` also counts from the start of the
+/// request (to the final response's head).
+async fn upstream_rq_time_once_per_request_to_the_end_of_its_response(flavor: Flavor) {
+    let (_up, fx) = Fixture::payments(flavor, "retries:\n  attempts: 1\n  on: [5xx]\n").await;
+    let name = flavor.name();
+    let id = test_id(flavor, "rq-time");
+    let r = fx
+        .get_payments(
+            &id,
+            &[
+                ("x-fault-sequence", "503,200"),
+                ("x-fault-delay-sequence", "300,0"),
+                ("x-fault-body-delay-ms", "300"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{name}");
+    let service_ms: u64 = r
+        .header("x-envoy-upstream-service-time")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name}: no x-envoy-upstream-service-time in {r:?}"));
+    assert!(
+        service_ms >= 300,
+        "{name}: x-envoy-upstream-service-time {service_ms} counts from the request's start"
+    );
+    fx.expect_stats(&[
+        ("cluster.payments.upstream_rq_total", 2),
+        ("cluster.payments.upstream_rq_retry", 1),
+    ])
+    .await;
+    for metric in [
+        "envoy_cluster_upstream_rq_time",
+        "envoy_cluster_external_upstream_rq_time",
+    ] {
+        let (count, sum) = flushed_histogram(&fx, metric, "payments").await;
+        assert_eq!(count, 1, "{name}: {metric} samples (one per request)");
+        // Histogram sums are bucket estimates: a few percent of slack.
+        assert!(
+            sum >= 570.0,
+            "{name}: {metric} = {sum} ms, expected the whole request (≥ 600 ms)"
+        );
+    }
+}
+
+flavors!(
+    upstream_rq_time_once_per_request_to_the_end_of_its_response,
+    upstream_rq_time_once_per_request_to_the_end_of_its_response_envoy,
+    upstream_rq_time_once_per_request_to_the_end_of_its_response_legate
+);
+
+/// A client that goes away while the response body streams: the request ends at once
+/// (`downstream_rq_rx_reset`, the connection destroyed by the client with the request on
+/// it), and so does the upstream exchange — its connection is closed by the proxy long before
+/// the upstream would have sent the rest.
+async fn client_gone_mid_response(flavor: Flavor) {
+    let (_up, fx) = Fixture::payments(flavor, "").await;
+    let name = flavor.name();
+    let (s, head) = start_slow_get(&fx, &[("x-fault-body-delay-ms", "10000")]).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{name}: {head:?}");
+    drop(s);
+    fx.expect_stats(&[
+        ("http.app.downstream_rq_active", 0),
+        ("http.app.downstream_rq_rx_reset", 1),
+        ("http.app.downstream_rq_tx_reset", 0),
+        ("http.app.downstream_cx_destroy_remote_active_rq", 1),
+        ("cluster.payments.upstream_rq_active", 0),
+        (
+            "cluster.payments.upstream_cx_destroy_local_with_active_rq",
+            1,
+        ),
+    ])
+    .await;
+}
+
+flavors!(
+    client_gone_mid_response,
+    client_gone_mid_response_envoy,
+    client_gone_mid_response_legate
+);
+
+/// An upstream that goes away mid-body: the client gets what came, then the close; Envoy
+/// resets the request (`downstream_rq_tx_reset`, and its codec reports the reset back:
+/// `downstream_rq_rx_reset`) and then closes the connection, with no request left on it; the
+/// body cut short is an upstream protocol error.
+async fn upstream_gone_mid_response(flavor: Flavor) {
+    let (_up, fx) = Fixture::payments(flavor, "").await;
+    let name = flavor.name();
+    let (mut s, head) = start_slow_get(
+        &fx,
+        &[
+            ("x-fault-reset", "after-headers"),
+            ("x-fault-body-delay-ms", "300"),
+        ],
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{name}: {head:?}");
+    let rest = read_rest(&mut s).await;
+    assert!(
+        !rest.ends_with("0\r\n\r\n"),
+        "{name}: a complete body: {rest:?}"
+    );
+    fx.expect_stats(&[
+        ("http.app.downstream_rq_active", 0),
+        ("http.app.downstream_rq_tx_reset", 1),
+        ("http.app.downstream_rq_rx_reset", 1),
+        ("http.app.downstream_cx_destroy_local", 1),
+        ("http.app.downstream_cx_destroy_local_active_rq", 0),
+        ("cluster.payments.upstream_rq_active", 0),
+        ("cluster.payments.upstream_cx_protocol_error", 1),
+        (
+            "cluster.payments.upstream_cx_destroy_remote_with_active_rq",
+            1,
+        ),
+    ])
+    .await;
+}
+
+flavors!(
+    upstream_gone_mid_response,
+    upstream_gone_mid_response_envoy,
+    upstream_gone_mid_response_legate
+);
+
+/// The route timeout spans the whole response, its body included (Envoy's `timeout`: "until
+/// the upstream response has been completely processed"): a body still streaming when it
+/// fires is cut, counted as `upstream_rq_timeout` and the host's `rq_timeout`, with the 200
+/// already charged and no 504.
+async fn route_timeout_covers_the_response_body(flavor: Flavor) {
+    let (_up, fx) = Fixture::payments(flavor, "timeout: 1s\n").await;
+    let name = flavor.name();
+    let (mut s, head) = start_slow_get(&fx, &[("x-fault-body-delay-ms", SLOW_BODY_MS)]).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{name}: {head:?}");
+    let rest = read_rest(&mut s).await;
+    assert!(
+        !rest.ends_with("0\r\n\r\n"),
+        "{name}: a complete body: {rest:?}"
+    );
+    fx.expect_stats(&[
+        ("cluster.payments.upstream_rq_timeout", 1),
+        ("cluster.payments.upstream_rq_200", 1),
+        ("cluster.payments.upstream_rq_504", 0),
+        ("cluster.payments.upstream_rq_active", 0),
+        (
+            "cluster.payments.upstream_cx_destroy_local_with_active_rq",
+            1,
+        ),
+        ("http.app.downstream_rq_active", 0),
+        ("http.app.downstream_rq_tx_reset", 1),
+        ("http.app.downstream_rq_rx_reset", 1),
+    ])
+    .await;
+    let (status, clusters) = fx.proxy.admin_get("/clusters").await;
+    assert_eq!(status, 200, "{name}");
+    assert!(
+        clusters
+            .lines()
+            .any(|l| l.starts_with("payments::") && l.ends_with("::rq_timeout::1")),
+        "{name}: the host's rq_timeout in {clusters}"
+    );
+}
+
+flavors!(
+    route_timeout_covers_the_response_body,
+    route_timeout_covers_the_response_body_envoy,
+    route_timeout_covers_the_response_body_legate
+);
