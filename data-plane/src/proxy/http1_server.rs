@@ -230,8 +230,7 @@ impl Conn {
             poll_fn(|cx| self.poll_flush(cx)).await?;
             // Envoy counts its 100 Continue as a (1xx) response.
             let state = ctx.state.load();
-            state.stats.count_status(100);
-            state.stats.rq_completed.inc();
+            state.stats.count_response(100);
         }
         let req = Request::from_parts(parts, DownstreamBody::H1(body));
         let mut response = pin!(router::handle(ctx.clone(), req));
@@ -277,7 +276,12 @@ impl Conn {
         close |= headers::connection_names(resp.headers(), "close");
         let watch = body_read == BodyRead::Complete;
         match self.write_response(resp, head_request, close, watch).await {
-            Ok(()) => in_flight.complete(),
+            Ok(()) => {
+                if body_read == BodyRead::Incomplete {
+                    ctx.state.load().stats.rq_response_before_rq_complete.inc();
+                }
+                in_flight.complete();
+            }
             // As Envoy: the stream is reset, then the connection closed (with no stream left).
             Err(BODY_FAILED) => {
                 in_flight.reset_locally();

@@ -27,8 +27,8 @@ pub struct HttpStats {
     pub rq_total: Counter,
     /// `downstream_rq_active`.
     pub rq_active: Gauge,
-    /// `downstream_rq_completed`.
-    pub rq_completed: Counter,
+    /// `downstream_rq_completed` (see [`HttpStats::count_response`]).
+    rq_completed: Counter,
     /// `downstream_rq_http1_total`.
     pub rq_http1_total: Counter,
     /// `downstream_rq_http2_total`.
@@ -77,13 +77,23 @@ pub struct HttpStats {
     pub rq_ws_on_non_ws_route: Counter,
     /// `downstream_rq_failed_path_normalization`: targets Envoy will not route (a `#fragment`).
     pub rq_failed_path_normalization: Counter,
+    /// `downstream_rq_response_before_rq_complete`: responses sent in full before their
+    /// request was (HTTP/1.1).
+    pub rq_response_before_rq_complete: Counter,
     classes: [Counter; 5],
+    /// `listener.<scope>.http.<prefix>.downstream_rq_<class>xx`: Envoy's per-listener copies.
+    listener_classes: [Counter; 5],
+    /// `listener.<scope>.http.<prefix>.downstream_rq_completed`.
+    listener_rq_completed: Counter,
 }
 
 impl HttpStats {
-    fn new(store: &Store, prefix: &str) -> Self {
+    /// The stats of connection manager `prefix` on the listener whose stats scope is
+    /// `listener_scope` (`listener.127.0.0.1_10000`).
+    fn new(store: &Store, prefix: &str, listener_scope: &str) -> Self {
         let c = |s: &str| store.counter(&format!("http.{prefix}.{s}"));
         let g = |s: &str| store.gauge(&format!("http.{prefix}.{s}"));
+        let l = |s: &str| store.counter(&format!("{listener_scope}.http.{prefix}.{s}"));
         HttpStats {
             rq_total: c("downstream_rq_total"),
             rq_active: g("downstream_rq_active"),
@@ -111,6 +121,7 @@ impl HttpStats {
             rq_tx_reset: c("downstream_rq_tx_reset"),
             rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
             rq_failed_path_normalization: c("downstream_rq_failed_path_normalization"),
+            rq_response_before_rq_complete: c("downstream_rq_response_before_rq_complete"),
             classes: [
                 c("downstream_rq_1xx"),
                 c("downstream_rq_2xx"),
@@ -118,14 +129,27 @@ impl HttpStats {
                 c("downstream_rq_4xx"),
                 c("downstream_rq_5xx"),
             ],
+            listener_classes: [
+                l("downstream_rq_1xx"),
+                l("downstream_rq_2xx"),
+                l("downstream_rq_3xx"),
+                l("downstream_rq_4xx"),
+                l("downstream_rq_5xx"),
+            ],
+            listener_rq_completed: l("downstream_rq_completed"),
         }
     }
 
-    /// Counts a downstream response status class.
-    pub fn count_status(&self, status: u16) {
+    /// Counts a response (its head, as Envoy's connection manager charges it when it encodes
+    /// the head): `downstream_rq_completed` and `downstream_rq_<class>xx`, also under the
+    /// listener's scope.
+    pub fn count_response(&self, status: u16) {
+        self.rq_completed.inc();
+        self.listener_rq_completed.inc();
         let class = usize::from(status / 100);
         if (1..=5).contains(&class) {
             self.classes[class - 1].inc();
+            self.listener_classes[class - 1].inc();
         }
     }
 }
@@ -152,6 +176,8 @@ pub struct ListenerCtx {
 
 struct Running {
     address: SocketAddr,
+    /// The address bound (`address` with the port chosen when it asked for port 0).
+    local: SocketAddr,
     ctx: Arc<ListenerCtx>,
     /// Bound but not yet accepting (warming): one socket per worker.
     sockets: Option<Vec<TcpListener>>,
@@ -183,8 +209,10 @@ impl ListenerManager {
         }
     }
 
-    fn state(&self, config: ListenerConfig) -> ListenerState {
-        let stats = HttpStats::new(&self.store, &config.stat_prefix);
+    /// A listener's state; `local`: the address it is bound to.
+    fn state(&self, config: ListenerConfig, local: SocketAddr) -> ListenerState {
+        let scope = listener_stats_scope(&config.listener_stat_prefix, Some(local));
+        let stats = HttpStats::new(&self.store, &config.stat_prefix, &scope);
         let server_header =
             HeaderValue::from_str(&config.server_name).unwrap_or(HeaderValue::from_static("envoy"));
         ListenerState {
@@ -231,14 +259,19 @@ impl ListenerManager {
                     let _ = old.shutdown.send(true);
                 }
                 let (tx, _) = watch::channel(false);
+                let local = sockets
+                    .first()
+                    .and_then(|s| s.local_addr().ok())
+                    .unwrap_or(cfg.address);
                 let ctx = Arc::new(ListenerCtx {
-                    state: ArcSwap::from_pointee(self.state(cfg.clone())),
+                    state: ArcSwap::from_pointee(self.state(cfg.clone(), local)),
                     runtime: self.runtime.clone(),
                 });
                 map.insert(
                     cfg.name.clone(),
                     Running {
                         address: cfg.address,
+                        local,
                         ctx,
                         sockets: Some(sockets),
                         shutdown: tx,
@@ -246,7 +279,10 @@ impl ListenerManager {
                     },
                 );
             } else if let Some(running) = map.get_mut(&cfg.name) {
-                running.ctx.state.store(Arc::new(self.state(cfg.clone())));
+                running
+                    .ctx
+                    .state
+                    .store(Arc::new(self.state(cfg.clone(), running.local)));
             }
         }
         Ok(())
@@ -272,7 +308,7 @@ impl ListenerManager {
             let shutdown = running.shutdown.subscribe();
             let store = self.store.clone();
             if !self.workers.threaded() {
-                tokio::spawn(accept_loop(socket, ctx, shutdown, store));
+                tokio::spawn(accept_loop(socket, ctx, shutdown, store, i));
                 continue;
             }
             // The socket moves to the worker's event loop (registered with its reactor there).
@@ -285,7 +321,7 @@ impl ListenerManager {
             };
             self.workers.spawn(i, async move {
                 match TcpListener::from_std(socket) {
-                    Ok(socket) => accept_loop(socket, ctx, shutdown, store).await,
+                    Ok(socket) => accept_loop(socket, ctx, shutdown, store, i).await,
                     Err(e) => tracing::error!(error = %e, "worker cannot register the listener"),
                 }
             });
@@ -344,11 +380,15 @@ fn listener_stats_scope(stat_prefix: &str, address: Option<SocketAddr>) -> Strin
     format!("listener.{}", address.replace(':', "_"))
 }
 
+/// Accepts connections on worker `worker`'s socket of a listener and serves each on its own
+/// task, counted under the listener's scope (`downstream_cx_*`) and the worker's
+/// (`worker_<n>.downstream_cx_total`, `_active`), as Envoy counts them.
 async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ListenerCtx>,
     mut shutdown: watch::Receiver<bool>,
     store: Store,
+    worker: usize,
 ) {
     let scope = listener_stats_scope(
         &ctx.state.load().config.listener_stat_prefix,
@@ -357,6 +397,8 @@ async fn accept_loop(
     let cx_total = store.counter(&format!("{scope}.downstream_cx_total"));
     let cx_active = store.gauge(&format!("{scope}.downstream_cx_active"));
     let cx_destroy = store.counter(&format!("{scope}.downstream_cx_destroy"));
+    let worker_cx_total = store.counter(&format!("{scope}.worker_{worker}.downstream_cx_total"));
+    let worker_cx_active = store.gauge(&format!("{scope}.worker_{worker}.downstream_cx_active"));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -364,13 +406,17 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 cx_total.inc();
                 cx_active.inc();
+                worker_cx_total.inc();
+                worker_cx_active.inc();
                 let ctx = ctx.clone();
                 let cx_active = cx_active.clone();
                 let cx_destroy = cx_destroy.clone();
+                let worker_cx_active = worker_cx_active.clone();
                 tokio::spawn(async move {
                     serve_connection(stream, ctx).await;
                     cx_active.dec();
                     cx_destroy.inc();
+                    worker_cx_active.dec();
                 });
             }
             _ = shutdown.changed() => return,

@@ -96,8 +96,7 @@ async fn respond(
         }
     };
     // Envoy charges the response code when it encodes the response head.
-    stats.count_status(resp.status().as_u16());
-    stats.rq_completed.inc();
+    stats.count_response(resp.status().as_u16());
     resp.headers_mut()
         .insert(header::SERVER, state.server_header.clone());
     (resp, in_flight)

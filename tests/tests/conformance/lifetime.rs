@@ -355,3 +355,96 @@ flavors!(
     route_timeout_covers_the_response_body_envoy,
     route_timeout_covers_the_response_body_legate
 );
+
+/// A response that is complete before its request (a local reply to a request whose body has
+/// not arrived) counts as `downstream_rq_response_before_rq_complete`.
+async fn response_before_the_request_is_complete(flavor: Flavor) {
+    let (_up, fx) = Fixture::payments(flavor, "").await;
+    let name = flavor.name();
+    let exchange = async {
+        let mut s = TcpStream::connect(fx.listener).await?;
+        s.write_all(b"POST /nowhere HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n")
+            .await?;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        // The 404 has no body: its head is the whole response (the connection is left open).
+        loop {
+            let n = s.read(&mut buf).await?;
+            got.extend_from_slice(&buf[..n]);
+            if n == 0 || got.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok::<_, std::io::Error>(String::from_utf8_lossy(&got).into_owned());
+            }
+        }
+    };
+    let got = tokio::time::timeout(DEADLINE, exchange)
+        .await
+        .expect("exchange within the deadline")
+        .expect("raw exchange");
+    assert!(got.starts_with("HTTP/1.1 404"), "{name}: {got:?}");
+    fx.expect_stats(&[
+        ("http.app.downstream_rq_response_before_rq_complete", 1),
+        ("http.app.downstream_rq_active", 0),
+        ("http.app.no_route", 1),
+    ])
+    .await;
+}
+
+flavors!(
+    response_before_the_request_is_complete,
+    response_before_the_request_is_complete_envoy,
+    response_before_the_request_is_complete_legate
+);
+
+/// Envoy keeps copies of the connection manager's response counters under the listener's
+/// scope (`listener.<address>.http.<prefix>.downstream_rq_<class>xx`, `_completed`) and counts
+/// connections per worker (`listener.<address>.worker_<n>.downstream_cx_*`).
+async fn listener_scoped_copies_of_the_request_counters(flavor: Flavor) {
+    let (_up, fx) = Fixture::payments(flavor, "").await;
+    let name = flavor.name();
+    assert_eq!(
+        fx.get_payments(&test_id(flavor, "l1"), &[]).await.status,
+        200
+    );
+    assert_eq!(fx.get("/nowhere", &[]).await.status, 404);
+    fx.expect_stats(&[("http.app.downstream_cx_active", 0)])
+        .await;
+    let stats = fx.stats().await;
+    let scope = format!("listener.127.0.0.1_{}", fx.listener.port());
+    let get = |k: &str| stats.get(k).copied();
+    for counter in [
+        "downstream_rq_1xx",
+        "downstream_rq_2xx",
+        "downstream_rq_3xx",
+        "downstream_rq_4xx",
+        "downstream_rq_5xx",
+        "downstream_rq_completed",
+    ] {
+        let listener = get(&format!("{scope}.http.app.{counter}"));
+        assert!(listener.is_some(), "{name}: no {scope}.http.app.{counter}");
+        assert_eq!(
+            listener,
+            get(&format!("http.app.{counter}")),
+            "{name}: {counter}"
+        );
+    }
+    assert!(
+        get(&format!("{scope}.http.app.downstream_rq_4xx")) >= Some(1),
+        "{name}"
+    );
+    assert_eq!(
+        get(&format!("{scope}.worker_0.downstream_cx_total")),
+        get(&format!("{scope}.downstream_cx_total")),
+        "{name}"
+    );
+    assert_eq!(
+        get(&format!("{scope}.worker_0.downstream_cx_active")),
+        Some(0),
+        "{name}"
+    );
+}
+
+flavors!(
+    listener_scoped_copies_of_the_request_counters,
+    listener_scoped_copies_of_the_request_counters_envoy,
+    listener_scoped_copies_of_the_request_counters_legate
+);
