@@ -24,8 +24,10 @@
 //! - The request body keeps streaming while the response arrives (full duplex), as in hyper.
 //!
 //! Limits: a response head of at most [`MAX_HEAD_BYTES`] and [`MAX_HEADERS`] headers (Envoy's
-//! defaults, `max_response_headers_kb` 60 and `max_response_headers_count` 100); a chunk-size
-//! line of at most [`MAX_CHUNK_LINE`] bytes. Anything over is a protocol error.
+//! defaults for HTTP/1.1 responses, `max_response_headers_kb` 80 and
+//! `max_response_headers_count` 100; checked against Envoy 1.40: a head of 81,910 bytes is
+//! forwarded, one of 81,990 is a 502); a chunk-size line of at most [`MAX_CHUNK_LINE`] bytes.
+//! Anything over is a protocol error.
 
 use super::body::{BoxError, ProxyBody};
 use bytes::{Buf, Bytes, BytesMut};
@@ -41,7 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// Most headers a response head (or trailer block) may have.
 pub const MAX_HEADERS: usize = 100;
 /// Largest response head, in bytes.
-pub const MAX_HEAD_BYTES: usize = 60 * 1024;
+pub const MAX_HEAD_BYTES: usize = 80 * 1024;
 /// Longest chunk-size line (size, extensions, CRLF).
 pub const MAX_CHUNK_LINE: usize = 4096;
 /// Spare room made in the read buffer before each read.
@@ -112,6 +114,51 @@ impl HeaderSpan {
             value: (value, value + h.value.len()),
         }
     }
+}
+
+/// What [`unfold_obs_fold`] found in a buffer whose head httparse refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Unfold {
+    /// Folded header lines were joined: parse again.
+    Unfolded,
+    /// The head is not complete yet: read more first.
+    Incomplete,
+    /// Nothing to unfold: the head is malformed.
+    NotFolded,
+}
+
+/// Joins folded header lines (obs-fold, RFC 9112 §5.2) as Envoy 1.40 does: each CRLF followed by
+/// a space or tab inside the header section is removed, the whitespace kept
+/// (`x-a: 1\r\n 2` → `x-a: 1 2`). A line that starts with whitespace right after the start line
+/// is not a fold (Envoy refuses it). Only called after httparse refused a head, on the whole
+/// head (so on rare input only).
+pub(super) fn unfold_obs_fold(buf: &mut BytesMut) -> Unfold {
+    let Some(start_line_end) = find(buf, b"\r\n") else {
+        return Unfold::Incomplete;
+    };
+    let headers_start = start_line_end + 2;
+    let Some(end) = find(&buf[start_line_end..], b"\r\n\r\n").map(|i| i + start_line_end) else {
+        return Unfold::Incomplete;
+    };
+    let section = &buf[headers_start..end];
+    let folds = section
+        .windows(3)
+        .enumerate()
+        .filter(|(_, w)| w[0] == b'\r' && w[1] == b'\n' && (w[2] == b' ' || w[2] == b'\t'))
+        .map(|(i, _)| headers_start + i)
+        .collect::<Vec<_>>();
+    if folds.is_empty() {
+        return Unfold::NotFolded;
+    }
+    let mut unfolded = BytesMut::with_capacity(buf.len());
+    let mut from = 0;
+    for at in folds {
+        unfolded.extend_from_slice(&buf[from..at]);
+        from = at + 2;
+    }
+    unfolded.extend_from_slice(&buf[from..]);
+    *buf = unfolded;
+    Unfold::Unfolded
 }
 
 /// The header map of a parsed head: names parsed, values sharing `head`'s bytes, with room for
@@ -490,6 +537,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 Err(httparse::Error::TooManyHeaders) => {
                     return Err(Error::Protocol("too many response headers"));
                 }
+                // Possibly a folded header line, which Envoy unfolds.
+                Err(httparse::Error::HeaderName) => match unfold_obs_fold(&mut self.read) {
+                    Unfold::Unfolded => continue,
+                    Unfold::Incomplete if self.read.len() <= MAX_HEAD_BYTES => return Ok(None),
+                    Unfold::Incomplete => {
+                        return Err(Error::Protocol("response head too large"));
+                    }
+                    Unfold::NotFolded => {
+                        return Err(Error::Protocol("malformed response head"));
+                    }
+                },
                 Err(_) => return Err(Error::Protocol("malformed response head")),
             };
             if len > MAX_HEAD_BYTES {
@@ -813,6 +871,7 @@ fn parse_trailers(block: &Bytes) -> Result<HeaderMap, Error> {
     Ok(map)
 }
 
+/// Where `needle` first occurs in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -20,8 +20,8 @@
 //! | a `#fragment` in the target | 400, empty body (`downstream_rq_failed_path_normalization`) |
 //!
 //! These, like the connection manager's own checks (`admission`), go through the router's
-//! accounting ([`router::refused`]) so that they count as requests, as in Envoy. What is left
-//! different: a folded header line (obs-fold) is refused with 400 (Envoy unfolds it).
+//! accounting ([`router::refused`]) so that they count as requests, as in Envoy. A folded header
+//! line (obs-fold) is unfolded as Envoy unfolds it (`http1::unfold_obs_fold`).
 //!
 //! # Connection handling
 //! - Keep-alive unless the request says `connection: close` (the response then says so too) or
@@ -53,7 +53,8 @@ use super::admission::{MAX_REQUEST_HEAD_BYTES, Rejection};
 use super::body::{BoxError, DownstreamBody, ProxyBody};
 use super::headers;
 use super::http1::{
-    self, ChunkState, Decoder, Framing, FramingHeaders, HeaderSpan, MAX_HEADERS, write_header,
+    self, ChunkState, Decoder, Framing, FramingHeaders, HeaderSpan, MAX_HEADERS, Unfold,
+    write_header,
 };
 use super::listener::ListenerCtx;
 use super::router;
@@ -330,6 +331,15 @@ impl Conn {
             }
             Err(httparse::Error::Version | httparse::Error::Token) => {
                 return Err(line_rejection(&self.read));
+            }
+            // Possibly a folded header line, which Envoy unfolds.
+            Err(httparse::Error::HeaderName) => {
+                return match http1::unfold_obs_fold(&mut self.read) {
+                    Unfold::Unfolded => self.parse_head(),
+                    Unfold::Incomplete if self.read.len() <= MAX_REQUEST_HEAD_BYTES => Ok(None),
+                    Unfold::Incomplete => Err(Rejection::HeadTooLarge),
+                    Unfold::NotFolded => Err(Rejection::Malformed),
+                };
             }
             Err(_) => return Err(Rejection::Malformed),
         };

@@ -313,6 +313,12 @@ async fn malformed_requests_answered_as_envoy_does(flavor: Flavor) {
             400,
             "",
         ),
+        (
+            "whitespace before the first header (not a folded line)",
+            format!("{get}\r\n x-a: 1\r\nhost: x\r\n\r\n"),
+            400,
+            "Bad Request",
+        ),
     ];
     expect_refusals(&fx, &cases).await;
     assert_eq!(
@@ -323,26 +329,26 @@ async fn malformed_requests_answered_as_envoy_does(flavor: Flavor) {
     let was = |name: &str| before.get(name).copied().unwrap_or(0);
     fx.wait_stat(
         "http.app.downstream_cx_destroy_local",
-        was("http.app.downstream_cx_destroy_local") + 10..=u64::MAX,
+        was("http.app.downstream_cx_destroy_local") + 11..=u64::MAX,
         EXCHANGE_DEADLINE,
     )
     .await;
     fx.expect_stats(&[
         (
             "http.app.downstream_rq_total",
-            was("http.app.downstream_rq_total") + 10,
+            was("http.app.downstream_rq_total") + 11,
         ),
         (
             "http.app.downstream_rq_4xx",
-            was("http.app.downstream_rq_4xx") + 10,
+            was("http.app.downstream_rq_4xx") + 11,
         ),
         (
             "http.app.downstream_cx_protocol_error",
-            was("http.app.downstream_cx_protocol_error") + 9,
+            was("http.app.downstream_cx_protocol_error") + 10,
         ),
         (
             "http.app.downstream_rq_rx_reset",
-            was("http.app.downstream_rq_rx_reset") + 9,
+            was("http.app.downstream_rq_rx_reset") + 10,
         ),
         (
             "http.app.downstream_rq_failed_path_normalization",
@@ -487,6 +493,37 @@ flavors!(
     repeated_headers_over_h2c_forwarded_as_envoy_does_legate
 );
 
+/// Folded request header lines (obs-fold) are unfolded as Envoy unfolds them: each CRLF that
+/// precedes a space or tab goes, the whitespace stays, and the value is trimmed at its ends.
+async fn folded_request_headers_unfolded_as_envoy_does(flavor: Flavor) {
+    let rec = Recorder::echo().await.expect("recorder");
+    let fx = Fixture::start(flavor, &[svc("payments", &[rec.addr], "")]).await;
+    let request = format!(
+        "GET {PAYMENTS_PATH} HTTP/1.1\r\nhost: x\r\nx-a: 1\r\n 2\r\n\t3\r\nx-b:\r\n  4 \r\n\
+         x-c: 5\r\nconnection: close\r\n\r\n"
+    );
+    let r = send_expecting_close(&fx, "folded headers", request.as_bytes()).await;
+    let name = flavor.name();
+    assert_eq!(r.status, 200, "{name}");
+    let got = rec.requests();
+    assert_eq!(got.len(), 1, "{name}");
+    let value = |h: &str| {
+        got[0]
+            .headers
+            .get(h)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    assert_eq!(value("x-a").as_deref(), Some("1 2\t3"), "{name}");
+    assert_eq!(value("x-b").as_deref(), Some("4"), "{name}");
+    assert_eq!(value("x-c").as_deref(), Some("5"), "{name}");
+}
+
+flavors!(
+    folded_request_headers_unfolded_as_envoy_does,
+    folded_request_headers_unfolded_as_envoy_does_envoy,
+    folded_request_headers_unfolded_as_envoy_does_legate
+);
+
 /// A client that closes its connection while the upstream is still answering: the request is
 /// no longer active, counts as `downstream_rq_rx_reset` and not as completed.
 async fn client_gone_before_the_response(flavor: Flavor) {
@@ -619,6 +656,14 @@ async fn raw_upstream(
     (addr, task)
 }
 
+/// A 200 whose head carries a header of `size` bytes.
+fn big_head(size: usize) -> Vec<u8> {
+    let mut r = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+    r.resize(r.len() + size, b'a');
+    r.extend_from_slice(b"\r\ncontent-length: 2\r\n\r\nok");
+    r
+}
+
 /// The upstream's answer for each case (the route strips `/payments`).
 fn broken_response(path: &str) -> Vec<u8> {
     match path {
@@ -630,6 +675,12 @@ fn broken_response(path: &str) -> Vec<u8> {
         "/header-line" => b"HTTP/1.1 200 OK\r\nno colon here\r\ncontent-length: 2\r\n\r\nok".to_vec(),
         "/204-length-0" => b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".to_vec(),
         "/status-600" => b"HTTP/1.1 600 Weird\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        // Envoy's limit for an HTTP/1.1 response head is 80 KiB (a request's is 60 KiB).
+        "/head-70k" => big_head(70 * 1024),
+        "/head-over-80k" => big_head(80 * 1024 + 10),
+        "/obs-fold" => {
+            b"HTTP/1.1 200 OK\r\nx-a: 1\r\n 2\r\n\t3\r\ncontent-length: 2\r\n\r\nok".to_vec()
+        }
         _ => b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
     }
 }
@@ -637,7 +688,8 @@ fn broken_response(path: &str) -> Vec<u8> {
 /// An upstream that breaks HTTP/1.1 before its response headers end gets Envoy's 502 (reset
 /// reason `protocol error`), charged as a 502 and counted in `upstream_cx_protocol_error`; an
 /// HTTP/1.0 upstream's answer reaches the client as HTTP/1.1, a 204's `content-length: 0` is
-/// dropped, and a status without a known reason phrase gets `Unknown`.
+/// dropped, a status without a known reason phrase gets `Unknown`, and a folded header line
+/// is unfolded (the CRLF removed, the whitespace kept).
 async fn upstream_protocol_errors_are_502(flavor: Flavor) {
     let (addr, _task) = raw_upstream(broken_response).await;
     let fx = Fixture::start(flavor, &[svc("payments", &[addr], "")]).await;
@@ -649,6 +701,7 @@ async fn upstream_protocol_errors_are_502(flavor: Flavor) {
         "header-line",
         "cut-head",
         "204-with-length",
+        "head-over-80k",
     ];
     for (i, case) in cases.into_iter().enumerate() {
         let r = fx.get(&format!("/payments/{case}"), &[]).await;
@@ -693,10 +746,21 @@ async fn upstream_protocol_errors_are_502(flavor: Flavor) {
         (600, "Unknown"),
         "{name}"
     );
+    let folded = send_expecting_close(
+        &fx,
+        "a folded header line",
+        b"GET /payments/obs-fold HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(folded.status, 200, "{name}: obs-fold");
+    assert_eq!(folded.header("x-a"), Some("1 2\t3"), "{name}: obs-fold");
+    let big = fx.get("/payments/head-70k", &[]).await;
+    assert_eq!(big.status, 200, "{name}: a 70 KiB response head");
+    assert_eq!(big.header("x-big").map(str::len), Some(70 * 1024), "{name}");
     fx.expect_stats(&[
-        ("cluster.payments.upstream_rq_502", 6),
-        ("cluster.payments.upstream_rq_200", 1),
-        ("cluster.payments.upstream_cx_protocol_error", 6),
+        ("cluster.payments.upstream_rq_502", 7),
+        ("cluster.payments.upstream_rq_200", 3),
+        ("cluster.payments.upstream_cx_protocol_error", 7),
     ])
     .await;
 }

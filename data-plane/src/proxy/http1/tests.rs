@@ -1,8 +1,9 @@
 //! The HTTP/1.1 codec against a scripted peer over an in-memory pipe.
 
-use super::{Connection, Error};
+use super::{Connection, Error, Unfold, unfold_obs_fold};
 use crate::proxy::body::{self, BoxError, ProxyBody};
 use bytes::Bytes;
+use bytes::BytesMut;
 use http::{Method, Request, StatusCode};
 use http_body::Frame;
 use std::time::Duration;
@@ -425,4 +426,34 @@ async fn a_failing_request_body_fails_the_exchange() {
     assert!(!err.is_remote());
     drop(conn);
     peer.await.expect("peer");
+}
+
+#[test]
+fn folded_header_lines_unfolded_as_envoy_does() {
+    let unfold = |input: &[u8]| {
+        let mut buf = BytesMut::from(input);
+        let result = unfold_obs_fold(&mut buf);
+        (result, String::from_utf8_lossy(&buf).into_owned())
+    };
+    // The CRLF goes, the whitespace stays; the rest of the buffer is kept.
+    assert_eq!(
+        unfold(b"GET / HTTP/1.1\r\nx-a: 1\r\n 2\r\n\t3\r\nx-b: 4\r\n\r\nNEXT"),
+        (
+            Unfold::Unfolded,
+            "GET / HTTP/1.1\r\nx-a: 1 2\t3\r\nx-b: 4\r\n\r\nNEXT".to_owned()
+        )
+    );
+    // Whitespace right after the start line is not a fold.
+    assert_eq!(
+        unfold(b"GET / HTTP/1.1\r\n x-a: 1\r\n\r\n").0,
+        Unfold::NotFolded
+    );
+    assert_eq!(
+        unfold(b"GET / HTTP/1.1\r\nx-a: 1\r\n 2\r\n").0,
+        Unfold::Incomplete
+    );
+    assert_eq!(
+        unfold(b"GET / HTTP/1.1\r\nx a: 1\r\n\r\n").0,
+        Unfold::NotFolded
+    );
 }
