@@ -10,6 +10,8 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// Any error a body may carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -24,8 +26,9 @@ pub enum ProxyBody {
     Empty,
     /// One chunk, taken by the first poll.
     Full(Option<Bytes>),
-    /// A downstream request body, streamed upstream unchanged.
-    Downstream(DownstreamBody),
+    /// A downstream request body, streamed upstream unchanged; the sender, if any, is told
+    /// when the body has been read to its end (see [`stream_until_end`]).
+    Downstream(DownstreamBody, Option<oneshot::Sender<Instant>>),
     /// An upstream response body, streamed downstream unchanged.
     Upstream(UpstreamBody),
     /// Anything else.
@@ -37,7 +40,7 @@ impl std::fmt::Debug for ProxyBody {
         let kind = match self {
             ProxyBody::Empty => "Empty",
             ProxyBody::Full(_) => "Full",
-            ProxyBody::Downstream(_) => "Downstream",
+            ProxyBody::Downstream(..) => "Downstream",
             ProxyBody::Upstream(_) => "Upstream",
             ProxyBody::Boxed(_) => "Boxed",
         };
@@ -62,7 +65,20 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ProxyBody::Downstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Downstream(b, done) => {
+                let polled = Pin::new(&mut *b).poll_frame(cx);
+                if done.is_some() {
+                    let ended = match &polled {
+                        Poll::Ready(None) => true,
+                        Poll::Ready(Some(Ok(_))) => b.is_end_stream(),
+                        _ => false,
+                    };
+                    if ended && let Some(done) = done.take() {
+                        let _ = done.send(Instant::now());
+                    }
+                }
+                polled
+            }
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
@@ -72,7 +88,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => true,
             ProxyBody::Full(data) => data.is_none(),
-            ProxyBody::Downstream(b) => b.is_end_stream(),
+            ProxyBody::Downstream(b, _) => b.is_end_stream(),
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Boxed(b) => b.is_end_stream(),
         }
@@ -82,7 +98,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty | ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
-            ProxyBody::Downstream(b) => b.size_hint(),
+            ProxyBody::Downstream(b, _) => b.size_hint(),
             ProxyBody::Upstream(b) => b.size_hint(),
             ProxyBody::Boxed(b) => b.size_hint(),
         }
@@ -102,7 +118,14 @@ pub fn empty() -> ProxyBody {
 
 /// Streams a downstream body upstream unchanged.
 pub fn stream(body: DownstreamBody) -> ProxyBody {
-    ProxyBody::Downstream(body)
+    ProxyBody::Downstream(body, None)
+}
+
+/// Like [`stream`], also telling when the body has been read to its end: the route timeout
+/// starts then, as Envoy's starts once the whole request has been received.
+pub fn stream_until_end(body: DownstreamBody) -> (ProxyBody, oneshot::Receiver<Instant>) {
+    let (tx, rx) = oneshot::channel();
+    (ProxyBody::Downstream(body, Some(tx)), rx)
 }
 
 /// A downstream request body: read by legate-proxy's HTTP/1.1 connection, or hyper's HTTP/2

@@ -40,6 +40,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// `x-envoy-attempt-count`.
@@ -289,10 +290,16 @@ async fn forward(
     let h2 = cluster.config.protocol == UpstreamProtocol::Http2;
     // Buffer the body only when a retry could need it again.
     let buffered = policy.as_ref().is_some_and(|p| p.num_retries > 0);
+    // A body streamed as it comes tells when it has been read: the timeouts start then.
+    let mut request_done = None;
     let mut prepared = if buffered {
         replay::prepare(body, cluster.config.buffer_limit as usize).await
-    } else {
+    } else if http_body::Body::is_end_stream(&body) {
         Prepared::Once(Some(body::stream(body)))
+    } else {
+        let (body, done) = body::stream_until_end(body);
+        request_done = Some(done);
+        Prepared::Once(Some(body))
     };
     let mut retries = policy.map(RetryState::new);
     if retries.is_some() && !prepared.replayable() {
@@ -313,8 +320,9 @@ async fn forward(
         timeout,
         // The route timeout covers every attempt and the back-off between them. It starts
         // once the request is read: after buffering a body, else with the request (one clock
-        // read fewer).
+        // read fewer), or — a body streamed upstream as it comes — when it has been read.
         started: if buffered { Instant::now() } else { start },
+        request_done,
     };
     attempts.run(&mut prepared, retries.as_mut()).await
 }
@@ -334,7 +342,12 @@ struct Attempts<'a> {
     per_try: Option<Duration>,
     /// The route timeout (never retried).
     timeout: Option<Duration>,
+    /// When the request was complete (received in full): the timeouts, `upstream_rq_time` and
+    /// `x-envoy-upstream-service-time` count from there.
     started: Instant,
+    /// Told when a request body streamed upstream has been read to its end (which moves
+    /// `started`); `None` when the request was complete before the first attempt.
+    request_done: Option<oneshot::Receiver<Instant>>,
 }
 
 /// What one attempt produced: the response (not boxed: a box would cost an allocation per
@@ -358,7 +371,7 @@ enum NoResponse {
 pub struct AttemptEnd {
     host: Arc<Host>,
     cluster: Arc<Cluster>,
-    /// When the request started.
+    /// When the request was complete (see `Attempts::started`).
     started: Instant,
     internal: bool,
     /// The route timeout's deadline, if any.
@@ -436,7 +449,7 @@ impl Attempts<'_> {
         let single = retries.is_none();
         let cs = &cluster.stats;
         let breakers = &cs.pool.breakers;
-        let route_deadline = self.timeout.map(|t| self.started + t);
+        let mut route_deadline = self.timeout.map(|t| self.started + t);
         let mut attempt_no: u32 = 0;
         // Held from a retry decision until the next one, or until the request ends.
         let mut _retry_guard = None;
@@ -467,15 +480,35 @@ impl Attempts<'_> {
                 return local_reply::reply(StatusCode::BAD_REQUEST, "");
             };
             let active = HostActive::new(&host);
-            let try_deadline = self.per_try.map(|t| started + t);
-            let route_first = route_deadline.is_some_and(|r| try_deadline.is_none_or(|p| r <= p));
-            // Pinned where it is made: the send future is large, and handing it to the
-            // timeout by value would copy it.
             let result: Attempt = {
-                let sent = std::pin::pin!(host.pool.send(req));
-                match try_deadline.into_iter().chain(route_deadline).min() {
-                    None => sent.await.map_err(NoResponse::Failed),
-                    Some(deadline) => match tokio::time::timeout_at(deadline, sent).await {
+                // Pinned where it is made: the send future is large, and handing it to the
+                // timeout by value would copy it.
+                let mut sent = std::pin::pin!(host.pool.send(req));
+                let mut try_start = started;
+                // A request body still streaming upstream: as in Envoy, the timeouts start once
+                // it has been received (an answer before that comes back as it is).
+                let early = match self.request_done.take() {
+                    None => None,
+                    Some(mut done) => tokio::select! {
+                        biased;
+                        sent = sent.as_mut() => Some(sent),
+                        at = &mut done => {
+                            if let Ok(at) = at {
+                                self.started = at;
+                                try_start = at;
+                                route_deadline = self.timeout.map(|t| at + t);
+                            }
+                            None
+                        }
+                    },
+                };
+                let try_deadline = self.per_try.map(|t| try_start + t);
+                let route_first =
+                    route_deadline.is_some_and(|r| try_deadline.is_none_or(|p| r <= p));
+                match (early, try_deadline.into_iter().chain(route_deadline).min()) {
+                    (Some(sent), _) => sent.map_err(NoResponse::Failed),
+                    (None, None) => sent.await.map_err(NoResponse::Failed),
+                    (None, Some(deadline)) => match tokio::time::timeout_at(deadline, sent).await {
                         Ok(Ok(r)) => Ok(r),
                         Ok(Err(e)) => Err(NoResponse::Failed(e)),
                         Err(_) if route_first => Err(NoResponse::RouteTimedOut),
@@ -577,7 +610,7 @@ impl Attempts<'_> {
             cs.charge_final(code, self.internal);
             return match result {
                 Ok(mut r) => {
-                    // Envoy's `x-envoy-upstream-service-time` counts from the request's start.
+                    // Envoy's `x-envoy-upstream-service-time` counts from the complete request.
                     let service_ms = elapsed_ms(self.started);
                     active.hand_over();
                     r.body_mut().hold(AttemptEnd {

@@ -131,8 +131,8 @@ impl ClusterStats {
 
     /// Records the time of a request whose upstream response has ended, as Envoy's router does
     /// in `onUpstreamComplete` (`chargeResponseTiming`): once per request, for the attempt whose
-    /// response went downstream, from the start of the request (earlier attempts and their
-    /// back-off included) to the end of that response; in `upstream_rq_time` and in
+    /// response went downstream, from the moment the whole request had been received (earlier
+    /// attempts and their back-off included) to the end of that response; in `upstream_rq_time` and in
     /// `internal.` or `external.upstream_rq_time`.
     pub fn record_rq_time(&self, ms: u64, internal: bool) {
         self.rq_time.record(ms);

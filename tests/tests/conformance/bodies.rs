@@ -141,3 +141,37 @@ flavors!(
     chunked_upload_then_another_request_envoy,
     chunked_upload_then_another_request_legate
 );
+
+/// The route timeout starts once the whole request has been received (Envoy's `timeout`
+/// "spans between the point at which the entire downstream request has been processed and when
+/// the upstream response has been completely processed"): an upload slower than the timeout is
+/// not cut, and the upstream's answer after it arrives in time.
+async fn route_timeout_starts_when_the_request_is_complete(flavor: Flavor) {
+    use tokio::io::AsyncWriteExt;
+    let rec = Recorder::echo().await.expect("recorder");
+    let fx = Fixture::start(flavor, &[svc("payments", &[rec.addr], "timeout: 1s\n")]).await;
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(fx.listener).await?;
+        s.write_all(b"POST /payments/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nhello")
+            .await?;
+        // A slow client: the rest of the body comes after the route timeout would have passed,
+        // had it started with the request's head.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        s.write_all(b"world").await?;
+        read_one_response(&mut s).await
+    };
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+        .await
+        .expect("the response within 10 s")
+        .expect("exchange");
+    let name = flavor.name();
+    assert_eq!(got, (200, "helloworld".to_owned()), "{name}");
+    fx.expect_stats(&[("cluster.payments.upstream_rq_timeout", 0)])
+        .await;
+}
+
+flavors!(
+    route_timeout_starts_when_the_request_is_complete,
+    route_timeout_starts_when_the_request_is_complete_envoy,
+    route_timeout_starts_when_the_request_is_complete_legate
+);
