@@ -263,16 +263,22 @@ impl Body for UpstreamBody {
         // The route timeout covers the response body too (Envoy's `timeout` spans until the
         // response has been processed completely): when it fires mid-body, the upstream
         // exchange is cut and the body fails, which resets the downstream request.
-        if polled.is_pending()
-            && let Some(end) = self.end.as_mut()
-            && end.poll_timeout(cx).is_ready()
-        {
-            self.inner = Upstream::TimedOut;
-            self.active = None;
-            if let Some(end) = self.end.take() {
-                end.timed_out();
+        // `per_try_idle_timeout` likewise cuts a body that stops arriving.
+        if let Some(end) = self.end.as_mut() {
+            match &polled {
+                Poll::Pending => {
+                    if let Poll::Ready(which) = end.poll_timeout(cx) {
+                        self.inner = Upstream::TimedOut;
+                        self.active = None;
+                        if let Some(end) = self.end.take() {
+                            end.timed_out(which);
+                        }
+                        return Poll::Ready(Some(Err("upstream request timeout".into())));
+                    }
+                }
+                Poll::Ready(Some(Ok(_))) => end.activity(),
+                _ => {}
             }
-            return Poll::Ready(Some(Err("upstream request timeout".into())));
         }
         match &polled {
             Poll::Ready(None) => self.ended(),

@@ -274,6 +274,7 @@ async fn forward(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let rewritten = fwd.rewrite_path(&target.entry.matcher, path.as_str());
     let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
+    let per_try_idle = policy.as_ref().and_then(|p| p.per_try_idle_timeout);
     headers::prepare_request(
         &mut parts.headers,
         &UpstreamHeaders {
@@ -317,6 +318,7 @@ async fn forward(
         upstream_path,
         h2,
         per_try,
+        per_try_idle,
         timeout,
         // The route timeout covers every attempt and the back-off between them. It starts
         // once the request is read: after buffering a body, else with the request (one clock
@@ -340,6 +342,8 @@ struct Attempts<'a> {
     upstream_path: PathAndQuery,
     h2: bool,
     per_try: Option<Duration>,
+    /// The longest silence an attempt may keep (`per_try_idle_timeout`).
+    per_try_idle: Option<Duration>,
     /// The route timeout (never retried).
     timeout: Option<Duration>,
     /// When the request was complete (received in full): the timeouts, `upstream_rq_time` and
@@ -354,11 +358,31 @@ struct Attempts<'a> {
 /// request), or why there was none.
 type Attempt = Result<Response<UpstreamBody>, NoResponse>;
 
+/// The timers an attempt waits for its response head under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttemptTimer {
+    Route,
+    PerTry,
+    Idle,
+}
+
+impl AttemptTimer {
+    fn expired(self) -> NoResponse {
+        match self {
+            AttemptTimer::Route => NoResponse::RouteTimedOut,
+            AttemptTimer::PerTry => NoResponse::TimedOut,
+            AttemptTimer::Idle => NoResponse::IdleTimedOut,
+        }
+    }
+}
+
 /// Why an attempt produced no response.
 enum NoResponse {
     Failed(UpstreamError),
     /// The per-try timeout fired before response headers.
     TimedOut,
+    /// The per-try idle timeout fired before response headers (nothing arrived that long).
+    IdleTimedOut,
     /// The route timeout fired before response headers.
     RouteTimedOut,
 }
@@ -376,28 +400,62 @@ pub struct AttemptEnd {
     internal: bool,
     /// The route timeout's deadline, if any.
     deadline: Option<Instant>,
-    /// Its timer, made the first time the body has to wait (most bodies never do).
+    /// `per_try_idle_timeout`, and when it runs out unless more of the body arrives.
+    idle: Option<(Duration, Instant)>,
+    /// The timer of the earlier of the two, made the first time the body has to wait (most
+    /// bodies never do).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     _request: RequestGuard,
 }
 
+/// Which timeout cut a response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyTimeout {
+    /// The route timeout.
+    Route,
+    /// `per_try_idle_timeout`: nothing arrived for that long.
+    Idle,
+}
+
 impl AttemptEnd {
-    /// Ready once the route timeout has passed (never without one).
-    pub fn poll_timeout(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(deadline) = self.deadline else {
-            return Poll::Pending;
-        };
-        self.timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
-            .as_mut()
-            .poll(cx)
+    /// More of the body arrived: the idle timeout starts again.
+    pub fn activity(&mut self) {
+        if let Some((idle, until)) = &mut self.idle {
+            *until = Instant::now() + *idle;
+        }
     }
 
-    /// The route timeout cut the response body: as Envoy's `onResponseTimeout` once the
-    /// response has started, `upstream_rq_timeout` and the host's `rq_timeout` (no code is
-    /// charged again, nothing is reported to outlier detection).
-    pub fn timed_out(self) {
-        self.cluster.stats.rq_timeout.inc();
+    /// Ready once the route timeout or the idle timeout has passed (never without either).
+    pub fn poll_timeout(&mut self, cx: &mut Context<'_>) -> Poll<BodyTimeout> {
+        let idle = self.idle.map(|(_, until)| until);
+        let (deadline, which) = match (self.deadline, idle) {
+            (None, None) => return Poll::Pending,
+            (Some(route), Some(idle)) if idle < route => (idle, BodyTimeout::Idle),
+            (Some(route), _) => (route, BodyTimeout::Route),
+            (None, Some(idle)) => (idle, BodyTimeout::Idle),
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).map(|()| which)
+    }
+
+    /// A timeout cut the response body. The route timeout: as Envoy's `onResponseTimeout`
+    /// once the response has started, `upstream_rq_timeout` and the host's `rq_timeout` (no
+    /// code is charged again, nothing is reported to outlier detection). The idle timeout: as
+    /// Envoy's `onPerTryIdleTimeout`, `upstream_rq_per_try_idle_timeout`, the host's
+    /// `rq_timeout`, and a timeout reported to outlier detection.
+    pub fn timed_out(self, which: BodyTimeout) {
+        match which {
+            BodyTimeout::Route => self.cluster.stats.rq_timeout.inc(),
+            BodyTimeout::Idle => {
+                self.cluster.stats.retry.per_try_idle_timeout.inc();
+                self.cluster.report(&self.host, Outcome::Timeout);
+            }
+        }
         HostStats::inc(&self.host.stats.rq_timeout);
     }
 
@@ -503,17 +561,27 @@ impl Attempts<'_> {
                     },
                 };
                 let try_deadline = self.per_try.map(|t| try_start + t);
-                let route_first =
-                    route_deadline.is_some_and(|r| try_deadline.is_none_or(|p| r <= p));
-                match (early, try_deadline.into_iter().chain(route_deadline).min()) {
+                // Before the response head nothing arrives: the idle timer runs from the start.
+                let idle_deadline = self.per_try_idle.map(|t| try_start + t);
+                // The earliest timer; on a tie the route timeout (it is never retried).
+                let first = [
+                    (route_deadline, AttemptTimer::Route),
+                    (try_deadline, AttemptTimer::PerTry),
+                    (idle_deadline, AttemptTimer::Idle),
+                ]
+                .into_iter()
+                .filter_map(|(deadline, why)| Some((deadline?, why)))
+                .min_by_key(|(deadline, _)| *deadline);
+                match (early, first) {
                     (Some(sent), _) => sent.map_err(NoResponse::Failed),
                     (None, None) => sent.await.map_err(NoResponse::Failed),
-                    (None, Some(deadline)) => match tokio::time::timeout_at(deadline, sent).await {
-                        Ok(Ok(r)) => Ok(r),
-                        Ok(Err(e)) => Err(NoResponse::Failed(e)),
-                        Err(_) if route_first => Err(NoResponse::RouteTimedOut),
-                        Err(_) => Err(NoResponse::TimedOut),
-                    },
+                    (None, Some((deadline, why))) => {
+                        match tokio::time::timeout_at(deadline, sent).await {
+                            Ok(Ok(r)) => Ok(r),
+                            Ok(Err(e)) => Err(NoResponse::Failed(e)),
+                            Err(_) => Err(why.expired()),
+                        }
+                    }
                 }
             };
             // As Envoy, a host's `rq_total` counts attempts that got a stream: not a failed
@@ -546,6 +614,11 @@ impl Attempts<'_> {
                 Err(NoResponse::Failed(_)) => Outcome::Reset,
                 Err(NoResponse::TimedOut) => {
                     cs.retry.per_try_timeout.inc();
+                    HostStats::inc(&host.stats.rq_timeout);
+                    Outcome::Timeout
+                }
+                Err(NoResponse::IdleTimedOut) => {
+                    cs.retry.per_try_idle_timeout.inc();
                     HostStats::inc(&host.stats.rq_timeout);
                     Outcome::Timeout
                 }
@@ -619,15 +692,16 @@ impl Attempts<'_> {
                         started: self.started,
                         internal: self.internal,
                         deadline: route_deadline,
+                        idle: self.per_try_idle.map(|idle| (idle, Instant::now() + idle)),
                         timer: None,
                         _request: request_guard,
                     });
                     downstream_response(r, service_ms)
                 }
                 Err(NoResponse::Failed(e)) => local_reply::upstream_reset(e, attempt_no > 1),
-                Err(NoResponse::TimedOut | NoResponse::RouteTimedOut) => {
-                    local_reply::upstream_timeout()
-                }
+                Err(
+                    NoResponse::TimedOut | NoResponse::IdleTimedOut | NoResponse::RouteTimedOut,
+                ) => local_reply::upstream_timeout(),
             };
         }
     }

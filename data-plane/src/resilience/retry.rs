@@ -414,6 +414,8 @@ pub struct RetryStats {
     pub limit_exceeded: crate::stats::Counter,
     /// `upstream_rq_per_try_timeout`.
     pub per_try_timeout: crate::stats::Counter,
+    /// `upstream_rq_per_try_idle_timeout`.
+    pub per_try_idle_timeout: crate::stats::Counter,
     /// `retry_or_shadow_abandoned`: a body too large to buffer disabled retries.
     pub abandoned: crate::stats::Counter,
 }
@@ -428,6 +430,7 @@ impl RetryStats {
             success: c("upstream_rq_retry_success"),
             limit_exceeded: c("upstream_rq_retry_limit_exceeded"),
             per_try_timeout: c("upstream_rq_per_try_timeout"),
+            per_try_idle_timeout: c("upstream_rq_per_try_idle_timeout"),
             abandoned: c("retry_or_shadow_abandoned"),
         }
     }

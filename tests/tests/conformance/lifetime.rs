@@ -448,3 +448,63 @@ flavors!(
     listener_scoped_copies_of_the_request_counters_envoy,
     listener_scoped_copies_of_the_request_counters_legate
 );
+
+/// `per_try_idle_timeout` ends an attempt on which nothing has arrived for that long: before
+/// the response head it is retried like a per-try timeout; once the body streams, a silence
+/// that long cuts the response (no retry, no 504), in both cases counted as
+/// `upstream_rq_per_try_idle_timeout` and the host's `rq_timeout`.
+async fn per_try_idle_timeout_ends_a_silent_attempt(flavor: Flavor) {
+    let (up, fx) = Fixture::payments(
+        flavor,
+        "retries:\n  attempts: 1\n  on: [5xx]\n  per_try_idle_timeout: 500ms\n",
+    )
+    .await;
+    let name = flavor.name();
+    // Silent before the head: the first attempt is cut and retried.
+    let id = test_id(flavor, "idle-head");
+    let r = fx
+        .get_payments(&id, &[("x-fault-delay-sequence", "3000,0")])
+        .await;
+    assert_eq!(r.status, 200, "{name}: {}", r.body);
+    let attempts = up.log().wait_settled(&id, 2, crate::common::SETTLE).await;
+    assert_eq!(attempts.len(), 2, "{name}: two attempts");
+    fx.expect_stats(&[
+        ("cluster.payments.upstream_rq_per_try_idle_timeout", 1),
+        ("cluster.payments.upstream_rq_per_try_timeout", 0),
+        ("cluster.payments.upstream_rq_retry", 1),
+        ("cluster.payments.upstream_rq_200", 1),
+    ])
+    .await;
+    // Silent mid-body: the response is cut, nothing retried or charged again.
+    let (mut s, head) = start_slow_get(&fx, &[("x-fault-body-delay-ms", SLOW_BODY_MS)]).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{name}: {head:?}");
+    let rest = read_rest(&mut s).await;
+    assert!(
+        !rest.ends_with("0\r\n\r\n"),
+        "{name}: a complete body: {rest:?}"
+    );
+    fx.expect_stats(&[
+        ("cluster.payments.upstream_rq_per_try_idle_timeout", 2),
+        ("cluster.payments.upstream_rq_retry", 1),
+        ("cluster.payments.upstream_rq_200", 2),
+        ("cluster.payments.upstream_rq_504", 0),
+        ("cluster.payments.upstream_rq_timeout", 0),
+        ("cluster.payments.upstream_rq_active", 0),
+        ("http.app.downstream_rq_tx_reset", 1),
+    ])
+    .await;
+    let (status, clusters) = fx.proxy.admin_get("/clusters").await;
+    assert_eq!(status, 200, "{name}");
+    assert!(
+        clusters
+            .lines()
+            .any(|l| l.starts_with("payments::") && l.ends_with("::rq_timeout::2")),
+        "{name}: the host's rq_timeout in {clusters}"
+    );
+}
+
+flavors!(
+    per_try_idle_timeout_ends_a_silent_attempt,
+    per_try_idle_timeout_ends_a_silent_attempt_envoy,
+    per_try_idle_timeout_ends_a_silent_attempt_legate
+);
