@@ -275,6 +275,11 @@ async fn forward(
     let rewritten = fwd.rewrite_path(&target.entry.matcher, path.as_str());
     let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
     let per_try_idle = policy.as_ref().and_then(|p| p.per_try_idle_timeout);
+    let hash = if fwd.hash_headers.is_empty() {
+        None
+    } else {
+        request_hash(&fwd.hash_headers, &parts.headers, &authority)
+    };
     headers::prepare_request(
         &mut parts.headers,
         &UpstreamHeaders {
@@ -320,6 +325,7 @@ async fn forward(
         per_try,
         per_try_idle,
         timeout,
+        hash,
         // The route timeout covers every attempt and the back-off between them. It starts
         // once the request is read: after buffering a body, else with the request (one clock
         // read fewer), or — a body streamed upstream as it comes — when it has been read.
@@ -344,6 +350,8 @@ struct Attempts<'a> {
     per_try: Option<Duration>,
     /// The longest silence an attempt may keep (`per_try_idle_timeout`).
     per_try_idle: Option<Duration>,
+    /// The request's hash for ring_hash and maglev (`None`: a random pick).
+    hash: Option<u64>,
     /// The route timeout (never retried).
     timeout: Option<Duration>,
     /// When the request was complete (received in full): the timeouts, `upstream_rq_time` and
@@ -514,7 +522,7 @@ impl Attempts<'_> {
         loop {
             attempt_no += 1;
             let excluded = retries.as_deref().map(|r| r.excluded()).unwrap_or(&[]);
-            let Some(host) = cluster.pick(None, excluded) else {
+            let Some(host) = cluster.pick(self.hash, excluded) else {
                 cs.cx_none_healthy.inc();
                 cs.charge_final(503, self.internal);
                 return local_reply::no_healthy_upstream();
@@ -792,6 +800,38 @@ fn expected_timeout_ms(
     })
 }
 
+/// The request's hash for ring_hash and maglev from the route's header hash policies, as
+/// Envoy's `HashPolicyImpl::generateHash` computes it: per policy whose header is present,
+/// XXH64 over the header's values in sorted order (each value's hash the seed of the next);
+/// the policies' hashes combined by rotating the hash so far left by one bit and XOR-ing.
+/// `host` (or `:authority`) is the request's authority. `None` when no header is present: the
+/// load balancer then picks with a random hash, as Envoy does.
+fn request_hash(
+    names: &[String],
+    headers: &http::HeaderMap,
+    authority: &HeaderValue,
+) -> Option<u64> {
+    let mut hash: Option<u64> = None;
+    for name in names {
+        let mut values: Vec<&[u8]> = if name == "host" || name == ":authority" {
+            vec![authority.as_bytes()]
+        } else {
+            headers
+                .get_all(name.as_str())
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect()
+        };
+        if values.is_empty() {
+            continue;
+        }
+        values.sort_unstable();
+        let h = values.iter().fold(0, |seed, v| crate::lb::xxh64(v, seed));
+        hash = Some(hash.map_or(0, |old| old.rotate_left(1)) ^ h);
+    }
+    hash
+}
+
 /// Whole milliseconds, saturating.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -815,7 +855,36 @@ fn downstream_response(resp: Response<UpstreamBody>, service_ms: u64) -> Respons
 
 #[cfg(test)]
 mod tests {
-    use super::expected_timeout_ms;
+    use super::{expected_timeout_ms, request_hash};
+    use crate::lb::xxh64;
+    use http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn request_hash_as_envoy_computes_it() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let authority = HeaderValue::from_static("example.com");
+        let mut h = HeaderMap::new();
+        assert_eq!(request_hash(&names(&["x-user"]), &h, &authority), None);
+        h.insert("x-user", HeaderValue::from_static("alice"));
+        let alice = xxh64(b"alice", 0);
+        assert_eq!(
+            request_hash(&names(&["x-user"]), &h, &authority),
+            Some(alice)
+        );
+        // Values in sorted order, each hash the seed of the next.
+        h.append("x-user", HeaderValue::from_static("aaron"));
+        let both = xxh64(b"alice", xxh64(b"aaron", 0));
+        assert_eq!(
+            request_hash(&names(&["x-user"]), &h, &authority),
+            Some(both)
+        );
+        // A second policy: the first hash rotated left by one, XOR the second.
+        let host = xxh64(b"example.com", 0);
+        assert_eq!(
+            request_hash(&names(&["x-user", "host", "x-absent"]), &h, &authority),
+            Some(both.rotate_left(1) ^ host)
+        );
+    }
     use std::time::Duration;
 
     #[test]

@@ -146,9 +146,19 @@ impl Fixture {
         endpoints: &[SocketAddr],
         hcm: serde_json::Value,
     ) -> Fixture {
+        Fixture::start_static_with(flavor, endpoints, hcm, serde_json::json!({})).await
+    }
+
+    /// Like [`Fixture::start_static`], with `cluster` merged over the `payments` cluster.
+    pub async fn start_static_with(
+        flavor: Flavor,
+        endpoints: &[SocketAddr],
+        hcm: serde_json::Value,
+        cluster: serde_json::Value,
+    ) -> Fixture {
         let port = listener_port();
         let dir = TempDir::with_prefix("legate-conformance-").expect("temp dir");
-        let bootstrap = static_bootstrap(port, endpoints, hcm);
+        let bootstrap = static_bootstrap(port, endpoints, hcm, cluster);
         let proxy = Envoy::start_flavor(flavor, &bootstrap, &[]).await;
         let listener = SocketAddr::from(([127, 0, 0, 1], port));
         proxy
@@ -401,7 +411,12 @@ fn listener_port() -> u16 {
 }
 
 /// The bootstrap of [`Fixture::start_static`] (JSON, which Envoy reads as YAML).
-fn static_bootstrap(port: u16, endpoints: &[SocketAddr], hcm: serde_json::Value) -> String {
+fn static_bootstrap(
+    port: u16,
+    endpoints: &[SocketAddr],
+    hcm: serde_json::Value,
+    cluster: serde_json::Value,
+) -> String {
     use serde_json::json;
     let mut manager = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -424,6 +439,14 @@ fn static_bootstrap(port: u16, endpoints: &[SocketAddr], hcm: serde_json::Value)
                 "address": e.ip().to_string(), "port_value": e.port()}}}})
         })
         .collect();
+    let mut payments = json!({
+        "name": "payments", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "payments",
+                            "endpoints": [{"lb_endpoints": lb_endpoints}]}
+    });
+    if let (Some(c), Some(extra)) = (payments.as_object_mut(), cluster.as_object()) {
+        c.extend(extra.clone());
+    }
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
@@ -435,11 +458,7 @@ fn static_bootstrap(port: u16, endpoints: &[SocketAddr], hcm: serde_json::Value)
                     "typed_config": manager
                 }]}]
             }],
-            "clusters": [{
-                "name": "payments", "type": "STATIC", "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": "payments",
-                                    "endpoints": [{"lb_endpoints": lb_endpoints}]}
-            }]
+            "clusters": [payments]
         }
     })
     .to_string()

@@ -14,6 +14,7 @@ mod common;
 
 mod admission;
 mod backoff;
+mod balancing;
 mod bodies;
 mod breakers;
 mod grpc;
