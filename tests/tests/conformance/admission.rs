@@ -14,6 +14,15 @@ use tokio::net::TcpStream;
 
 use crate::common::{Fixture, PAYMENTS_PATH, flavors, svc, test_id};
 
+/// Every line of header `name` in `headers`, in order.
+fn header_lines(headers: &http::HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
 /// Upper bound of every raw exchange.
 const EXCHANGE_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -424,14 +433,7 @@ async fn repeated_headers_and_client_cert_forwarded_as_envoy_does(flavor: Flavor
     assert_eq!(r.status, 200, "{name}");
     let got = rec.requests();
     assert_eq!(got.len(), 1, "{name}");
-    let lines = |h: &str| -> Vec<String> {
-        got[0]
-            .headers
-            .get_all(h)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect()
-    };
+    let lines = |h: &str| header_lines(&got[0].headers, h);
     assert_eq!(lines("x-forwarded-for"), ["1.2.3.4,5.6.7.8"], "{name}");
     assert_eq!(lines("user-agent"), ["a,b"], "{name}");
     assert_eq!(lines("x-custom"), ["1", "2"], "{name}");
@@ -471,14 +473,7 @@ async fn repeated_headers_over_h2c_forwarded_as_envoy_does(flavor: Flavor) {
     assert_eq!(r.status, 200, "{name}");
     let got = rec.requests();
     assert_eq!(got.len(), 1, "{name}");
-    let lines = |h: &str| -> Vec<String> {
-        got[0]
-            .headers
-            .get_all(h)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect()
-    };
+    let lines = |h: &str| header_lines(&got[0].headers, h);
     assert_eq!(lines("cookie"), ["a=1; b=2"], "{name}");
     assert_eq!(lines("x-forwarded-for"), ["1.2.3.4,5.6.7.8"], "{name}");
     assert_eq!(lines("user-agent"), ["a,b"], "{name}");
