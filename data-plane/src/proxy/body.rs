@@ -201,7 +201,8 @@ pub struct UpstreamBody {
 enum Upstream {
     H1(H1Response),
     H2(Incoming),
-    /// Cut off by the route timeout (the upstream exchange is dropped, its connection closed).
+    /// Cut off by the route timeout or `per_try_idle_timeout` (the upstream exchange is dropped,
+    /// its connection closed).
     TimedOut,
 }
 
