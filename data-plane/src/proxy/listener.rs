@@ -35,6 +35,10 @@ pub struct HttpStats {
     pub rq_http2_total: Counter,
     /// `downstream_rq_time`.
     pub rq_time: Histogram,
+    /// `rq_total`: requests that reached the router (not those the connection manager refused).
+    pub router_rq_total: Counter,
+    /// `rq_direct_response`: requests a `direct_response` route answered.
+    pub rq_direct_response: Counter,
     /// `no_route`.
     pub no_route: Counter,
     /// `no_cluster`.
@@ -101,6 +105,8 @@ impl HttpStats {
             rq_http1_total: c("downstream_rq_http1_total"),
             rq_http2_total: c("downstream_rq_http2_total"),
             rq_time: store.histogram(&format!("http.{prefix}.downstream_rq_time")),
+            router_rq_total: c("rq_total"),
+            rq_direct_response: c("rq_direct_response"),
             no_route: c("no_route"),
             no_cluster: c("no_cluster"),
             cx_total: c("downstream_cx_total"),

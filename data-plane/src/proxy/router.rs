@@ -180,6 +180,7 @@ async fn route(
     verdict: internal::Verdict,
     start: Instant,
 ) -> Response<ProxyBody> {
+    stats.router_rq_total.inc();
     let table = match routes {
         RouteSource::Inline(t) => t.as_ref(),
         RouteSource::Rds(name) => match rt.routes.get(name) {
@@ -200,6 +201,7 @@ async fn route(
     };
     match &entry.action {
         RouteAction::Direct { status, body } => {
+            stats.rq_direct_response.inc();
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
             let mut r = Response::new(match body {
                 Some(b) => body::full(b.clone()),

@@ -255,6 +255,7 @@ async fn client_gone_mid_response(flavor: Flavor) {
         ("http.app.downstream_rq_active", 0),
         ("http.app.downstream_rq_rx_reset", 1),
         ("http.app.downstream_rq_tx_reset", 0),
+        ("http.app.rq_reset_after_downstream_response_started", 0),
         ("http.app.downstream_cx_destroy_remote_active_rq", 1),
         ("cluster.payments.upstream_rq_active", 0),
         (
@@ -304,6 +305,7 @@ async fn upstream_gone_mid_response(flavor: Flavor) {
             "cluster.payments.upstream_cx_destroy_remote_with_active_rq",
             1,
         ),
+        ("http.app.rq_reset_after_downstream_response_started", 0),
     ])
     .await;
 }
@@ -340,6 +342,7 @@ async fn route_timeout_covers_the_response_body(flavor: Flavor) {
         ("http.app.downstream_rq_active", 0),
         ("http.app.downstream_rq_tx_reset", 1),
         ("http.app.downstream_rq_rx_reset", 1),
+        ("http.app.rq_reset_after_downstream_response_started", 0),
     ])
     .await;
     assert_eq!(
@@ -360,6 +363,13 @@ flavors!(
 async fn response_before_the_request_is_complete(flavor: Flavor) {
     let (_up, fx) = Fixture::payments(flavor, "").await;
     let name = flavor.name();
+    // The fixture's readiness probes reached the router too.
+    let fixture_probes = fx
+        .stats()
+        .await
+        .get("http.app.downstream_rq_total")
+        .copied()
+        .unwrap_or(0);
     let exchange = async {
         let mut s = TcpStream::connect(fx.listener).await?;
         s.write_all(b"POST /nowhere HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n")
@@ -384,6 +394,8 @@ async fn response_before_the_request_is_complete(flavor: Flavor) {
         ("http.app.downstream_rq_response_before_rq_complete", 1),
         ("http.app.downstream_rq_active", 0),
         ("http.app.no_route", 1),
+        // The router counts every request that reaches it, routed or not.
+        ("http.app.rq_total", 1 + fixture_probes),
     ])
     .await;
 }
@@ -490,6 +502,7 @@ async fn per_try_idle_timeout_ends_a_silent_attempt(flavor: Flavor) {
         ("cluster.payments.upstream_rq_timeout", 0),
         ("cluster.payments.upstream_rq_active", 0),
         ("http.app.downstream_rq_tx_reset", 1),
+        ("http.app.rq_reset_after_downstream_response_started", 0),
     ])
     .await;
     assert_eq!(
@@ -503,4 +516,50 @@ flavors!(
     per_try_idle_timeout_ends_a_silent_attempt,
     per_try_idle_timeout_ends_a_silent_attempt_envoy,
     per_try_idle_timeout_ends_a_silent_attempt_legate
+);
+
+/// The router's own counters: `rq_total` counts every request that reaches the router (routed,
+/// answered directly, or without a route; not those the connection manager refused first),
+/// `rq_direct_response` the ones a `direct_response` route answered.
+async fn router_counts_what_reaches_it(flavor: Flavor) {
+    let up = legate_e2e::upstream::Upstream::start("p1")
+        .await
+        .expect("upstream");
+    let hcm = serde_json::json!({
+        "route_config": {"name": "app", "virtual_hosts": [{
+            "name": "app", "domains": ["*"],
+            "routes": [
+                {"match": {"prefix": "/direct"},
+                 "direct_response": {"status": 200, "body": {"inline_string": "hi"}}},
+                {"match": {"prefix": "/payments/"},
+                 "route": {"cluster": "payments", "prefix_rewrite": "/"}}
+            ]
+        }]}
+    });
+    let fx = Fixture::start_static(flavor, &[up.addr], hcm).await;
+    let name = flavor.name();
+    let before = fx.stats().await;
+    let was = |k: &str| before.get(k).copied().unwrap_or(0);
+    let direct = fx.get("/direct", &[]).await;
+    assert_eq!((direct.status, direct.body.as_str()), (200, "hi"), "{name}");
+    assert_eq!(fx.get("/payments/x", &[]).await.status, 200, "{name}");
+    assert_eq!(fx.get("/nowhere", &[]).await.status, 404, "{name}");
+    fx.expect_stats(&[
+        ("http.app.rq_total", was("http.app.rq_total") + 3),
+        (
+            "http.app.rq_direct_response",
+            was("http.app.rq_direct_response") + 1,
+        ),
+        (
+            "http.app.downstream_rq_total",
+            was("http.app.downstream_rq_total") + 3,
+        ),
+    ])
+    .await;
+}
+
+flavors!(
+    router_counts_what_reaches_it,
+    router_counts_what_reaches_it_envoy,
+    router_counts_what_reaches_it_legate
 );
