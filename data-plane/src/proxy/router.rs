@@ -277,11 +277,7 @@ async fn forward(
     let rewritten = fwd.rewrite_path(&target.entry.matcher, path.as_str());
     let per_try = policy.as_ref().and_then(|p| p.per_try_timeout);
     let per_try_idle = policy.as_ref().and_then(|p| p.per_try_idle_timeout);
-    let hash = if fwd.hash_headers.is_empty() {
-        None
-    } else {
-        request_hash(&fwd.hash_headers, &parts.headers, &authority)
-    };
+    let hash = request_hash(&fwd.hash_headers, &parts.headers, &authority);
     headers::prepare_request(
         &mut parts.headers,
         &UpstreamHeaders {
@@ -371,30 +367,19 @@ type Attempt = Result<Response<UpstreamBody>, NoResponse>;
 /// The timers an attempt waits for its response head under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AttemptTimer {
+    /// The route timeout (never retried).
     Route,
+    /// The per-try timeout.
     PerTry,
+    /// The per-try idle timeout (nothing arrived that long).
     Idle,
-}
-
-impl AttemptTimer {
-    fn expired(self) -> NoResponse {
-        match self {
-            AttemptTimer::Route => NoResponse::RouteTimedOut,
-            AttemptTimer::PerTry => NoResponse::TimedOut,
-            AttemptTimer::Idle => NoResponse::IdleTimedOut,
-        }
-    }
 }
 
 /// Why an attempt produced no response.
 enum NoResponse {
     Failed(UpstreamError),
-    /// The per-try timeout fired before response headers.
-    TimedOut,
-    /// The per-try idle timeout fired before response headers (nothing arrived that long).
-    IdleTimedOut,
-    /// The route timeout fired before response headers.
-    RouteTimedOut,
+    /// A timer ran out before the response head.
+    Expired(AttemptTimer),
 }
 
 /// What the attempt whose response goes downstream keeps until that response's body ends (see
@@ -491,9 +476,7 @@ impl<'a> HostActive<'a> {
         HostStats::inc(&host.stats.rq_active);
         HostActive(host)
     }
-}
 
-impl HostActive<'_> {
     /// Leaves the count for an [`AttemptEnd`] of the same host to end.
     fn hand_over(self) {
         std::mem::forget(self);
@@ -589,7 +572,7 @@ impl Attempts<'_> {
                         match tokio::time::timeout_at(deadline, sent).await {
                             Ok(Ok(r)) => Ok(r),
                             Ok(Err(e)) => Err(NoResponse::Failed(e)),
-                            Err(_) => Err(why.expired()),
+                            Err(_) => Err(NoResponse::Expired(why)),
                         }
                     }
                 }
@@ -608,7 +591,7 @@ impl Attempts<'_> {
                     cs.charge_final(503, self.internal);
                     return local_reply::overflow();
                 }
-                Err(NoResponse::RouteTimedOut) => {
+                Err(NoResponse::Expired(AttemptTimer::Route)) => {
                     // Envoy's `onResponseTimeout`: the attempt in flight is charged the
                     // timeout, for outlier detection too, and the request ends with a 504.
                     cs.rq_timeout.inc();
@@ -622,13 +605,12 @@ impl Attempts<'_> {
                 Err(NoResponse::Failed(UpstreamError::ConnectFailure)) => Outcome::ConnectFailure,
                 Err(NoResponse::Failed(UpstreamError::ConnectTimeout)) => Outcome::ConnectTimeout,
                 Err(NoResponse::Failed(_)) => Outcome::Reset,
-                Err(NoResponse::TimedOut) => {
-                    cs.retry.per_try_timeout.inc();
-                    HostStats::inc(&host.stats.rq_timeout);
-                    Outcome::Timeout
-                }
-                Err(NoResponse::IdleTimedOut) => {
-                    cs.retry.per_try_idle_timeout.inc();
+                Err(NoResponse::Expired(timer)) => {
+                    if *timer == AttemptTimer::Idle {
+                        cs.retry.per_try_idle_timeout.inc();
+                    } else {
+                        cs.retry.per_try_timeout.inc();
+                    }
                     HostStats::inc(&host.stats.rq_timeout);
                     Outcome::Timeout
                 }
@@ -709,9 +691,7 @@ impl Attempts<'_> {
                     downstream_response(r, service_ms)
                 }
                 Err(NoResponse::Failed(e)) => local_reply::upstream_reset(e, attempt_no > 1),
-                Err(
-                    NoResponse::TimedOut | NoResponse::IdleTimedOut | NoResponse::RouteTimedOut,
-                ) => local_reply::upstream_timeout(),
+                Err(NoResponse::Expired(_)) => local_reply::upstream_timeout(),
             };
         }
     }
