@@ -22,6 +22,7 @@
 use super::body::ProxyBody;
 use super::headers;
 use super::local_reply;
+use super::stream_timeout::StreamTimer;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 
 /// Envoy's default `max_request_headers_kb` (60 KiB), in bytes: the request line, the header
@@ -49,6 +50,8 @@ pub enum Rejection {
     Upgrade,
     /// CONNECT: only a route with a `connect_matcher` matches it, and there is none.
     Connect,
+    /// A stream timer ran out before the request head had arrived in full (HTTP/1.1).
+    Timeout(StreamTimer),
 }
 
 impl Rejection {
@@ -63,6 +66,7 @@ impl Rejection {
             | Rejection::MissingHost => StatusCode::BAD_REQUEST,
             Rejection::Upgrade => StatusCode::FORBIDDEN,
             Rejection::Connect => StatusCode::NOT_FOUND,
+            Rejection::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -96,6 +100,9 @@ impl Rejection {
     /// The local reply, with `connection: close` on HTTP/1.x (Envoy closes the connection after
     /// each of these).
     pub fn reply(self, version: Version) -> Response<ProxyBody> {
+        if let Rejection::Timeout(timer) = self {
+            return timer.head_reply();
+        }
         let mut r = local_reply::reply(self.status(), self.body());
         if version != Version::HTTP_2 {
             r.headers_mut()

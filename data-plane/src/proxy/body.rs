@@ -3,6 +3,7 @@
 use super::http1_server::RequestBody;
 use super::pool::{ActiveRequest, H1Response};
 use super::router::AttemptEnd;
+use super::stream_timeout::{self, ProgressReceiver, ProgressSender};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -10,7 +11,6 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// Any error a body may carry.
@@ -26,9 +26,9 @@ pub enum ProxyBody {
     Empty,
     /// One chunk, taken by the first poll.
     Full(Option<Bytes>),
-    /// A downstream request body, streamed upstream unchanged; the sender, if any, is told
-    /// when the body has been read to its end (see [`stream_until_end`]).
-    Downstream(DownstreamBody, Option<oneshot::Sender<Instant>>),
+    /// A downstream request body, streamed upstream unchanged; its progress, if watched, is
+    /// recorded frame by frame (see [`stream_watched`]).
+    Downstream(DownstreamBody, Option<ProgressSender>),
     /// An upstream response body, streamed downstream unchanged.
     Upstream(UpstreamBody),
     /// Anything else.
@@ -65,16 +65,19 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ProxyBody::Downstream(b, done) => {
+            ProxyBody::Downstream(b, watched) => {
                 let polled = Pin::new(&mut *b).poll_frame(cx);
-                if done.is_some() {
+                if let Some(progress) = watched {
                     let ended = match &polled {
-                        Poll::Ready(None) => true,
-                        Poll::Ready(Some(Ok(_))) => b.is_end_stream(),
-                        _ => false,
+                        Poll::Ready(None) => Some(true),
+                        Poll::Ready(Some(Ok(_))) => Some(b.is_end_stream()),
+                        _ => None,
                     };
-                    if ended && let Some(done) = done.take() {
-                        let _ = done.send(Instant::now());
+                    if let Some(ended) = ended {
+                        stream_timeout::record(progress, ended);
+                        if ended {
+                            *watched = None;
+                        }
                     }
                 }
                 polled
@@ -121,10 +124,11 @@ pub fn stream(body: DownstreamBody) -> ProxyBody {
     ProxyBody::Downstream(body, None)
 }
 
-/// Like [`stream`], also telling when the body has been read to its end: the route timeout
-/// starts then, as Envoy's starts once the whole request has been received.
-pub fn stream_until_end(body: DownstreamBody) -> (ProxyBody, oneshot::Receiver<Instant>) {
-    let (tx, rx) = oneshot::channel();
+/// Like [`stream`], also recording the body's progress since `since` (the request head): when
+/// each frame arrived (the stream idle timeout runs from the last), and when the body ended
+/// (the route timeout starts then, as Envoy's starts once the whole request has been received).
+pub fn stream_watched(body: DownstreamBody, since: Instant) -> (ProxyBody, ProgressReceiver) {
+    let (tx, rx) = stream_timeout::progress(since);
     (ProxyBody::Downstream(body, Some(tx)), rx)
 }
 
@@ -201,8 +205,8 @@ pub struct UpstreamBody {
 enum Upstream {
     H1(H1Response),
     H2(Incoming),
-    /// Cut off by the route timeout or `per_try_idle_timeout` (the upstream exchange is dropped,
-    /// its connection closed).
+    /// Cut off by the route timeout, `per_try_idle_timeout` or the stream idle timeout (the
+    /// upstream exchange is dropped, its connection closed).
     TimedOut,
 }
 
@@ -264,7 +268,8 @@ impl Body for UpstreamBody {
         // The route timeout covers the response body too (Envoy's `timeout` spans until the
         // response has been processed completely): when it fires mid-body, the upstream
         // exchange is cut and the body fails, which resets the downstream request.
-        // `per_try_idle_timeout` likewise cuts a body that stops arriving.
+        // `per_try_idle_timeout` and the stream idle timeout likewise cut a body that stops
+        // arriving.
         if let Some(end) = self.end.as_mut() {
             match &polled {
                 Poll::Pending => {

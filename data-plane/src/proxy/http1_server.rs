@@ -33,6 +33,9 @@
 //! - A repeated header that Envoy keeps inline (`headers::JOINED_WHEN_REPEATED`: `host`,
 //!   `x-forwarded-for`, `user-agent`, …) becomes one line, its values joined with `,`, as Envoy
 //!   forwards it; other repeated headers keep their lines.
+//! - A request head that arrives in parts is under the connection manager's stream timeouts
+//!   from its first part (`stream_timeout`): when one runs out first, Envoy's 408
+//!   (`stream timeout` or `request timeout`) closes the connection.
 //! - `expect: 100-continue` is answered with `100 Continue` at once (Envoy's default,
 //!   `proxy_100_continue: false`).
 //! - While the router works, and while the response body is awaited, the socket is watched: the
@@ -58,6 +61,7 @@ use super::http1::{
 };
 use super::listener::ListenerCtx;
 use super::router;
+use super::stream_timeout::{StreamLimits, StreamTimer};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Request, Response, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
@@ -142,6 +146,8 @@ struct Conn {
     written: usize,
     /// Header positions of the head being parsed (kept to reuse the memory).
     spans: Vec<HeaderSpan>,
+    /// The stream timer of a request head arriving in parts (made for such a head only).
+    head_timer: Option<(Pin<Box<tokio::time::Sleep>>, StreamTimer)>,
 }
 
 /// A parsed request head.
@@ -172,18 +178,23 @@ impl Conn {
             write: Vec::with_capacity(1024),
             written: 0,
             spans: Vec::new(),
+            head_timer: None,
         }
     }
 
     async fn run(&mut self, ctx: &Arc<ListenerCtx>) -> End {
         loop {
-            let head = match poll_fn(|cx| self.poll_head(cx)).await {
+            let head = match poll_fn(|cx| self.poll_head(cx, ctx)).await {
                 Ok(Some(head)) => head,
                 Ok(None) => return End::Remote { active: false },
                 Err(rejection) => {
                     let (resp, in_flight) = router::refused(ctx.clone(), rejection).await;
                     return match self.write_response(resp, false, true, false).await {
                         Ok(()) => {
+                            if let Rejection::Timeout(_) = rejection {
+                                let state = ctx.state.load();
+                                state.stats.rq_response_before_rq_complete.inc();
+                            }
                             in_flight.complete();
                             End::Local { active: false }
                         }
@@ -279,7 +290,10 @@ impl Conn {
         match self.write_response(resp, head_request, close, watch).await {
             Ok(()) => {
                 if body_read == BodyRead::Incomplete {
-                    ctx.state.load().stats.rq_response_before_rq_complete.inc();
+                    // Envoy resets a stream whose response ended before its request did.
+                    let state = ctx.state.load();
+                    state.stats.rq_response_before_rq_complete.inc();
+                    state.stats.rq_rx_reset.inc();
                 }
                 in_flight.complete();
             }
@@ -298,17 +312,44 @@ impl Conn {
     }
 
     /// Parses the next request head once it is complete: `Ok(None)` when the client closed the
-    /// connection (between requests, or inside a head: Envoy answers neither).
-    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Head>, Rejection>> {
+    /// connection (between requests, or inside a head: Envoy answers neither). A head that
+    /// arrives in parts is under the stream timeouts from its first part, as Envoy's stream
+    /// starts with the head's first byte (the head's later parts do not restart them).
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        ctx: &ListenerCtx,
+    ) -> Poll<Result<Option<Head>, Rejection>> {
         loop {
-            if !self.read.is_empty()
-                && let Some(head) = self.parse_head()?
-            {
-                return Poll::Ready(Ok(Some(head)));
+            if !self.read.is_empty() {
+                if let Some(head) = self.parse_head()? {
+                    self.head_timer = None;
+                    return Poll::Ready(Ok(Some(head)));
+                }
+                if self.head_timer.is_none() {
+                    let limits = StreamLimits::of(&ctx.state.load().config);
+                    let now = tokio::time::Instant::now();
+                    let request_deadline = limits.request.map(|t| now + t);
+                    if let Some((at, timer)) =
+                        StreamLimits::first_deadline(limits.idle, now, request_deadline)
+                    {
+                        self.head_timer = Some((Box::pin(tokio::time::sleep_until(at)), timer));
+                    }
+                }
             }
-            match ready!(self.poll_fill(cx)) {
-                Ok(0) | Err(_) => return Poll::Ready(Ok(None)),
-                Ok(_) => {}
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => {
+                    if let Some((sleep, timer)) = self.head_timer.as_mut()
+                        && sleep.as_mut().poll(cx).is_ready()
+                    {
+                        let timer = *timer;
+                        self.head_timer = None;
+                        return Poll::Ready(Err(Rejection::Timeout(timer)));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -84,6 +84,10 @@ pub struct HttpStats {
     /// `downstream_rq_response_before_rq_complete`: responses sent in full before their
     /// request was (HTTP/1.1).
     pub rq_response_before_rq_complete: Counter,
+    /// `downstream_rq_idle_timeout`: streams the stream idle timeout ended.
+    pub rq_idle_timeout: Counter,
+    /// `downstream_rq_timeout`: requests the request timeout ended.
+    pub rq_timeout: Counter,
     classes: [Counter; 5],
     /// `listener.<scope>.http.<prefix>.downstream_rq_<class>xx`: Envoy's per-listener copies.
     listener_classes: [Counter; 5],
@@ -128,6 +132,8 @@ impl HttpStats {
             rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
             rq_failed_path_normalization: c("downstream_rq_failed_path_normalization"),
             rq_response_before_rq_complete: c("downstream_rq_response_before_rq_complete"),
+            rq_idle_timeout: c("downstream_rq_idle_timeout"),
+            rq_timeout: c("downstream_rq_timeout"),
             classes: [
                 c("downstream_rq_1xx"),
                 c("downstream_rq_2xx"),

@@ -12,4 +12,5 @@ pub mod local_reply;
 pub mod pool;
 pub mod replay;
 pub mod router;
+pub mod stream_timeout;
 pub mod workers;

@@ -2,11 +2,15 @@
 
 use super::body::DownstreamBody;
 use super::body::{BoxError, ProxyBody};
+use super::stream_timeout::{StreamLimits, StreamTimer};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
+use std::pin::pin;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A request body ready for one or more attempts.
 pub enum Prepared {
@@ -45,20 +49,50 @@ impl Prepared {
     }
 }
 
+/// The stream timeouts a body being read is under.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// The stream idle timeout, from the request head and then from each frame.
+    pub idle: Option<Duration>,
+    /// The request timeout's deadline.
+    pub request_deadline: Option<Instant>,
+    /// The request head's arrival.
+    pub since: Instant,
+}
+
 /// Reads `body` into memory if it fits in `limit` bytes; otherwise returns a body that replays
-/// what was read and streams the rest.
-pub async fn prepare(mut body: DownstreamBody, limit: usize) -> Prepared {
+/// what was read and streams the rest. Fails with the stream timer that ran out while the body
+/// was being read.
+pub async fn prepare(
+    mut body: DownstreamBody,
+    limit: usize,
+    limits: ReadLimits,
+) -> Result<Prepared, StreamTimer> {
     use http_body::Body;
     if body.is_end_stream() {
-        return Prepared::Replayable {
+        return Ok(Prepared::Replayable {
             data: Bytes::new(),
             trailers: None,
-        };
+        });
     }
     let mut buf = BytesMut::new();
     let mut trailers = None;
+    let mut last = limits.since;
+    let mut timer = pin!(tokio::time::sleep_until(last));
     loop {
-        match body.frame().await {
+        let frame = match StreamLimits::first_deadline(limits.idle, last, limits.request_deadline) {
+            None => body.frame().await,
+            Some((deadline, which)) => {
+                timer.as_mut().reset(deadline);
+                tokio::select! {
+                    biased;
+                    frame = body.frame() => frame,
+                    () = timer.as_mut() => return Err(which),
+                }
+            }
+        };
+        last = Instant::now();
+        match frame {
             None => break,
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
@@ -67,9 +101,9 @@ pub async fn prepare(mut body: DownstreamBody, limit: usize) -> Prepared {
                         let head =
                             futures::stream::iter([Ok::<_, BoxError>(Frame::data(buf.freeze()))]);
                         let rest = BodyStream::new(body);
-                        return Prepared::Once(Some(super::body::boxed(StreamBody::new(
+                        return Ok(Prepared::Once(Some(super::body::boxed(StreamBody::new(
                             head.chain(rest),
-                        ))));
+                        )))));
                     }
                 }
                 Err(frame) => {
@@ -80,12 +114,14 @@ pub async fn prepare(mut body: DownstreamBody, limit: usize) -> Prepared {
             },
             Some(Err(e)) => {
                 let failed = futures::stream::iter([Err::<Frame<Bytes>, BoxError>(e)]);
-                return Prepared::Once(Some(super::body::boxed(StreamBody::new(failed))));
+                return Ok(Prepared::Once(Some(super::body::boxed(StreamBody::new(
+                    failed,
+                )))));
             }
         }
     }
-    Prepared::Replayable {
+    Ok(Prepared::Replayable {
         data: buf.freeze(),
         trailers,
-    }
+    })
 }

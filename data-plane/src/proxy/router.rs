@@ -24,6 +24,7 @@ use super::listener::{HttpStats, ListenerCtx, ListenerState};
 use super::local_reply;
 use super::pool::UpstreamError;
 use super::replay::{self, Prepared};
+use super::stream_timeout::{ProgressReceiver, StreamLimits, StreamTimer};
 use crate::config::{
     ForwardAction, HostRewrite, RouteAction, RouteEntry, RouteSource, UpstreamProtocol, VirtualHost,
 };
@@ -33,6 +34,7 @@ use crate::resilience::retry::{self, RetryState};
 use crate::runtime::Runtime;
 use crate::runtime::cluster::Cluster;
 use crate::runtime::host::{Host, HostStats};
+use crate::stats::Counter;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use std::future::Future;
@@ -40,7 +42,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// `x-envoy-attempt-count`.
@@ -93,7 +94,17 @@ async fn respond(
             let verdict =
                 internal::sanitize(req.headers_mut(), state.config.internal_address.as_ref());
             let runtime = ctx.runtime.load();
-            route(&runtime, &state.config.routes, stats, req, verdict, start).await
+            let limits = StreamLimits::of(&state.config);
+            route(
+                &runtime,
+                &state.config.routes,
+                stats,
+                req,
+                verdict,
+                start,
+                limits,
+            )
+            .await
         }
     };
     // Envoy charges the response code when it encodes the response head.
@@ -167,6 +178,7 @@ fn refuse(stats: &HttpStats, rejection: Rejection, version: Version) -> Response
         Rejection::Upgrade => stats.rq_ws_on_non_ws_route.inc(),
         Rejection::Connect => stats.no_route.inc(),
         Rejection::Fragment => stats.rq_failed_path_normalization.inc(),
+        Rejection::Timeout(timer) => timer.count(stats),
         _ => {}
     }
     rejection.reply(version)
@@ -179,6 +191,7 @@ async fn route(
     req: Request<DownstreamBody>,
     verdict: internal::Verdict,
     start: Instant,
+    limits: StreamLimits,
 ) -> Response<ProxyBody> {
     stats.router_rq_total.inc();
     let table = match routes {
@@ -222,7 +235,12 @@ async fn route(
                 fwd,
                 verdict,
             };
-            forward(&target, parts, authority, body, start).await
+            let stream = StreamContext {
+                stats,
+                start,
+                limits,
+            };
+            forward(&target, parts, authority, body, stream).await
         }
     }
 }
@@ -240,6 +258,15 @@ fn authority(parts: &http::request::Parts) -> HeaderValue {
     }
 }
 
+/// The downstream stream a forwarded request belongs to.
+struct StreamContext<'a> {
+    stats: &'a HttpStats,
+    /// When the request head arrived.
+    start: Instant,
+    /// The connection manager's stream timeouts.
+    limits: StreamLimits,
+}
+
 /// Where a request is forwarded, and whether it is internal.
 struct Target<'a> {
     cluster: &'a Arc<Cluster>,
@@ -254,11 +281,13 @@ async fn forward(
     mut parts: http::request::Parts,
     authority: HeaderValue,
     body: DownstreamBody,
-    start: Instant,
+    stream: StreamContext<'_>,
 ) -> Response<ProxyBody> {
     let Target {
         cluster, vh, fwd, ..
     } = *target;
+    let start = stream.start;
+    let stream_idle = stream.limits.idle_on_route(fwd.idle_timeout);
     let configured = fwd.retry_policy.as_ref().or(vh.retry_policy.as_ref());
     // Only an internal request that came with x-envoy-* headers can steer the router.
     let (policy, timeout) = if target.verdict.may_steer {
@@ -294,15 +323,28 @@ async fn forward(
     let h2 = cluster.config.protocol == UpstreamProtocol::Http2;
     // Buffer the body only when a retry could need it again.
     let buffered = policy.as_ref().is_some_and(|p| p.num_retries > 0);
-    // A body streamed as it comes tells when it has been read: the timeouts start then.
-    let mut request_done = None;
+    // While the request body arrives, the stream timeouts watch it; a body streamed as it
+    // comes also tells when it has ended: the route timeout starts then.
+    let request_deadline = stream.limits.request.map(|t| start + t);
+    let mut progress = None;
     let mut prepared = if buffered {
-        replay::prepare(body, cluster.config.buffer_limit as usize).await
+        let limits = replay::ReadLimits {
+            idle: stream_idle,
+            request_deadline,
+            since: start,
+        };
+        match replay::prepare(body, cluster.config.buffer_limit as usize, limits).await {
+            Ok(prepared) => prepared,
+            Err(timer) => {
+                timer.count(stream.stats);
+                return timer.reply(false);
+            }
+        }
     } else if http_body::Body::is_end_stream(&body) {
         Prepared::Once(Some(body::stream(body)))
     } else {
-        let (body, done) = body::stream_until_end(body);
-        request_done = Some(done);
+        let (body, watch) = body::stream_watched(body, start);
+        progress = Some(watch);
         Prepared::Once(Some(body))
     };
     let mut retries = policy.map(RetryState::new);
@@ -323,12 +365,15 @@ async fn forward(
         per_try,
         per_try_idle,
         timeout,
+        stream_idle,
+        request_deadline,
+        http: stream.stats,
         hash,
         // The route timeout covers every attempt and the back-off between them. It starts
         // once the request is read: after buffering a body, else with the request (one clock
         // read fewer), or — a body streamed upstream as it comes — when it has been read.
         started: if buffered { Instant::now() } else { start },
-        request_done,
+        progress,
     };
     attempts.run(&mut prepared, retries.as_mut()).await
 }
@@ -352,12 +397,19 @@ struct Attempts<'a> {
     hash: Option<u64>,
     /// The route timeout (never retried).
     timeout: Option<Duration>,
+    /// The stream idle timeout (the route's `idle_timeout`, else the connection manager's).
+    stream_idle: Option<Duration>,
+    /// The request timeout's deadline (it only runs while the request is arriving).
+    request_deadline: Option<Instant>,
+    /// The listener's stats (the stream timeouts are counted there).
+    http: &'a HttpStats,
     /// When the request was complete (received in full): the timeouts, `upstream_rq_time` and
     /// `x-envoy-upstream-service-time` count from there.
     started: Instant,
-    /// Told when a request body streamed upstream has been read to its end (which moves
-    /// `started`); `None` when the request was complete before the first attempt.
-    request_done: Option<oneshot::Receiver<Instant>>,
+    /// The progress of a request body streamed upstream as it comes: its end moves `started`;
+    /// `None` when the request was complete before the first attempt. Kept for the response
+    /// body when the response came first (request frames keep the stream from being idle).
+    progress: Option<ProgressReceiver>,
 }
 
 /// What one attempt produced: the response (not boxed: a box would cost an allocation per
@@ -373,6 +425,12 @@ enum AttemptTimer {
     PerTry,
     /// The per-try idle timeout (nothing arrived that long).
     Idle,
+    /// A stream timeout: the request is answered by the connection manager.
+    Stream {
+        timer: StreamTimer,
+        /// The request had been received in full (the idle timeout answers 504, not 408).
+        request_complete: bool,
+    },
 }
 
 /// Why an attempt produced no response.
@@ -395,10 +453,17 @@ pub struct AttemptEnd {
     internal: bool,
     /// The route timeout's deadline, if any.
     deadline: Option<Instant>,
-    /// `per_try_idle_timeout`, and when it runs out unless more of the body arrives.
-    idle: Option<(Duration, Instant)>,
-    /// The timer of the earlier of the two, made the first time the body has to wait (most
-    /// bodies never do).
+    /// `per_try_idle_timeout`.
+    idle: Option<Duration>,
+    /// The stream idle timeout, and the listener's `downstream_rq_idle_timeout`.
+    stream_idle: Option<(Duration, Counter)>,
+    /// The progress of a request body still arriving (its frames keep the stream from being
+    /// idle).
+    request: Option<ProgressReceiver>,
+    /// When the body last made progress, from the first time it had to wait (the idle timers
+    /// start then; most bodies never wait, and so never read the clock).
+    last: Option<Instant>,
+    /// The timer of the earliest deadline, made the first time the body has to wait.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     _request: RequestGuard,
 }
@@ -410,24 +475,42 @@ pub enum BodyTimeout {
     Route,
     /// `per_try_idle_timeout`: nothing arrived for that long.
     Idle,
+    /// The stream idle timeout: nothing went either way for that long.
+    Stream,
 }
 
 impl AttemptEnd {
-    /// More of the body arrived: the idle timeout starts again.
+    /// More of the body arrived: the idle timeouts start again.
     pub fn activity(&mut self) {
-        if let Some((idle, until)) = &mut self.idle {
-            *until = Instant::now() + *idle;
+        if let Some(last) = &mut self.last {
+            *last = Instant::now();
         }
     }
 
-    /// Ready once the route timeout or the idle timeout has passed (never without either).
+    /// Ready once the route timeout or an idle timeout has passed (never without one).
     pub fn poll_timeout(&mut self, cx: &mut Context<'_>) -> Poll<BodyTimeout> {
-        let idle = self.idle.map(|(_, until)| until);
-        let (deadline, which) = match (self.deadline, idle) {
-            (None, None) => return Poll::Pending,
-            (Some(route), Some(idle)) if idle < route => (idle, BodyTimeout::Idle),
-            (Some(route), _) => (route, BodyTimeout::Route),
-            (None, Some(idle)) => (idle, BodyTimeout::Idle),
+        if self.deadline.is_none() && self.idle.is_none() && self.stream_idle.is_none() {
+            return Poll::Pending;
+        }
+        let last = *self.last.get_or_insert_with(Instant::now);
+        // Request frames still arriving keep the stream busy, not the attempt.
+        let stream_last = match &self.request {
+            Some(progress) => last.max(progress.borrow().last),
+            None => last,
+        };
+        let first = [
+            (self.deadline, BodyTimeout::Route),
+            (self.idle.map(|d| last + d), BodyTimeout::Idle),
+            (
+                self.stream_idle.as_ref().map(|(d, _)| stream_last + *d),
+                BodyTimeout::Stream,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(deadline, which)| Some((deadline?, which)))
+        .min_by_key(|(deadline, _)| *deadline);
+        let Some((deadline, which)) = first else {
+            return Poll::Pending;
         };
         let timer = self
             .timer
@@ -442,13 +525,20 @@ impl AttemptEnd {
     /// once the response has started, `upstream_rq_timeout` and the host's `rq_timeout` (no
     /// code is charged again, nothing is reported to outlier detection). The idle timeout: as
     /// Envoy's `onPerTryIdleTimeout`, `upstream_rq_per_try_idle_timeout`, the host's
-    /// `rq_timeout`, and a timeout reported to outlier detection.
+    /// `rq_timeout`, and a timeout reported to outlier detection. The stream idle timeout: the
+    /// connection manager's `downstream_rq_idle_timeout` only.
     pub fn timed_out(self, which: BodyTimeout) {
         match which {
             BodyTimeout::Route => self.cluster.stats.rq_timeout.inc(),
             BodyTimeout::Idle => {
                 self.cluster.stats.retry.per_try_idle_timeout.inc();
                 self.cluster.report(&self.host, Outcome::Timeout);
+            }
+            BodyTimeout::Stream => {
+                if let Some((_, counter)) = &self.stream_idle {
+                    counter.inc();
+                }
+                return;
             }
         }
         HostStats::inc(&self.host.stats.rq_timeout);
@@ -486,6 +576,52 @@ impl<'a> HostActive<'a> {
 impl Drop for HostActive<'_> {
     fn drop(&mut self) {
         HostStats::dec(&self.0.stats.rq_active);
+    }
+}
+
+/// How the wait for the end of a request body streamed upstream ended.
+enum RequestPhase<T> {
+    /// The attempt ended first (a response head, or a failure).
+    Answered(T),
+    /// The body ended then.
+    Complete(Instant),
+    /// A stream timer ran out while the body was arriving.
+    Expired(StreamTimer),
+}
+
+/// Waits for the attempt `sent` or the end of the request body it streams, whichever comes
+/// first, under the stream idle timeout (from the body's last frame) and the request deadline.
+async fn until_request_complete<F: Future>(
+    mut sent: Pin<&mut F>,
+    progress: &mut ProgressReceiver,
+    idle: Option<Duration>,
+    request_deadline: Option<Instant>,
+) -> RequestPhase<F::Output> {
+    // False once the body is gone without an end (the attempt then fails on its own).
+    let mut watching = true;
+    loop {
+        let seen = *progress.borrow_and_update();
+        if let Some(at) = seen.ended {
+            return RequestPhase::Complete(at);
+        }
+        let first = StreamLimits::first_deadline(idle, seen.last, request_deadline);
+        let deadline = first.map_or(seen.last, |(at, _)| at);
+        tokio::select! {
+            biased;
+            answered = sent.as_mut() => return RequestPhase::Answered(answered),
+            changed = progress.changed(), if watching => watching = changed.is_ok(),
+            () = tokio::time::sleep_until(deadline), if first.is_some() => {
+                // Frames that arrived since only moved `last`: look again.
+                let now = *progress.borrow();
+                if now.ended.is_none()
+                    && let Some((at, timer)) =
+                        StreamLimits::first_deadline(idle, now.last, request_deadline)
+                    && at <= Instant::now()
+                {
+                    return RequestPhase::Expired(timer);
+                }
+            }
+        }
     }
 }
 
@@ -537,28 +673,54 @@ impl Attempts<'_> {
                 let mut sent = std::pin::pin!(host.pool.send(req));
                 let mut try_start = started;
                 // A request body still streaming upstream: as in Envoy, the timeouts start once
-                // it has been received (an answer before that comes back as it is).
-                let early = match self.request_done.take() {
+                // it has been received (an answer before that comes back as it is). Meanwhile
+                // the stream timeouts watch it arrive.
+                let early = match self.progress.take() {
                     None => None,
-                    Some(mut done) => tokio::select! {
-                        biased;
-                        sent = sent.as_mut() => Some(sent),
-                        at = &mut done => {
-                            if let Ok(at) = at {
+                    Some(mut progress) => {
+                        let phase = until_request_complete(
+                            sent.as_mut(),
+                            &mut progress,
+                            self.stream_idle,
+                            self.request_deadline,
+                        )
+                        .await;
+                        match phase {
+                            RequestPhase::Answered(sent) => {
+                                self.progress = Some(progress);
+                                Some(sent.map_err(NoResponse::Failed))
+                            }
+                            RequestPhase::Complete(at) => {
                                 self.started = at;
                                 try_start = at;
                                 route_deadline = self.timeout.map(|t| at + t);
+                                None
                             }
-                            None
+                            RequestPhase::Expired(timer) => {
+                                Some(Err(NoResponse::Expired(AttemptTimer::Stream {
+                                    timer,
+                                    request_complete: false,
+                                })))
+                            }
                         }
-                    },
+                    }
                 };
                 let try_deadline = self.per_try.map(|t| try_start + t);
                 // Before the response head nothing arrives: the idle timer runs from the start.
                 let idle_deadline = self.per_try_idle.map(|t| try_start + t);
+                // The stream has been idle since the request was complete (upstream answers
+                // that are retried are not sent downstream: they do not count).
+                let stream_deadline = self.stream_idle.map(|t| self.started + t);
                 // The earliest timer; on a tie the route timeout (it is never retried).
                 let first = [
                     (route_deadline, AttemptTimer::Route),
+                    (
+                        stream_deadline,
+                        AttemptTimer::Stream {
+                            timer: StreamTimer::Idle,
+                            request_complete: true,
+                        },
+                    ),
                     (try_deadline, AttemptTimer::PerTry),
                     (idle_deadline, AttemptTimer::Idle),
                 ]
@@ -566,7 +728,7 @@ impl Attempts<'_> {
                 .filter_map(|(deadline, why)| Some((deadline?, why)))
                 .min_by_key(|(deadline, _)| *deadline);
                 match (early, first) {
-                    (Some(sent), _) => sent.map_err(NoResponse::Failed),
+                    (Some(result), _) => result,
                     (None, None) => sent.await.map_err(NoResponse::Failed),
                     (None, Some((deadline, why))) => {
                         match tokio::time::timeout_at(deadline, sent).await {
@@ -590,6 +752,14 @@ impl Attempts<'_> {
                     HostStats::inc(&host.stats.rq_error);
                     cs.charge_final(503, self.internal);
                     return local_reply::overflow();
+                }
+                Err(NoResponse::Expired(AttemptTimer::Stream {
+                    timer,
+                    request_complete,
+                })) => {
+                    // The connection manager ends the stream; the router charges nothing.
+                    timer.count(self.http);
+                    return timer.reply(*request_complete);
                 }
                 Err(NoResponse::Expired(AttemptTimer::Route)) => {
                     // Envoy's `onResponseTimeout`: the attempt in flight is charged the
@@ -641,11 +811,17 @@ impl Attempts<'_> {
                         let wait = state.next_backoff();
                         if !wait.is_zero() {
                             let until = Instant::now() + wait;
-                            match route_deadline {
-                                // No attempt is in flight: Envoy charges nothing.
-                                Some(d) if d <= until => {
+                            let stream_deadline = self.stream_idle.map(|t| self.started + t);
+                            // No attempt is in flight: Envoy charges nothing.
+                            match (route_deadline, stream_deadline) {
+                                (Some(d), s) if d <= until && s.is_none_or(|s| d <= s) => {
                                     tokio::time::sleep_until(d).await;
                                     return local_reply::upstream_timeout();
+                                }
+                                (_, Some(s)) if s <= until => {
+                                    tokio::time::sleep_until(s).await;
+                                    StreamTimer::Idle.count(self.http);
+                                    return StreamTimer::Idle.reply(true);
                                 }
                                 _ => tokio::time::sleep_until(until).await,
                             }
@@ -684,7 +860,12 @@ impl Attempts<'_> {
                         started: self.started,
                         internal: self.internal,
                         deadline: route_deadline,
-                        idle: self.per_try_idle.map(|idle| (idle, Instant::now() + idle)),
+                        idle: self.per_try_idle,
+                        stream_idle: self
+                            .stream_idle
+                            .map(|d| (d, self.http.rq_idle_timeout.clone())),
+                        request: self.progress.take(),
+                        last: None,
                         timer: None,
                         _request: request_guard,
                     });

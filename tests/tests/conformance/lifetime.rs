@@ -359,7 +359,8 @@ flavors!(
 );
 
 /// A response that is complete before its request (a local reply to a request whose body has
-/// not arrived) counts as `downstream_rq_response_before_rq_complete`.
+/// not arrived) counts as `downstream_rq_response_before_rq_complete`, and the stream is reset
+/// (`downstream_rq_rx_reset`), as Envoy ends such a stream.
 async fn response_before_the_request_is_complete(flavor: Flavor) {
     let (_up, fx) = Fixture::payments(flavor, "").await;
     let name = flavor.name();
@@ -393,6 +394,7 @@ async fn response_before_the_request_is_complete(flavor: Flavor) {
     fx.expect_stats(&[
         ("http.app.downstream_rq_response_before_rq_complete", 1),
         ("http.app.downstream_rq_active", 0),
+        ("http.app.downstream_rq_rx_reset", 1),
         ("http.app.no_route", 1),
         // The router counts every request that reaches it, routed or not.
         ("http.app.rq_total", 1 + fixture_probes),

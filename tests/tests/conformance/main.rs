@@ -22,3 +22,4 @@ mod internal;
 mod lifetime;
 mod outlier;
 mod retries;
+mod stream_timeouts;
