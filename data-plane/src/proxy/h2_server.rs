@@ -4,6 +4,7 @@
 
 use super::body::{BoxError, DownstreamBody, ProxyBody};
 use super::headers;
+use super::io_stats::{ByteCounters, Counted};
 use super::listener::ListenerCtx;
 use super::router::{self, InFlight};
 use bytes::Bytes;
@@ -20,7 +21,7 @@ use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 
 /// Serves h2c (prior knowledge) on `io` until the connection ends.
-pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>) {
+pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
     let svc = service_fn(move |mut req: Request<Incoming>| {
         headers::join_h2_repeated(req.headers_mut());
         let ctx = ctx.clone();
@@ -30,7 +31,8 @@ pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>) {
         }
     });
     let builder = auto::Builder::new(TokioExecutor::new()).http2_only();
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
+    let io = TokioIo::new(Counted::new(io, bytes));
+    if let Err(e) = builder.serve_connection(io, svc).await {
         tracing::debug!(error = %e, "downstream connection ended with an error");
     }
 }

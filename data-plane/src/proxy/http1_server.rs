@@ -59,6 +59,7 @@ use super::http1::{
     self, ChunkState, Decoder, Framing, FramingHeaders, HeaderSpan, MAX_HEADERS, Unfold,
     write_header,
 };
+use super::io_stats::ByteCounters;
 use super::listener::ListenerCtx;
 use super::router;
 use super::stream_timeout::{StreamLimits, StreamTimer};
@@ -90,8 +91,8 @@ const DELAYED_CLOSE: Duration = Duration::from_secs(1);
 
 /// Serves HTTP/1.1 requests on `io` until either side closes the connection, and counts how
 /// it ended as Envoy does (`downstream_cx_destroy_local`, `_remote`, `_active_rq`, …).
-pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>) {
-    let mut conn = Conn::new(io);
+pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
+    let mut conn = Conn::new(io, bytes);
     let end = conn.run(&ctx).await;
     let lingered = match end {
         End::Local { .. } => conn.close().await,
@@ -146,6 +147,8 @@ struct Conn {
     written: usize,
     /// Header positions of the head being parsed (kept to reuse the memory).
     spans: Vec<HeaderSpan>,
+    /// `downstream_cx_rx_bytes_total` and `_tx_bytes_total`.
+    bytes: ByteCounters,
     /// The stream timer of a request head arriving in parts (made for such a head only).
     head_timer: Option<(Pin<Box<tokio::time::Sleep>>, StreamTimer)>,
 }
@@ -171,8 +174,9 @@ enum BodyRead {
 }
 
 impl Conn {
-    fn new(io: TcpStream) -> Self {
+    fn new(io: TcpStream, bytes: ByteCounters) -> Self {
         Conn {
+            bytes,
             io,
             read: BytesMut::with_capacity(READ_RESERVE),
             write: Vec::with_capacity(1024),
@@ -567,7 +571,10 @@ impl Conn {
         while self.written < self.write.len() {
             match Pin::new(&mut self.io).poll_write(cx, &self.write[self.written..]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(CLIENT_GONE)),
-                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Ok(n)) => {
+                    self.written += n;
+                    self.bytes.tx.add(n as u64);
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -581,7 +588,11 @@ impl Conn {
         if self.read.capacity() - self.read.len() < READ_RESERVE / 2 {
             self.read.reserve(READ_RESERVE);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+        let filled = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read);
+        if let Poll::Ready(Ok(n)) = filled {
+            self.bytes.rx.add(n as u64);
+        }
+        filled
     }
 
     /// Ends a connection the proxy closes: FIN, then read and drop what the client still sends

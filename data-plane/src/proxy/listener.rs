@@ -8,6 +8,7 @@
 
 use super::h2_server;
 use super::http1_server;
+use super::io_stats::ByteCounters;
 use super::workers::Workers;
 use crate::config::{Codec, ListenerConfig};
 use crate::runtime::Runtime;
@@ -84,6 +85,10 @@ pub struct HttpStats {
     /// `downstream_rq_response_before_rq_complete`: responses sent in full before their
     /// request was (HTTP/1.1).
     pub rq_response_before_rq_complete: Counter,
+    /// `downstream_cx_rx_bytes_total` and `downstream_cx_tx_bytes_total`.
+    pub cx_bytes: ByteCounters,
+    /// `downstream_cx_length_ms`: connections' lifetimes.
+    pub cx_length_ms: Histogram,
     /// `downstream_rq_idle_timeout`: streams the stream idle timeout ended.
     pub rq_idle_timeout: Counter,
     /// `downstream_rq_timeout`: requests the request timeout ended.
@@ -132,6 +137,11 @@ impl HttpStats {
             rq_ws_on_non_ws_route: c("downstream_rq_ws_on_non_ws_route"),
             rq_failed_path_normalization: c("downstream_rq_failed_path_normalization"),
             rq_response_before_rq_complete: c("downstream_rq_response_before_rq_complete"),
+            cx_bytes: ByteCounters {
+                rx: c("downstream_cx_rx_bytes_total"),
+                tx: c("downstream_cx_tx_bytes_total"),
+            },
+            cx_length_ms: store.histogram(&format!("http.{prefix}.downstream_cx_length_ms")),
             rq_idle_timeout: c("downstream_rq_idle_timeout"),
             rq_timeout: c("downstream_rq_timeout"),
             classes: [
@@ -411,6 +421,7 @@ async fn accept_loop(
     let cx_destroy = store.counter(&format!("{scope}.downstream_cx_destroy"));
     let worker_cx_total = store.counter(&format!("{scope}.worker_{worker}.downstream_cx_total"));
     let worker_cx_active = store.gauge(&format!("{scope}.worker_{worker}.downstream_cx_active"));
+    let cx_length_ms = store.histogram(&format!("{scope}.downstream_cx_length_ms"));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -424,8 +435,11 @@ async fn accept_loop(
                 let cx_active = cx_active.clone();
                 let cx_destroy = cx_destroy.clone();
                 let worker_cx_active = worker_cx_active.clone();
+                let cx_length_ms = cx_length_ms.clone();
                 tokio::spawn(async move {
-                    serve_connection(stream, ctx).await;
+                    let opened = tokio::time::Instant::now();
+                    let length_ms = serve_connection(stream, ctx, opened).await;
+                    cx_length_ms.record(length_ms);
                     cx_active.dec();
                     cx_destroy.inc();
                     worker_cx_active.dec();
@@ -436,8 +450,16 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ListenerCtx>) {
+/// Serves one accepted connection; returns its length in milliseconds from `opened` (recorded
+/// in `downstream_cx_length_ms`, under the connection manager here and by the caller under the
+/// listener).
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    ctx: Arc<ListenerCtx>,
+    opened: tokio::time::Instant,
+) -> u64 {
     let state = ctx.state.load_full();
+    let bytes = state.stats.cx_bytes.clone();
     state.stats.cx_total.inc();
     state.stats.cx_active.inc();
     let http2 = match state.config.codec {
@@ -448,16 +470,19 @@ async fn serve_connection(stream: tokio::net::TcpStream, ctx: Arc<ListenerCtx>) 
     if http2 {
         state.stats.cx_http2_total.inc();
         state.stats.cx_http2_active.inc();
-        h2_server::serve(stream, ctx.clone()).await;
+        h2_server::serve(stream, ctx.clone(), bytes).await;
         state.stats.cx_http2_active.dec();
     } else {
         state.stats.cx_http1_total.inc();
         state.stats.cx_http1_active.inc();
-        http1_server::serve(stream, ctx.clone()).await;
+        http1_server::serve(stream, ctx.clone(), bytes).await;
         state.stats.cx_http1_active.dec();
     }
+    let length_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+    state.stats.cx_length_ms.record(length_ms);
     state.stats.cx_active.dec();
     state.stats.cx_destroy.inc();
+    length_ms
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4), which an h2c client sends first.

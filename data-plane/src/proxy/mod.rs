@@ -7,6 +7,7 @@ pub mod headers;
 pub mod http1;
 pub mod http1_server;
 pub mod internal;
+pub mod io_stats;
 pub mod listener;
 pub mod local_reply;
 pub mod pool;

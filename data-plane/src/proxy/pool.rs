@@ -34,6 +34,7 @@
 //! socket became readable), and takes the next or opens a new one if it is closed.
 
 use super::body::{ProxyBody, UpstreamBody};
+use super::io_stats::Counted;
 use crate::config::UpstreamProtocol;
 use crate::resilience::breaker::{ConnectionGuard, HostConnectionLimit, PendingGuard};
 use crate::runtime::host::PoolStats;
@@ -197,8 +198,16 @@ impl Shared {
     /// A connection ended: counts it as Envoy does (`upstream_cx_destroy`, `_local` or
     /// `_remote`, and `_with_active_rq` when a request was on it), frees the active-connection
     /// gauges and the breaker's connection slot, and wakes a request waiting for a connection.
-    fn closed(&self, guard: Option<ConnectionGuard>, local: bool, with_active_rq: bool) {
+    /// Records the connection's `upstream_cx_length_ms` from `opened`, when its connect began.
+    fn closed(
+        &self,
+        guard: Option<ConnectionGuard>,
+        local: bool,
+        with_active_rq: bool,
+        opened: tokio::time::Instant,
+    ) {
         let s = &self.stats;
+        s.cx_length_ms.record(millis_since(opened));
         s.cx_active.dec();
         self.host.cx_active.fetch_sub(1, Ordering::Relaxed);
         s.cx_destroy.inc();
@@ -235,9 +244,11 @@ impl Shared {
 /// and back, and a pointer moves for less than the connection's buffers and state.
 #[derive(Debug)]
 struct PooledH1 {
-    conn: super::http1::Connection<Transport>,
+    conn: super::http1::Connection<Counted<Transport>>,
     /// The TLS generation it was made with.
     generation: u64,
+    /// When its connect began.
+    opened: tokio::time::Instant,
     /// A request is on it (from its send until its response body ends).
     active_rq: bool,
     /// Requests it has carried (for `max_requests_per_connection`).
@@ -250,7 +261,8 @@ struct PooledH1 {
 impl Drop for PooledH1 {
     fn drop(&mut self) {
         let local = !self.conn.peer_closed();
-        self.shared.closed(self.guard.take(), local, self.active_rq);
+        self.shared
+            .closed(self.guard.take(), local, self.active_rq, self.opened);
     }
 }
 
@@ -858,10 +870,11 @@ impl HostPool {
     }
 
     /// Connects: TCP, then the cluster's TLS handshake if it has TLS, all within
-    /// `connect_timeout`. Returns the transport and the TLS generation it was made with.
-    async fn connect_transport(&self) -> Result<(Transport, u64), UpstreamError> {
+    /// `connect_timeout` (`upstream_cx_connect_ms` when it is up).
+    async fn connect_transport(&self) -> Result<Connected, UpstreamError> {
         let inner = &self.inner;
-        let deadline = tokio::time::Instant::now() + inner.connect_timeout;
+        let opened = tokio::time::Instant::now();
+        let deadline = opened + inner.connect_timeout;
         let result = tokio::time::timeout_at(deadline, TcpStream::connect(inner.addr)).await;
         let failure = match result {
             Ok(Ok(stream)) => {
@@ -870,12 +883,19 @@ impl HostPool {
                 inner.shared.stats.cx_active.inc();
                 inner.shared.host.cx_total.fetch_add(1, Ordering::Relaxed);
                 inner.shared.host.cx_active.fetch_add(1, Ordering::Relaxed);
-                return self.secure(stream, deadline).await;
+                let (io, generation) = self.secure(stream, opened, deadline).await?;
+                let stats = &inner.shared.stats;
+                stats.cx_connect_ms.record(millis_since(opened));
+                return Ok(Connected {
+                    io: Counted::new(io, stats.cx_bytes.clone()),
+                    generation,
+                    opened,
+                });
             }
             Ok(Err(_)) => UpstreamError::ConnectFailure,
             Err(_) => UpstreamError::ConnectTimeout,
         };
-        self.count_failed_connect(failure, false);
+        self.count_failed_connect(failure, false, opened);
         Err(failure)
     }
 
@@ -884,8 +904,14 @@ impl HostPool {
     /// (`upstream_rq_pending_failure_eject`). `tcp_connected`: the TCP connect had succeeded
     /// (and was counted) and the TLS handshake failed, which Envoy counts as a local close; a
     /// refused TCP connect is a remote close, a timed-out one a local close.
-    fn count_failed_connect(&self, failure: UpstreamError, tcp_connected: bool) {
+    fn count_failed_connect(
+        &self,
+        failure: UpstreamError,
+        tcp_connected: bool,
+        opened: tokio::time::Instant,
+    ) {
         let (stats, host) = (&self.inner.shared.stats, &self.inner.shared.host);
+        stats.cx_length_ms.record(millis_since(opened));
         let timed_out = failure == UpstreamError::ConnectTimeout;
         if timed_out {
             stats.cx_connect_timeout.inc();
@@ -914,6 +940,7 @@ impl HostPool {
     async fn secure(
         &self,
         stream: TcpStream,
+        opened: tokio::time::Instant,
         deadline: tokio::time::Instant,
     ) -> Result<(Transport, u64), UpstreamError> {
         let inner = &self.inner;
@@ -930,14 +957,19 @@ impl HostPool {
             }
             Err(_) => UpstreamError::ConnectTimeout,
         };
-        self.count_failed_connect(failure, true);
+        self.count_failed_connect(failure, true, opened);
         Err(failure)
     }
 
     /// Spawns the connection driver; the active-connection gauges and the breaker's connection
     /// slot are released when it ends, and a pending request is woken. Returns the
     /// connection's state, through which the pool closes it.
-    fn drive<F>(&self, conn: F, guard: ConnectionGuard) -> Arc<ConnTrack>
+    fn drive<F>(
+        &self,
+        conn: F,
+        guard: ConnectionGuard,
+        opened: tokio::time::Instant,
+    ) -> Arc<ConnTrack>
     where
         F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
     {
@@ -955,7 +987,7 @@ impl HostPool {
             let counted = state.active_counted.swap(true, Ordering::Relaxed);
             inner
                 .shared
-                .closed(Some(guard), local, with_active_rq && !counted);
+                .closed(Some(guard), local, with_active_rq && !counted, opened);
         });
         track
     }
@@ -963,10 +995,11 @@ impl HostPool {
     async fn connect_h1(&self, guard: ConnectionGuard) -> Result<Box<PooledH1>, UpstreamError> {
         // Envoy counts the connection's protocol when it creates it, before it connects.
         self.inner.shared.stats.cx_http1_total.inc();
-        let (stream, generation) = self.connect_transport().await?;
+        let connected = self.connect_transport().await?;
         Ok(Box::new(PooledH1 {
-            conn: super::http1::Connection::new(stream),
-            generation,
+            conn: super::http1::Connection::new(connected.io),
+            generation: connected.generation,
+            opened: connected.opened,
             active_rq: false,
             requests: 0,
             shared: self.inner.shared.clone(),
@@ -979,18 +1012,32 @@ impl HostPool {
         guard: ConnectionGuard,
     ) -> Result<Conn<http2::SendRequest<ProxyBody>>, UpstreamError> {
         self.inner.shared.stats.cx_http2_total.inc();
-        let (stream, generation) = self.connect_transport().await?;
+        let connected = self.connect_transport().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(connected.io))
             .await
             .map_err(|_| UpstreamError::Reset)?;
-        let track = self.drive(conn, guard);
+        let track = self.drive(conn, guard, connected.opened);
         Ok(Conn {
             sender,
-            generation,
+            generation: connected.generation,
             track,
         })
     }
+}
+
+/// A new upstream connection, counted (`upstream_cx_rx_bytes_total`, `_tx_bytes_total`).
+struct Connected {
+    io: Counted<Transport>,
+    /// The TLS generation it was made with (0 without TLS).
+    generation: u64,
+    /// When its connect began.
+    opened: tokio::time::Instant,
+}
+
+/// Whole milliseconds since `since`, as Envoy's timespan histograms record them.
+fn millis_since(since: tokio::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn classify(e: &hyper::Error) -> UpstreamError {

@@ -4,7 +4,7 @@ use crate::config::CircuitBreakerThresholds;
 use crate::config::{EndpointConfig, EndpointHealth, UpstreamProtocol};
 use crate::proxy::pool::HostPool;
 use crate::resilience::outlier::HostMonitor;
-use crate::stats::{Counter, Gauge, Store};
+use crate::stats::{Counter, Gauge, Histogram, Store};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +87,14 @@ pub struct PoolStats {
     pub cx_max_requests: Counter,
     /// `upstream_cx_protocol_error`: connections closed because the upstream broke HTTP/1.1.
     pub cx_protocol_error: Counter,
+    /// `upstream_cx_rx_bytes_total` and `upstream_cx_tx_bytes_total`.
+    pub cx_bytes: crate::proxy::io_stats::ByteCounters,
+    /// `upstream_cx_connect_ms`: from the connect's start until the connection (and its TLS
+    /// handshake) is up.
+    pub cx_connect_ms: Histogram,
+    /// `upstream_cx_length_ms`: connections' lifetimes, from the connect's start (failed
+    /// connects included).
+    pub cx_length_ms: Histogram,
     /// The cluster's upstream TLS, when configured: every connection is TLS, never plaintext.
     pub tls: Option<Arc<crate::tls::ClusterTls>>,
 }
@@ -113,6 +121,12 @@ impl PoolStats {
             max_requests_per_connection,
             cx_max_requests: c("upstream_cx_max_requests"),
             cx_protocol_error: c("upstream_cx_protocol_error"),
+            cx_bytes: crate::proxy::io_stats::ByteCounters {
+                rx: c("upstream_cx_rx_bytes_total"),
+                tx: c("upstream_cx_tx_bytes_total"),
+            },
+            cx_connect_ms: store.histogram(&format!("cluster.{cluster}.upstream_cx_connect_ms")),
+            cx_length_ms: store.histogram(&format!("cluster.{cluster}.upstream_cx_length_ms")),
             cx_total: c("upstream_cx_total"),
             cx_active: g("upstream_cx_active"),
             cx_connect_fail: c("upstream_cx_connect_fail"),

@@ -23,3 +23,4 @@ mod lifetime;
 mod outlier;
 mod retries;
 mod stream_timeouts;
+mod traffic_stats;

@@ -10,7 +10,11 @@ async fn pair() -> (Conn, TcpStream) {
     let addr = listener.local_addr().expect("addr");
     let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
     let (server, _) = accepted.expect("accept");
-    (Conn::new(server), client.expect("connect"))
+    let bytes = ByteCounters {
+        rx: crate::stats::Counter::detached(),
+        tx: crate::stats::Counter::detached(),
+    };
+    (Conn::new(server, bytes), client.expect("connect"))
 }
 
 async fn parsed(bytes: &[u8]) -> (Result<Option<Head>, Rejection>, BytesMut) {
