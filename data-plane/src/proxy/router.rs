@@ -38,6 +38,7 @@ use crate::stats::Counter;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -451,12 +452,15 @@ pub struct AttemptEnd {
     /// When the request was complete (see `Attempts::started`).
     started: Instant,
     internal: bool,
-    /// The route timeout's deadline, if any.
-    deadline: Option<Instant>,
-    /// `per_try_idle_timeout`.
-    idle: Option<Duration>,
-    /// The stream idle timeout, and the listener's `downstream_rq_idle_timeout`.
-    stream_idle: Option<(Duration, Counter)>,
+    /// The route timeout, in milliseconds (its deadline is `started` plus it).
+    timeout: Option<NonZeroU32>,
+    /// `per_try_idle_timeout`, in milliseconds as Envoy keeps it (small: an `AttemptEnd` moves
+    /// with every response).
+    idle: Option<NonZeroU32>,
+    /// The stream idle timeout, in milliseconds.
+    stream_idle: Option<NonZeroU32>,
+    /// The listener's `downstream_rq_idle_timeout`, when the stream idle timeout is on.
+    idle_counter: Option<Counter>,
     /// The progress of a request body still arriving (its frames keep the stream from being
     /// idle).
     request: Option<ProgressReceiver>,
@@ -489,7 +493,7 @@ impl AttemptEnd {
 
     /// Ready once the route timeout or an idle timeout has passed (never without one).
     pub fn poll_timeout(&mut self, cx: &mut Context<'_>) -> Poll<BodyTimeout> {
-        if self.deadline.is_none() && self.idle.is_none() && self.stream_idle.is_none() {
+        if self.timeout.is_none() && self.idle.is_none() && self.stream_idle.is_none() {
             return Poll::Pending;
         }
         let last = *self.last.get_or_insert_with(Instant::now);
@@ -499,10 +503,16 @@ impl AttemptEnd {
             None => last,
         };
         let first = [
-            (self.deadline, BodyTimeout::Route),
-            (self.idle.map(|d| last + d), BodyTimeout::Idle),
             (
-                self.stream_idle.as_ref().map(|(d, _)| stream_last + *d),
+                self.timeout.map(|ms| self.started + as_duration(ms)),
+                BodyTimeout::Route,
+            ),
+            (
+                self.idle.map(|ms| last + as_duration(ms)),
+                BodyTimeout::Idle,
+            ),
+            (
+                self.stream_idle.map(|ms| stream_last + as_duration(ms)),
                 BodyTimeout::Stream,
             ),
         ]
@@ -535,7 +545,7 @@ impl AttemptEnd {
                 self.cluster.report(&self.host, Outcome::Timeout);
             }
             BodyTimeout::Stream => {
-                if let Some((_, counter)) = &self.stream_idle {
+                if let Some(counter) = &self.idle_counter {
                     counter.inc();
                 }
                 return;
@@ -859,11 +869,10 @@ impl Attempts<'_> {
                         cluster: self.cluster.clone(),
                         started: self.started,
                         internal: self.internal,
-                        deadline: route_deadline,
-                        idle: self.per_try_idle,
-                        stream_idle: self
-                            .stream_idle
-                            .map(|d| (d, self.http.rq_idle_timeout.clone())),
+                        timeout: as_millis(self.timeout),
+                        idle: as_millis(self.per_try_idle),
+                        stream_idle: as_millis(self.stream_idle),
+                        idle_counter: self.stream_idle.map(|_| self.http.rq_idle_timeout.clone()),
                         request: self.progress.take(),
                         last: None,
                         timer: None,
@@ -996,6 +1005,16 @@ fn request_hash(
 }
 
 /// Whole milliseconds, saturating.
+/// A timeout in whole milliseconds, as Envoy keeps it (zero, like `None`, disables it).
+fn as_millis(d: Option<Duration>) -> Option<NonZeroU32> {
+    d.and_then(|d| NonZeroU32::new(u32::try_from(d.as_millis()).unwrap_or(u32::MAX)))
+}
+
+/// The inverse of [`as_millis`].
+fn as_duration(ms: NonZeroU32) -> Duration {
+    Duration::from_millis(u64::from(ms.get()))
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
