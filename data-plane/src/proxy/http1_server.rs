@@ -285,19 +285,31 @@ impl Conn {
             Poll::Pending
         })
         .await?;
-        // The request's future is done; a body the router never finished leaves the connection
-        // out of step.
-        drop(feeder);
+        // A response before the end of its request (an early response): the request body keeps
+        // going upstream while the response is written, as in Envoy; the connection closes
+        // after it all the same (its head says so, as Envoy's does).
         let mut close = close || body_read == BodyRead::Incomplete;
         close |= headers::connection_names(resp.headers(), "close");
         let watch = body_read == BodyRead::Complete;
-        match self.write_response(resp, head_request, close, watch).await {
+        if body_read == BodyRead::Incomplete {
+            // Envoy counts it when it sends the response head.
+            let state = ctx.state.load();
+            state.stats.rq_response_before_rq_complete.inc();
+        }
+        let upload = Upload {
+            feeder: &mut feeder,
+            read: &mut body_read,
+        };
+        let written = self
+            .write_response_feeding(resp, head_request, close, watch, Some(upload))
+            .await;
+        // A body the router never finished leaves the connection out of step.
+        drop(feeder);
+        match written {
             Ok(()) => {
                 if body_read == BodyRead::Incomplete {
                     // Envoy resets a stream whose response ended before its request did.
-                    let state = ctx.state.load();
-                    state.stats.rq_response_before_rq_complete.inc();
-                    state.stats.rq_rx_reset.inc();
+                    ctx.state.load().stats.rq_rx_reset.inc();
                 }
                 in_flight.complete();
             }
@@ -455,6 +467,20 @@ impl Conn {
         close: bool,
         watch: bool,
     ) -> Result<(), End> {
+        self.write_response_feeding(resp, head_request, close, watch, None)
+            .await
+    }
+
+    /// Like [`Conn::write_response`], also reading the rest of the request body (`upload`)
+    /// while the response body waits.
+    async fn write_response_feeding(
+        &mut self,
+        resp: Response<ProxyBody>,
+        head_request: bool,
+        close: bool,
+        mut watch: bool,
+        mut upload: Option<Upload<'_>>,
+    ) -> Result<(), End> {
         let (parts, body) = resp.into_parts();
         let status = parts.status;
         // A 1xx or 204 has no body and, as from Envoy, no `content-length` (a 304 and a
@@ -548,6 +574,22 @@ impl Conn {
                 ready!(self.poll_flush(cx))?;
                 if ended {
                     return Poll::Ready(if failed { Err(BODY_FAILED) } else { Ok(()) });
+                }
+                if waiting
+                    && let Some(up) = upload.as_mut()
+                    && let Some(feeder) = up.feeder.as_mut()
+                {
+                    match feeder.poll_feed(cx, self) {
+                        Poll::Ready(Feed::Done) => {
+                            *up.feeder = None;
+                            *up.read = BodyRead::Complete;
+                            watch = true;
+                            continue;
+                        }
+                        Poll::Ready(Feed::Abandoned) => *up.feeder = None,
+                        Poll::Ready(Feed::Failed) => return Poll::Ready(Err(CLIENT_GONE)),
+                        Poll::Pending => {}
+                    }
                 }
                 if waiting {
                     // A client that leaves mid-body ends the request at once, and the upstream
@@ -650,6 +692,12 @@ fn write_date(out: &mut Vec<u8>) {
         }
         write_header(out, b"date", text.as_bytes());
     });
+}
+
+/// A request body still being read while its response is written.
+struct Upload<'a> {
+    feeder: &'a mut Option<Feeder>,
+    read: &'a mut BodyRead,
 }
 
 /// Reads a request body from the connection into the router's [`RequestBody`].

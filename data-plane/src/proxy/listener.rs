@@ -82,8 +82,8 @@ pub struct HttpStats {
     pub rq_ws_on_non_ws_route: Counter,
     /// `downstream_rq_failed_path_normalization`: targets Envoy will not route (a `#fragment`).
     pub rq_failed_path_normalization: Counter,
-    /// `downstream_rq_response_before_rq_complete`: responses sent in full before their
-    /// request was (HTTP/1.1).
+    /// `downstream_rq_response_before_rq_complete`: responses whose head was sent before their
+    /// request was complete (HTTP/1.1).
     pub rq_response_before_rq_complete: Counter,
     /// `downstream_cx_rx_bytes_total` and `downstream_cx_tx_bytes_total`.
     pub cx_bytes: ByteCounters,

@@ -461,8 +461,9 @@ pub struct AttemptEnd {
     stream_idle: Option<NonZeroU32>,
     /// The listener's `downstream_rq_idle_timeout`, when the stream idle timeout is on.
     idle_counter: Option<Counter>,
-    /// The progress of a request body still arriving (its frames keep the stream from being
-    /// idle).
+    /// The progress of a request body still arriving when the response came (an early
+    /// response): its frames keep the stream from being idle, and the route timeout and
+    /// `upstream_rq_time` start at its end, as Envoy's start once the request is complete.
     request: Option<ProgressReceiver>,
     /// When the body last made progress, from the first time it had to wait (the idle timers
     /// start then; most bodies never wait, and so never read the clock).
@@ -504,7 +505,8 @@ impl AttemptEnd {
         };
         let first = [
             (
-                self.timeout.map(|ms| self.started + as_duration(ms)),
+                self.timeout
+                    .and_then(|ms| Some(self.request_complete()? + as_duration(ms))),
                 BodyTimeout::Route,
             ),
             (
@@ -554,10 +556,22 @@ impl AttemptEnd {
         HostStats::inc(&self.host.stats.rq_timeout);
     }
 
-    /// The response has been read to its end: the request's `upstream_rq_time`.
+    /// The response has been read to its end: the request's `upstream_rq_time`, unless the
+    /// request never was complete (Envoy records none then).
     pub fn complete(self) {
-        let ms = elapsed_ms(self.started);
-        self.cluster.stats.record_rq_time(ms, self.internal);
+        if let Some(since) = self.request_complete() {
+            self.cluster
+                .stats
+                .record_rq_time(elapsed_ms(since), self.internal);
+        }
+    }
+
+    /// When the request was complete, if it is.
+    fn request_complete(&self) -> Option<Instant> {
+        match &self.request {
+            None => Some(self.started),
+            Some(progress) => progress.borrow().ended,
+        }
     }
 }
 
@@ -861,8 +875,9 @@ impl Attempts<'_> {
             cs.charge_final(code, self.internal);
             return match result {
                 Ok(mut r) => {
-                    // Envoy's `x-envoy-upstream-service-time` counts from the complete request.
-                    let service_ms = elapsed_ms(self.started);
+                    // Envoy's `x-envoy-upstream-service-time` counts from the complete request;
+                    // a response before its end (`progress` is still there) has none.
+                    let service_ms = self.progress.is_none().then(|| elapsed_ms(self.started));
                     active.hand_over();
                     r.body_mut().hold(AttemptEnd {
                         host,
@@ -1025,13 +1040,17 @@ fn elapsed_ms(since: Instant) -> u64 {
 
 /// The upstream response as it goes downstream; `service_ms`: how long the upstream took
 /// (`x-envoy-upstream-service-time`).
-fn downstream_response(resp: Response<UpstreamBody>, service_ms: u64) -> Response<ProxyBody> {
+fn downstream_response(
+    resp: Response<UpstreamBody>,
+    service_ms: Option<u64>,
+) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(
-        &X_ENVOY_UPSTREAM_SERVICE_TIME,
-        headers::number_value(service_ms),
-    );
+    if let Some(ms) = service_ms {
+        parts
+            .headers
+            .insert(&X_ENVOY_UPSTREAM_SERVICE_TIME, headers::number_value(ms));
+    }
     Response::from_parts(parts, ProxyBody::Upstream(body))
 }
 
