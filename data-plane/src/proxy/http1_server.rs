@@ -27,9 +27,11 @@
 //! - Keep-alive unless the request says `connection: close` (the response then says so too) or
 //!   the response carries `connection: close` (the connection manager's refusals).
 //! - A request body is read by this task and handed to the router's body through a one-slot
-//!   channel, as the router asks for it (backpressure). A response that is complete before the
-//!   request body was read to its end closes the connection (Envoy does the same: an HTTP/1.1
-//!   connection cannot skip the rest of a body of unknown length).
+//!   channel, as the router asks for it (backpressure), also while a response that came
+//!   before the body's end (an early response) is written. A response whose head goes out
+//!   before the request body was read to its end says `connection: close` and closes the
+//!   connection (Envoy does the same: an HTTP/1.1 connection cannot skip the rest of a body of
+//!   unknown length).
 //! - A repeated header that Envoy keeps inline (`headers::JOINED_WHEN_REPEATED`: `host`,
 //!   `x-forwarded-for`, `user-agent`, …) becomes one line, its values joined with `,`, as Envoy
 //!   forwards it; other repeated headers keep their lines.

@@ -11,6 +11,8 @@ use std::time::Duration;
 use legate_e2e::upstream::{Attempt, Outcome, Upstream};
 use legate_e2e::{ControlPlane, Envoy, Flavor, HttpResponse, http_get_with_headers};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Upper bound of every wait for configuration to arrive.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -482,4 +484,46 @@ pub const FAILED_OUTLIER_CHECK: &str = "/failed_outlier_check";
 /// The x-test-id of one request of a scenario, unique per flavour.
 pub fn test_id(flavor: Flavor, what: &str) -> String {
     format!("{}-{what}", flavor.name())
+}
+
+/// Upper bound of a [`raw_exchange`].
+const RAW_EXCHANGE_DEADLINE: Duration = Duration::from_secs(15);
+
+/// One step of a raw exchange.
+pub enum Step<'a> {
+    /// Write these bytes.
+    Send(&'a [u8]),
+    /// Wait this long.
+    Wait(Duration),
+}
+
+/// Runs `steps` on a new connection, then reads until the proxy closes it. Returns what was
+/// read. A write the proxy refuses (it closed the connection) ends the steps.
+pub async fn raw_exchange(fx: &Fixture, steps: &[Step<'_>]) -> String {
+    let exchange = async {
+        let mut s = TcpStream::connect(fx.listener).await?;
+        for step in steps {
+            match step {
+                Step::Send(bytes) => {
+                    if s.write_all(bytes).await.is_err() {
+                        break;
+                    }
+                }
+                Step::Wait(d) => tokio::time::sleep(*d).await,
+            }
+        }
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&got).into_owned())
+    };
+    tokio::time::timeout(RAW_EXCHANGE_DEADLINE, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{}: the proxy never closed", fx.flavor.name()))
+        .expect("raw exchange")
 }

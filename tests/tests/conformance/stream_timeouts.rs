@@ -9,57 +9,14 @@ use std::time::Duration;
 
 use legate_e2e::{Flavor, h2c_send};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::common::{Fixture, flavors};
+use crate::common::{Fixture, Step, flavors, raw_exchange};
 
 /// The stream timeouts the scenarios configure: short, so that a wait of three times as long
 /// shows them.
 const TIMEOUT: &str = "1s";
 /// How long the upstream stays silent where a timeout should fire first.
 const SILENCE_MS: &str = "3000";
-/// Upper bound of each raw exchange.
-const DEADLINE: Duration = Duration::from_secs(15);
-
-/// One step of a raw exchange.
-enum Step<'a> {
-    /// Write these bytes.
-    Send(&'a [u8]),
-    /// Wait this long.
-    Wait(Duration),
-}
-
-/// Runs `steps` on a new connection, then reads until the proxy closes it. Returns what was
-/// read. A write the proxy refuses (it closed the connection) ends the steps.
-async fn raw_exchange(fx: &Fixture, steps: &[Step<'_>]) -> String {
-    let exchange = async {
-        let mut s = TcpStream::connect(fx.listener).await?;
-        for step in steps {
-            match step {
-                Step::Send(bytes) => {
-                    if s.write_all(bytes).await.is_err() {
-                        break;
-                    }
-                }
-                Step::Wait(d) => tokio::time::sleep(*d).await,
-            }
-        }
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&got).into_owned())
-    };
-    tokio::time::timeout(DEADLINE, exchange)
-        .await
-        .unwrap_or_else(|_| panic!("{}: the proxy never closed", fx.flavor.name()))
-        .expect("raw exchange")
-}
 
 /// A route to the `payments` cluster for `prefix`, without a route timeout (only the stream
 /// timeouts are left), with `extra` merged into its action.

@@ -13,7 +13,7 @@ use legate_e2e::Flavor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{Fixture, flavors};
+use crate::common::{Fixture, Step, flavors, raw_exchange};
 
 /// Upper bound of the raw exchange and of each wait for a histogram flush (Envoy flushes
 /// histograms every 5 s).
@@ -116,21 +116,10 @@ async fn byte_counters_count_what_crosses_each_connection(flavor: Flavor) {
     let before: BTreeMap<String, u64> = fx.stats().await;
     let (up_read, up_written) = up.totals();
     let request = b"GET /payments/bytes HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
-    let exchange = async {
-        let mut s = TcpStream::connect(fx.listener).await?;
-        s.write_all(request).await?;
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).await?;
-        Ok::<_, std::io::Error>(got)
-    };
-    let got = tokio::time::timeout(DEADLINE, exchange)
-        .await
-        .expect("exchange within the deadline")
-        .expect("raw exchange");
+    let got = raw_exchange(&fx, &[Step::Send(request)]).await;
     assert!(
-        got.starts_with(b"HTTP/1.1 200 OK\r\n") && got.ends_with(b"hello"),
-        "{name}: {:?}",
-        String::from_utf8_lossy(&got)
+        got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("hello"),
+        "{name}: {got:?}"
     );
     let (now_read, now_written) = up.totals();
     let was = |k: &str| before.get(k).copied().unwrap_or(0);
