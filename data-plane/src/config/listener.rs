@@ -78,6 +78,7 @@ fn convert(l: &Listener) -> Result<ListenerConfig> {
         codec: hcm.codec,
         stream_idle_timeout: hcm.stream_idle_timeout,
         request_timeout: hcm.request_timeout,
+        request_headers_timeout: hcm.request_headers_timeout,
         server_name: hcm.server_name,
         internal_address: hcm.internal_address,
     })
@@ -124,6 +125,7 @@ struct Hcm {
     codec: Codec,
     stream_idle_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
+    request_headers_timeout: Option<Duration>,
     server_name: String,
     internal_address: Option<InternalAddressConfig>,
 }
@@ -246,6 +248,11 @@ fn http_connection_manager(h: &HttpConnectionManager) -> Result<Hcm> {
             Some(DEFAULT_STREAM_IDLE_TIMEOUT),
         )?,
         request_timeout: timeout_or("request_timeout", h.request_timeout.as_ref(), None)?,
+        request_headers_timeout: timeout_or(
+            "request_headers_timeout",
+            h.request_headers_timeout.as_ref(),
+            None,
+        )?,
         server_name: if h.server_name.is_empty() {
             DEFAULT_SERVER_NAME.to_string()
         } else {
@@ -384,12 +391,6 @@ fn unimplemented_hcm_fields(h: &HttpConnectionManager) -> Result<()> {
             .is_some_and(|s| *s != Default::default()),
         "scheme_header_transformation",
     )?;
-    reject(
-        h.request_headers_timeout
-            .as_ref()
-            .is_some_and(|d| d.seconds != 0 || d.nanos != 0),
-        "request_headers_timeout",
-    )?;
     reject(!h.access_log.is_empty(), "access_log")?;
     reject(bool_set(h.use_remote_address), "use_remote_address")?;
     reject(h.xff_num_trusted_hops != 0, "xff_num_trusted_hops")?;
@@ -524,16 +525,19 @@ mod tests {
         assert_eq!(l.codec, Codec::Auto);
         assert_eq!(l.stream_idle_timeout, Some(Duration::from_secs(300)));
         assert_eq!(l.request_timeout, None);
+        assert_eq!(l.request_headers_timeout, None);
         assert_eq!(l.server_name, "envoy");
         assert_eq!(l.internal_address, None);
 
         let l = ok(with_hcm(json!({
             "codec_type": "HTTP2", "stream_idle_timeout": "0s", "request_timeout": "10s",
+            "request_headers_timeout": "2s",
             "server_name": "legate", "http2_protocol_options": {"max_concurrent_streams": 10}
         })));
         assert_eq!(l.codec, Codec::Http2);
         assert_eq!(l.stream_idle_timeout, None, "0 disables");
         assert_eq!(l.request_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(l.request_headers_timeout, Some(Duration::from_secs(2)));
         assert_eq!(l.server_name, "legate");
         assert_eq!(
             ok(with_hcm(json!({"codec_type": "HTTP1"}))).codec,

@@ -37,6 +37,8 @@ pub struct ListenerConfig {
     pub stream_idle_timeout: Option<Duration>,
     /// HCM `request_timeout`; `None` (Envoy's default) disables it.
     pub request_timeout: Option<Duration>,
+    /// HCM `request_headers_timeout`; `None` (Envoy's default) disables it.
+    pub request_headers_timeout: Option<Duration>,
     /// The HCM `server_name` (Envoy default `envoy`), written as the `server` response header.
     pub server_name: String,
     /// The HCM `internal_address_config`; `None` (unset) makes no request internal.

@@ -347,10 +347,15 @@ impl Conn {
                 if self.head_timer.is_none() {
                     let limits = StreamLimits::of(&ctx.state.load().config);
                     let now = tokio::time::Instant::now();
-                    let request_deadline = limits.request.map(|t| now + t);
-                    if let Some((at, timer)) =
-                        StreamLimits::first_deadline(limits.idle, now, request_deadline)
-                    {
+                    let first = [
+                        (limits.headers, StreamTimer::Headers),
+                        (limits.request, StreamTimer::Request),
+                        (limits.idle, StreamTimer::Idle),
+                    ]
+                    .into_iter()
+                    .filter_map(|(after, timer)| Some((now + after?, timer)))
+                    .min_by_key(|(at, _)| *at);
+                    if let Some((at, timer)) = first {
                         self.head_timer = Some((Box::pin(tokio::time::sleep_until(at)), timer));
                     }
                 }

@@ -93,6 +93,8 @@ pub struct HttpStats {
     pub rq_idle_timeout: Counter,
     /// `downstream_rq_timeout`: requests the request timeout ended.
     pub rq_timeout: Counter,
+    /// `downstream_rq_header_timeout`: request heads the request headers timeout ended.
+    pub rq_header_timeout: Counter,
     classes: [Counter; 5],
     /// `listener.<scope>.http.<prefix>.downstream_rq_<class>xx`: Envoy's per-listener copies.
     listener_classes: [Counter; 5],
@@ -144,6 +146,7 @@ impl HttpStats {
             cx_length_ms: store.histogram(&format!("http.{prefix}.downstream_cx_length_ms")),
             rq_idle_timeout: c("downstream_rq_idle_timeout"),
             rq_timeout: c("downstream_rq_timeout"),
+            rq_header_timeout: c("downstream_rq_header_timeout"),
             classes: [
                 c("downstream_rq_1xx"),
                 c("downstream_rq_2xx"),

@@ -1,11 +1,12 @@
 //! The connection manager's stream timeouts, as Envoy 1.40 enforces them:
-//! `stream_idle_timeout` (default 5 min; a route's `idle_timeout` replaces it) and
-//! `request_timeout` (default none).
+//! `stream_idle_timeout` (default 5 min; a route's `idle_timeout` replaces it),
+//! `request_timeout` and `request_headers_timeout` (both off by default).
 //!
 //! | timer | runs | fires before the response head | fires mid-response |
 //! |---|---|---|---|
 //! | stream idle | from the request's first byte, again after each request or response frame | 408 `stream timeout` while the request is incomplete, else 504; `downstream_rq_idle_timeout` | the stream is reset; `downstream_rq_idle_timeout` |
 //! | request | from the request's first byte until the request has been received in full | 408 `request timeout`; `downstream_rq_timeout` | (stopped) |
+//! | request headers | from the request's first byte until its head has been received in full | 408 `request header timeout`; `downstream_rq_header_timeout` | (stopped) |
 //!
 //! Where each is enforced: a request head that arrives in parts, in `http1_server`; a request
 //! body being read, in `replay::prepare` (buffered for retries) or the router's wait for the
@@ -30,6 +31,8 @@ pub struct StreamLimits {
     pub idle: Option<Duration>,
     /// `request_timeout`; `None`: disabled.
     pub request: Option<Duration>,
+    /// `request_headers_timeout`; `None`: disabled.
+    pub headers: Option<Duration>,
 }
 
 impl StreamLimits {
@@ -38,6 +41,7 @@ impl StreamLimits {
         StreamLimits {
             idle: config.stream_idle_timeout,
             request: config.request_timeout,
+            headers: config.request_headers_timeout,
         }
     }
 
@@ -75,6 +79,8 @@ pub enum StreamTimer {
     Idle,
     /// `request_timeout`.
     Request,
+    /// `request_headers_timeout` (a request head that has not arrived in full in that time).
+    Headers,
 }
 
 impl StreamTimer {
@@ -83,6 +89,7 @@ impl StreamTimer {
         match self {
             StreamTimer::Idle => stats.rq_idle_timeout.inc(),
             StreamTimer::Request => stats.rq_timeout.inc(),
+            StreamTimer::Headers => stats.rq_header_timeout.inc(),
         }
     }
 
@@ -98,6 +105,9 @@ impl StreamTimer {
             StreamTimer::Idle => local_reply::reply(StatusCode::REQUEST_TIMEOUT, "stream timeout"),
             StreamTimer::Request => {
                 local_reply::reply(StatusCode::REQUEST_TIMEOUT, "request timeout")
+            }
+            StreamTimer::Headers => {
+                local_reply::reply(StatusCode::REQUEST_TIMEOUT, "request header timeout")
             }
         }
     }
@@ -158,6 +168,7 @@ mod tests {
         let limits = StreamLimits {
             idle: Some(300 * SEC),
             request: None,
+            headers: None,
         };
         assert_eq!(limits.idle_on_route(None), Some(300 * SEC));
         assert_eq!(limits.idle_on_route(Some(2 * SEC)), Some(2 * SEC));
@@ -199,6 +210,7 @@ mod tests {
         assert_eq!(status(StreamTimer::Idle.reply(true)), 504);
         assert_eq!(status(StreamTimer::Idle.reply(false)), 408);
         assert_eq!(status(StreamTimer::Request.reply(false)), 408);
+        assert_eq!(status(StreamTimer::Headers.reply(false)), 408);
         let head = StreamTimer::Idle.head_reply();
         assert_eq!(head.headers()["connection"], "close");
         assert_eq!(head.headers()["content-length"], "14", "`stream timeout`");

@@ -322,3 +322,68 @@ flavors!(
     request_timeout_ends_a_slow_request_envoy,
     request_timeout_ends_a_slow_request_legate
 );
+
+/// `request_headers_timeout` bounds the time a request head takes to arrive, from its first
+/// byte: a head arriving in parts (however busy) is answered 408 `request header timeout`
+/// (`downstream_rq_header_timeout`) and the connection closed. It stops once the head is
+/// complete: a slower upstream is not cut.
+async fn request_headers_timeout_ends_a_slow_head(flavor: Flavor) {
+    let up = upstream().await;
+    let settings = json!({"request_headers_timeout": TIMEOUT});
+    let fx =
+        Fixture::start_static(flavor, &[up.addr], hcm(settings, &[route("/", json!({}))])).await;
+    let before = fx.stats().await;
+    let name = flavor.name();
+    let wait = |ms| Step::Wait(Duration::from_millis(ms));
+    let expect_408 = |got: &str, case: &str| {
+        assert!(
+            got.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{name}: {case}: {got:?}"
+        );
+        assert!(
+            got.contains("\r\nconnection: close\r\n"),
+            "{name}: {case}: {got:?}"
+        );
+        assert!(
+            got.ends_with("\r\n\r\nrequest header timeout"),
+            "{name}: {case}: {got:?}"
+        );
+    };
+    let parts = [
+        Step::Send(b"GET /payments/x HTTP/1.1\r\nhost: x\r\n"),
+        wait(2000),
+    ];
+    expect_408(&raw_exchange(&fx, &parts).await, "a head in parts");
+    let trickle = [
+        Step::Send(b"GET /payments/x HTTP/1.1\r\n"),
+        wait(400),
+        Step::Send(b"host: x\r\n"),
+        wait(400),
+        Step::Send(b"a: b\r\n"),
+        wait(400),
+        Step::Send(b"c: d\r\n"),
+    ];
+    expect_408(&raw_exchange(&fx, &trickle).await, "a trickling head");
+    let r = fx.get("/payments/x", &[("x-fault-delay-ms", "2000")]).await;
+    assert_eq!(r.status, 200, "{name}: a slow upstream");
+    expect_growth(
+        &fx,
+        &before,
+        &[
+            ("http.app.downstream_rq_header_timeout", 2),
+            ("http.app.downstream_rq_timeout", 0),
+            ("http.app.downstream_rq_idle_timeout", 0),
+            ("http.app.downstream_rq_4xx", 2),
+            ("http.app.downstream_rq_response_before_rq_complete", 2),
+            ("http.app.downstream_rq_rx_reset", 2),
+            ("cluster.payments.upstream_rq_200", 1),
+        ],
+    )
+    .await;
+}
+
+flavors!(
+    request_headers_timeout_ends_a_slow_head,
+    request_headers_timeout_ends_a_slow_head_envoy,
+    request_headers_timeout_ends_a_slow_head_legate
+);
