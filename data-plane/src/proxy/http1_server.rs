@@ -37,7 +37,7 @@
 //!   forwards it; other repeated headers keep their lines.
 //! - A request head that arrives in parts is under the connection manager's stream timeouts
 //!   from its first part (`stream_timeout`): when one runs out first, Envoy's 408
-//!   (`stream timeout` or `request timeout`) closes the connection.
+//!   (`stream timeout`, `request timeout` or `request header timeout`) closes the connection.
 //! - `expect: 100-continue` is answered with `100 Continue` at once (Envoy's default,
 //!   `proxy_100_continue: false`).
 //! - While the router works, and while the response body is awaited, the socket is watched: the

@@ -14,6 +14,12 @@
 //! back-off, as one more deadline among the router's; the response body, in `UpstreamBody`.
 //! No timer of its own runs for a request that arrives complete: its idle deadline joins the
 //! route timeout's.
+//!
+//! Not covered (a known gap): the rest of a body too large to buffer for retries
+//! (`replay::Prepared::Once` after the buffer limit) streams upstream unwatched, so a stall in
+//! it is not seen before the response head; and after an early response over h2c, the route
+//! timeout starts when the response body is next polled after the request has ended, not at
+//! that moment (over HTTP/1.1 the codec feeds the request body from the same task, so at once).
 
 use super::body::ProxyBody;
 use super::listener::HttpStats;
