@@ -18,6 +18,39 @@ const TIMEOUT: &str = "1s";
 /// How long the upstream stays silent where a timeout should fire first.
 const SILENCE_MS: &str = "3000";
 
+/// Asserts that `got` is Envoy's 408 with `body`, closing the connection.
+fn assert_408(flavor: Flavor, case: &str, got: &str, body: &str) {
+    let name = flavor.name();
+    assert!(
+        got.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{name}: {case}: {got:?}"
+    );
+    assert!(
+        got.contains("\r\nconnection: close\r\n"),
+        "{name}: {case}: {got:?}"
+    );
+    assert!(
+        got.ends_with(&format!("\r\n\r\n{body}")),
+        "{name}: {case}: {got:?}"
+    );
+}
+
+/// A `POST` whose 5-byte body comes one byte every 400 ms (2 s in all), the connection
+/// closing after the response when `close`.
+fn trickled_post(close: bool) -> Vec<Step<'static>> {
+    let wait = || Step::Wait(Duration::from_millis(400));
+    let mut steps = vec![Step::Send(if close {
+        b"POST /payments/x HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
+    } else {
+        b"POST /payments/x HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n"
+    })];
+    for byte in [b"1", b"2", b"3", b"4", b"5"] {
+        steps.push(wait());
+        steps.push(Step::Send(byte));
+    }
+    steps
+}
+
 /// A route to the `payments` cluster for `prefix`, without a route timeout (only the stream
 /// timeouts are left), with `extra` merged into its action.
 fn route(prefix: &str, extra: serde_json::Value) -> serde_json::Value {
@@ -142,24 +175,10 @@ async fn stream_idle_timeout_ends_a_stalled_request(flavor: Flavor) {
     let before = fx.stats().await;
     let name = flavor.name();
     let wait = |ms| Step::Wait(Duration::from_millis(ms));
-    let expect_408 = |got: &str, case: &str| {
-        assert!(
-            got.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-            "{name}: {case}: {got:?}"
-        );
-        assert!(
-            got.contains("\r\nconnection: close\r\n"),
-            "{name}: {case}: {got:?}"
-        );
-        assert!(
-            got.ends_with("\r\n\r\nstream timeout"),
-            "{name}: {case}: {got:?}"
-        );
-    };
     for path in ["/payments/x", "/retried/x"] {
         let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n");
         let got = raw_exchange(&fx, &[Step::Send(head.as_bytes()), Step::Send(b"12345")]).await;
-        expect_408(&got, path);
+        assert_408(flavor, path, &got, "stream timeout");
     }
     let got = raw_exchange(
         &fx,
@@ -172,21 +191,8 @@ async fn stream_idle_timeout_ends_a_stalled_request(flavor: Flavor) {
         ],
     )
     .await;
-    expect_408(&got, "a head in parts");
-    let trickle = [
-        Step::Send(b"POST /payments/x HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"),
-        wait(400),
-        Step::Send(b"1"),
-        wait(400),
-        Step::Send(b"2"),
-        wait(400),
-        Step::Send(b"3"),
-        wait(400),
-        Step::Send(b"4"),
-        wait(400),
-        Step::Send(b"5"),
-    ];
-    let got = raw_exchange(&fx, &trickle).await;
+    assert_408(flavor, "a head in parts", &got, "stream timeout");
+    let got = raw_exchange(&fx, &trickled_post(true)).await;
     assert!(
         got.starts_with("HTTP/1.1 200 OK\r\n"),
         "{name}: trickle: {got:?}"
@@ -271,35 +277,18 @@ async fn request_timeout_ends_a_slow_request(flavor: Flavor) {
     let before = fx.stats().await;
     let name = flavor.name();
     let wait = |ms| Step::Wait(Duration::from_millis(ms));
-    let expect_408 = |got: &str, case: &str| {
-        assert!(
-            got.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-            "{name}: {case}: {got:?}"
-        );
-        assert!(
-            got.ends_with("\r\n\r\nrequest timeout"),
-            "{name}: {case}: {got:?}"
-        );
-    };
-    let trickle = [
-        Step::Send(b"POST /payments/x HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n"),
-        wait(400),
-        Step::Send(b"1"),
-        wait(400),
-        Step::Send(b"2"),
-        wait(400),
-        Step::Send(b"3"),
-        wait(400),
-        Step::Send(b"4"),
-        wait(400),
-        Step::Send(b"5"),
-    ];
-    expect_408(&raw_exchange(&fx, &trickle).await, "a trickling body");
+    let got = raw_exchange(&fx, &trickled_post(false)).await;
+    assert_408(flavor, "a trickling body", &got, "request timeout");
     let parts = [
         Step::Send(b"GET /payments/x HTTP/1.1\r\nhost: x\r\n"),
         wait(2000),
     ];
-    expect_408(&raw_exchange(&fx, &parts).await, "a head in parts");
+    assert_408(
+        flavor,
+        "a head in parts",
+        &raw_exchange(&fx, &parts).await,
+        "request timeout",
+    );
     let r = fx.get("/payments/x", &[("x-fault-delay-ms", "2000")]).await;
     assert_eq!(r.status, 200, "{name}: a slow upstream");
     expect_growth(
@@ -335,25 +324,16 @@ async fn request_headers_timeout_ends_a_slow_head(flavor: Flavor) {
     let before = fx.stats().await;
     let name = flavor.name();
     let wait = |ms| Step::Wait(Duration::from_millis(ms));
-    let expect_408 = |got: &str, case: &str| {
-        assert!(
-            got.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-            "{name}: {case}: {got:?}"
-        );
-        assert!(
-            got.contains("\r\nconnection: close\r\n"),
-            "{name}: {case}: {got:?}"
-        );
-        assert!(
-            got.ends_with("\r\n\r\nrequest header timeout"),
-            "{name}: {case}: {got:?}"
-        );
-    };
     let parts = [
         Step::Send(b"GET /payments/x HTTP/1.1\r\nhost: x\r\n"),
         wait(2000),
     ];
-    expect_408(&raw_exchange(&fx, &parts).await, "a head in parts");
+    assert_408(
+        flavor,
+        "a head in parts",
+        &raw_exchange(&fx, &parts).await,
+        "request header timeout",
+    );
     let trickle = [
         Step::Send(b"GET /payments/x HTTP/1.1\r\n"),
         wait(400),
@@ -363,7 +343,12 @@ async fn request_headers_timeout_ends_a_slow_head(flavor: Flavor) {
         wait(400),
         Step::Send(b"c: d\r\n"),
     ];
-    expect_408(&raw_exchange(&fx, &trickle).await, "a trickling head");
+    assert_408(
+        flavor,
+        "a trickling head",
+        &raw_exchange(&fx, &trickle).await,
+        "request header timeout",
+    );
     let r = fx.get("/payments/x", &[("x-fault-delay-ms", "2000")]).await;
     assert_eq!(r.status, 200, "{name}: a slow upstream");
     expect_growth(
