@@ -198,16 +198,19 @@ impl Shared {
     /// A connection ended: counts it as Envoy does (`upstream_cx_destroy`, `_local` or
     /// `_remote`, and `_with_active_rq` when a request was on it), frees the active-connection
     /// gauges and the breaker's connection slot, and wakes a request waiting for a connection.
-    /// Records the connection's `upstream_cx_length_ms` from `opened`, when its connect began.
+    /// Records the connection's `upstream_cx_length_ms` from `opened`, when its connect began,
+    /// and the `requests` it carried (`upstream_rq_per_cx`).
     fn closed(
         &self,
         guard: Option<ConnectionGuard>,
         local: bool,
         with_active_rq: bool,
         opened: tokio::time::Instant,
+        requests: u32,
     ) {
         let s = &self.stats;
         s.cx_length_ms.record(millis_since(opened));
+        s.rq_per_cx.record(u64::from(requests));
         s.cx_active.dec();
         self.host.cx_active.fetch_sub(1, Ordering::Relaxed);
         s.cx_destroy.inc();
@@ -261,8 +264,13 @@ struct PooledH1 {
 impl Drop for PooledH1 {
     fn drop(&mut self) {
         let local = !self.conn.peer_closed();
-        self.shared
-            .closed(self.guard.take(), local, self.active_rq, self.opened);
+        self.shared.closed(
+            self.guard.take(),
+            local,
+            self.active_rq,
+            self.opened,
+            self.requests,
+        );
     }
 }
 
@@ -289,7 +297,7 @@ struct ConnTrack {
     local: AtomicBool,
     /// `upstream_cx_destroy_*with_active_rq` was counted for this connection.
     active_counted: AtomicBool,
-    /// Streams admitted on it (for `max_requests_per_connection`).
+    /// Streams admitted on it (for `max_requests_per_connection` and `upstream_rq_per_cx`).
     streams: std::sync::atomic::AtomicU32,
 }
 
@@ -827,13 +835,18 @@ impl HostPool {
     /// its streams finish.
     fn admit_h2_stream(&self, track: &Arc<ConnTrack>) -> bool {
         let stats = &self.inner.shared.stats;
-        let Some(max) = stats.max_requests_per_connection else {
-            return true;
-        };
         let n = track
             .streams
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
+        let Some(max) = stats.max_requests_per_connection else {
+            return true;
+        };
+        if n > max {
+            // Not admitted: `streams` counts the streams the connection carried.
+            track.streams.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
         if n == max {
             stats.cx_max_requests.inc();
             if let Ok(mut slot) = self.inner.h2.lock()
@@ -843,7 +856,7 @@ impl HostPool {
                 old.close_locally();
             }
         }
-        n <= max
+        true
     }
 
     /// The shared HTTP/2 connection, if it is usable.
@@ -985,9 +998,13 @@ impl HostPool {
             };
             // A failed request on the connection may have counted `_with_active_rq` already.
             let counted = state.active_counted.swap(true, Ordering::Relaxed);
-            inner
-                .shared
-                .closed(Some(guard), local, with_active_rq && !counted, opened);
+            inner.shared.closed(
+                Some(guard),
+                local,
+                with_active_rq && !counted,
+                opened,
+                state.streams.load(Ordering::Relaxed),
+            );
         });
         track
     }

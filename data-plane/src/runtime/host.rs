@@ -95,6 +95,8 @@ pub struct PoolStats {
     /// `upstream_cx_length_ms`: connections' lifetimes, from the connect's start (failed
     /// connects included).
     pub cx_length_ms: Histogram,
+    /// `upstream_rq_per_cx`: the requests each connection carried, recorded when it closes.
+    pub rq_per_cx: Histogram,
     /// The cluster's upstream TLS, when configured: every connection is TLS, never plaintext.
     pub tls: Option<Arc<crate::tls::ClusterTls>>,
 }
@@ -127,6 +129,7 @@ impl PoolStats {
             },
             cx_connect_ms: store.histogram(&format!("cluster.{cluster}.upstream_cx_connect_ms")),
             cx_length_ms: store.histogram(&format!("cluster.{cluster}.upstream_cx_length_ms")),
+            rq_per_cx: store.histogram(&format!("cluster.{cluster}.upstream_rq_per_cx")),
             cx_total: c("upstream_cx_total"),
             cx_active: g("upstream_cx_active"),
             cx_connect_fail: c("upstream_cx_connect_fail"),

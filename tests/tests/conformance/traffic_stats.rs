@@ -1,7 +1,8 @@
 //! What crosses each connection, counted as Envoy counts it: `downstream_cx_rx_bytes_total` and
 //! `_tx_bytes_total` (the bytes the client sent and received), `upstream_cx_rx_bytes_total` and
 //! `_tx_bytes_total` (the bytes the upstream sent and received), and the connection histograms
-//! `upstream_cx_connect_ms`, `upstream_cx_length_ms` and `downstream_cx_length_ms`.
+//! `upstream_cx_connect_ms`, `upstream_cx_length_ms`, `upstream_rq_per_cx` and
+//! `downstream_cx_length_ms`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -144,6 +145,7 @@ async fn byte_counters_count_what_crosses_each_connection(flavor: Flavor) {
     for metric in [
         "envoy_cluster_upstream_cx_connect_ms",
         "envoy_cluster_upstream_cx_length_ms",
+        "envoy_cluster_upstream_rq_per_cx",
     ] {
         assert!(
             flushed_count(&fx, metric, cluster).await >= 1,
