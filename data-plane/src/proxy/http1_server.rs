@@ -64,7 +64,7 @@ use super::http1::{
 use super::io_stats::ByteCounters;
 use super::listener::ListenerCtx;
 use super::router;
-use super::stream_timeout::{StreamLimits, StreamTimer};
+use super::stream_timeout::{StreamLimits, StreamTimer, earliest};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Request, Response, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
@@ -347,14 +347,12 @@ impl Conn {
                 if self.head_timer.is_none() {
                     let limits = StreamLimits::of(&ctx.state.load().config);
                     let now = tokio::time::Instant::now();
-                    let first = [
-                        (limits.headers, StreamTimer::Headers),
-                        (limits.request, StreamTimer::Request),
-                        (limits.idle, StreamTimer::Idle),
-                    ]
-                    .into_iter()
-                    .filter_map(|(after, timer)| Some((now + after?, timer)))
-                    .min_by_key(|(at, _)| *at);
+                    let after = |d: Option<std::time::Duration>| d.map(|d| now + d);
+                    let first = earliest([
+                        (after(limits.headers), StreamTimer::Headers),
+                        (after(limits.request), StreamTimer::Request),
+                        (after(limits.idle), StreamTimer::Idle),
+                    ]);
                     if let Some((at, timer)) = first {
                         self.head_timer = Some((Box::pin(tokio::time::sleep_until(at)), timer));
                     }

@@ -24,7 +24,7 @@ use super::listener::{HttpStats, ListenerCtx, ListenerState};
 use super::local_reply;
 use super::pool::UpstreamError;
 use super::replay::{self, Prepared};
-use super::stream_timeout::{ProgressReceiver, StreamLimits, StreamTimer};
+use super::stream_timeout::{ProgressReceiver, StreamLimits, StreamTimer, earliest};
 use crate::config::{
     ForwardAction, HostRewrite, RouteAction, RouteEntry, RouteSource, UpstreamProtocol, VirtualHost,
 };
@@ -503,7 +503,7 @@ impl AttemptEnd {
             Some(progress) => last.max(progress.borrow().last),
             None => last,
         };
-        let first = [
+        let first = earliest([
             (
                 self.timeout
                     .and_then(|ms| Some(self.request_complete()? + as_duration(ms))),
@@ -517,10 +517,7 @@ impl AttemptEnd {
                 self.stream_idle.map(|ms| stream_last + as_duration(ms)),
                 BodyTimeout::Stream,
             ),
-        ]
-        .into_iter()
-        .filter_map(|(deadline, which)| Some((deadline?, which)))
-        .min_by_key(|(deadline, _)| *deadline);
+        ]);
         let Some((deadline, which)) = first else {
             return Poll::Pending;
         };
@@ -736,7 +733,7 @@ impl Attempts<'_> {
                 // that are retried are not sent downstream: they do not count).
                 let stream_deadline = self.stream_idle.map(|t| self.started + t);
                 // The earliest timer; on a tie the route timeout (it is never retried).
-                let first = [
+                let first = earliest([
                     (route_deadline, AttemptTimer::Route),
                     (
                         stream_deadline,
@@ -747,10 +744,7 @@ impl Attempts<'_> {
                     ),
                     (try_deadline, AttemptTimer::PerTry),
                     (idle_deadline, AttemptTimer::Idle),
-                ]
-                .into_iter()
-                .filter_map(|(deadline, why)| Some((deadline?, why)))
-                .min_by_key(|(deadline, _)| *deadline);
+                ]);
                 match (early, first) {
                     (Some(result), _) => result,
                     (None, None) => sent.await.map_err(NoResponse::Failed),
@@ -836,16 +830,22 @@ impl Attempts<'_> {
                         if !wait.is_zero() {
                             let until = Instant::now() + wait;
                             let stream_deadline = self.stream_idle.map(|t| self.started + t);
-                            // No attempt is in flight: Envoy charges nothing.
-                            match (route_deadline, stream_deadline) {
-                                (Some(d), s) if d <= until && s.is_none_or(|s| d <= s) => {
-                                    tokio::time::sleep_until(d).await;
-                                    return local_reply::upstream_timeout();
-                                }
-                                (_, Some(s)) if s <= until => {
-                                    tokio::time::sleep_until(s).await;
-                                    StreamTimer::Idle.count(self.http);
-                                    return StreamTimer::Idle.reply(true);
+                            // No attempt is in flight: Envoy charges nothing. On a tie, the
+                            // route timeout.
+                            let first = earliest([
+                                (route_deadline, None),
+                                (stream_deadline, Some(StreamTimer::Idle)),
+                            ]);
+                            match first {
+                                Some((at, ends)) if at <= until => {
+                                    tokio::time::sleep_until(at).await;
+                                    return match ends {
+                                        None => local_reply::upstream_timeout(),
+                                        Some(timer) => {
+                                            timer.count(self.http);
+                                            timer.reply(true)
+                                        }
+                                    };
                                 }
                                 _ => tokio::time::sleep_until(until).await,
                             }

@@ -68,14 +68,22 @@ impl StreamLimits {
         last: Instant,
         request_deadline: Option<Instant>,
     ) -> Option<(Instant, StreamTimer)> {
-        let idle_at = idle.map(|d| last + d);
-        match (idle_at, request_deadline) {
-            (Some(i), Some(r)) if i < r => Some((i, StreamTimer::Idle)),
-            (_, Some(r)) => Some((r, StreamTimer::Request)),
-            (Some(i), None) => Some((i, StreamTimer::Idle)),
-            (None, None) => None,
-        }
+        earliest([
+            (request_deadline, StreamTimer::Request),
+            (idle.map(|d| last + d), StreamTimer::Idle),
+        ])
     }
+}
+
+/// The earliest of `deadlines` that is set, and what it stands for; on a tie, the first listed
+/// (callers list their deadlines in the order that wins a tie).
+pub fn earliest<T>(
+    deadlines: impl IntoIterator<Item = (Option<Instant>, T)>,
+) -> Option<(Instant, T)> {
+    deadlines
+        .into_iter()
+        .filter_map(|(deadline, what)| Some((deadline?, what)))
+        .min_by_key(|(deadline, _)| *deadline)
 }
 
 /// Which stream timer fired.
