@@ -7,9 +7,15 @@ use super::error::{
     ConfigError, FieldError, Result, Under, ads_source, reject, timeout_or, unsupported,
 };
 use super::route::convert_table;
-use super::types::{CidrRange, Codec, InternalAddressConfig, ListenerConfig, RouteSource};
+use super::types::{
+    CidrRange, Codec, ConnectionLimits, DEFAULT_CONNECTION_IDLE_TIMEOUT, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_HEADERS_COUNT, InternalAddressConfig, ListenerConfig, RouteSource,
+    UnderscoresAction,
+};
 use legate_proto::any::unpack;
-use legate_proto::pb::envoy::config::core::v3::Http1ProtocolOptions;
+use legate_proto::pb::envoy::config::core::v3::{
+    Http1ProtocolOptions, HttpProtocolOptions, http_protocol_options::HeadersWithUnderscoresAction,
+};
 use legate_proto::pb::envoy::config::listener::v3::{
     FilterChain, FilterChainMatch, Listener, filter,
 };
@@ -79,6 +85,8 @@ fn convert(l: &Listener) -> Result<ListenerConfig> {
         stream_idle_timeout: hcm.stream_idle_timeout,
         request_timeout: hcm.request_timeout,
         request_headers_timeout: hcm.request_headers_timeout,
+        max_stream_duration: hcm.max_stream_duration,
+        connection: hcm.connection,
         server_name: hcm.server_name,
         internal_address: hcm.internal_address,
     })
@@ -126,6 +134,8 @@ struct Hcm {
     stream_idle_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
     request_headers_timeout: Option<Duration>,
+    max_stream_duration: Option<Duration>,
+    connection: ConnectionLimits,
     server_name: String,
     internal_address: Option<InternalAddressConfig>,
 }
@@ -238,6 +248,19 @@ fn http_connection_manager(h: &HttpConnectionManager) -> Result<Hcm> {
     };
     http_filters(&h.http_filters)?;
     unimplemented_hcm_fields(h)?;
+    let default_options = HttpProtocolOptions::default();
+    let options = h
+        .common_http_protocol_options
+        .as_ref()
+        .unwrap_or(&default_options);
+    let (mut connection, max_stream_duration) =
+        common_http_protocol_options(options).under("common_http_protocol_options")?;
+    connection.drain_timeout = timeout_or(
+        "drain_timeout",
+        h.drain_timeout.as_ref(),
+        Some(DEFAULT_DRAIN_TIMEOUT),
+    )?
+    .unwrap_or(Duration::ZERO);
     Ok(Hcm {
         stat_prefix: h.stat_prefix.clone(),
         routes,
@@ -253,6 +276,8 @@ fn http_connection_manager(h: &HttpConnectionManager) -> Result<Hcm> {
             h.request_headers_timeout.as_ref(),
             None,
         )?,
+        max_stream_duration,
+        connection,
         server_name: if h.server_name.is_empty() {
             DEFAULT_SERVER_NAME.to_string()
         } else {
@@ -265,6 +290,67 @@ fn http_connection_manager(h: &HttpConnectionManager) -> Result<Hcm> {
             .transpose()
             .under("internal_address_config")?,
     })
+}
+
+/// The connection manager's `common_http_protocol_options`: the connection's limits (its
+/// `drain_timeout` is set by the caller) and `max_stream_duration`. A zero duration disables
+/// its timer, as in Envoy.
+fn common_http_protocol_options(
+    o: &HttpProtocolOptions,
+) -> Result<(ConnectionLimits, Option<Duration>)> {
+    reject(
+        o.max_connection_duration_jitter.is_some(),
+        "max_connection_duration_jitter",
+    )?;
+    reject(
+        o.max_response_headers_kb.is_some(),
+        "max_response_headers_kb",
+    )?;
+    let max_headers = match o.max_headers_count {
+        None => DEFAULT_MAX_HEADERS_COUNT,
+        Some(v) if v.value >= 1 => v.value,
+        Some(_) => {
+            return Err(FieldError::new(
+                "max_headers_count",
+                "value must be greater than or equal to 1",
+            ));
+        }
+    };
+    let underscores =
+        match HeadersWithUnderscoresAction::try_from(o.headers_with_underscores_action) {
+            Ok(HeadersWithUnderscoresAction::Allow) => UnderscoresAction::Allow,
+            Ok(HeadersWithUnderscoresAction::RejectRequest) => UnderscoresAction::RejectRequest,
+            Ok(HeadersWithUnderscoresAction::DropHeader) => UnderscoresAction::DropHeader,
+            Err(_) => {
+                return Err(FieldError::new(
+                    "headers_with_underscores_action",
+                    format!("unknown action {}", o.headers_with_underscores_action),
+                ));
+            }
+        };
+    let connection = ConnectionLimits {
+        idle_timeout: timeout_or(
+            "idle_timeout",
+            o.idle_timeout.as_ref(),
+            Some(DEFAULT_CONNECTION_IDLE_TIMEOUT),
+        )?,
+        max_connection_duration: timeout_or(
+            "max_connection_duration",
+            o.max_connection_duration.as_ref(),
+            None,
+        )?,
+        // 0 means "no limit" in Envoy.
+        max_requests: o
+            .max_requests_per_connection
+            .map(|v| v.value)
+            .filter(|v| *v > 0),
+        drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        max_headers,
+        underscores,
+    };
+    let max_stream_duration =
+        timeout_or("max_stream_duration", o.max_stream_duration.as_ref(), None)?;
+    Ok((connection, max_stream_duration))
 }
 
 /// `internal_address_config`. `unix_sockets` is accepted and has no effect: it applies to a
@@ -370,10 +456,6 @@ fn unimplemented_hcm_fields(h: &HttpConnectionManager) -> Result<()> {
         |b: Option<legate_proto::pb::google::protobuf::BoolValue>| b.is_some_and(|b| b.value);
     reject(bool_set(h.add_user_agent), "add_user_agent")?;
     reject(h.tracing.is_some(), "tracing")?;
-    reject(
-        h.common_http_protocol_options.is_some(),
-        "common_http_protocol_options",
-    )?;
     reject(
         h.http_protocol_options
             .as_ref()
@@ -658,6 +740,50 @@ mod tests {
         assert_eq!(
             e.field,
             format!("{HCM_FIELD}.http_filters[0].typed_config.suppress_envoy_headers")
+        );
+    }
+
+    #[test]
+    fn common_http_protocol_options_with_envoys_defaults() {
+        let l = ok(with_hcm(json!({})));
+        assert_eq!(l.connection, ConnectionLimits::default());
+        assert_eq!(
+            l.connection.idle_timeout,
+            Some(Duration::from_secs(3600)),
+            "1 h"
+        );
+        assert_eq!(l.connection.drain_timeout, Duration::from_secs(5));
+        assert_eq!(l.connection.max_headers, 100);
+        assert_eq!(l.max_stream_duration, None);
+        let l = ok(with_hcm(json!({"drain_timeout": "2s",
+            "common_http_protocol_options": {"idle_timeout": "0s",
+            "max_connection_duration": "60s", "max_requests_per_connection": 0,
+            "max_stream_duration": "10s", "max_headers_count": 7,
+            "headers_with_underscores_action": "DROP_HEADER"}})));
+        assert_eq!(l.connection.idle_timeout, None, "0 disables");
+        assert_eq!(
+            l.connection.max_connection_duration,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(l.connection.max_requests, None, "0: no limit");
+        assert_eq!(l.connection.drain_timeout, Duration::from_secs(2));
+        assert_eq!(l.connection.max_headers, 7);
+        assert_eq!(l.connection.underscores, UnderscoresAction::DropHeader);
+        assert_eq!(l.max_stream_duration, Some(Duration::from_secs(10)));
+        let field =
+            |options: Value| err(with_hcm(json!({"common_http_protocol_options": options}))).field;
+        let under = format!("{HCM_FIELD}.common_http_protocol_options");
+        assert_eq!(
+            field(json!({"max_headers_count": 0})),
+            format!("{under}.max_headers_count")
+        );
+        assert_eq!(
+            field(json!({"max_response_headers_kb": 60})),
+            format!("{under}.max_response_headers_kb")
+        );
+        assert_eq!(
+            field(json!({"max_connection_duration_jitter": {"value": 10}})),
+            format!("{under}.max_connection_duration_jitter")
         );
     }
 

@@ -39,10 +39,71 @@ pub struct ListenerConfig {
     pub request_timeout: Option<Duration>,
     /// HCM `request_headers_timeout`; `None` (Envoy's default) disables it.
     pub request_headers_timeout: Option<Duration>,
+    /// HCM `common_http_protocol_options.max_stream_duration`; `None` (Envoy's default)
+    /// disables it.
+    pub max_stream_duration: Option<Duration>,
+    /// The HCM's limits on a downstream connection (`common_http_protocol_options`,
+    /// `drain_timeout`).
+    pub connection: ConnectionLimits,
     /// The HCM `server_name` (Envoy default `envoy`), written as the `server` response header.
     pub server_name: String,
     /// The HCM `internal_address_config`; `None` (unset) makes no request internal.
     pub internal_address: Option<InternalAddressConfig>,
+}
+
+/// Envoy's default downstream (and upstream) connection idle timeout.
+pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default HCM `drain_timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Envoy's default `max_headers_count`.
+pub const DEFAULT_MAX_HEADERS_COUNT: u32 = 100;
+
+/// The connection manager's limits on one downstream connection, with Envoy's defaults: its
+/// `common_http_protocol_options` (but `max_stream_duration`, a stream's) and `drain_timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `idle_timeout` (default 1 h): how long a connection may carry no request; `None` (`0s`)
+    /// disables it.
+    pub idle_timeout: Option<Duration>,
+    /// `max_connection_duration`: the connection is drained that long after it was accepted;
+    /// `None` (the default, or `0s`) disables it.
+    pub max_connection_duration: Option<Duration>,
+    /// `max_requests_per_connection`: the connection closes after this many requests; `None`
+    /// (the default, or 0) means no limit.
+    pub max_requests: Option<u32>,
+    /// `drain_timeout` (default 5 s): how long a draining connection stays open for requests
+    /// in flight (and, over HTTP/1.1, for the client to close it first).
+    pub drain_timeout: Duration,
+    /// `max_headers_count` (default 100): a request with more headers is refused (431).
+    pub max_headers: u32,
+    /// `headers_with_underscores_action` (default: allow).
+    pub underscores: UnderscoresAction,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            idle_timeout: Some(DEFAULT_CONNECTION_IDLE_TIMEOUT),
+            max_connection_duration: None,
+            max_requests: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_headers: DEFAULT_MAX_HEADERS_COUNT,
+            underscores: UnderscoresAction::Allow,
+        }
+    }
+}
+
+/// `headers_with_underscores_action`: what becomes of a request header whose name has an
+/// underscore.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnderscoresAction {
+    /// Forward it (Envoy's default).
+    #[default]
+    Allow,
+    /// Refuse the request (HTTP/1.1: 400; HTTP/2: the stream is reset).
+    RejectRequest,
+    /// Drop the header and forward the rest.
+    DropHeader,
 }
 
 /// The HCM's `internal_address_config`: which addresses make a request *internal*. Only

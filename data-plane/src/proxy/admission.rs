@@ -1,14 +1,15 @@
 //! The checks Envoy's HTTP connection manager makes on a downstream request before routing it,
 //! with Envoy 1.40's defaults (the HCM fields that change them, `http_protocol_options`,
-//! `common_http_protocol_options`, `max_request_headers_kb` and `upgrade_configs`, are NACKed
-//! by `config::listener`), and the answers to what Envoy's HTTP/1.1 codec refuses (found by
-//! `http1_server`). Each rejection is answered as Envoy answers it — status, body,
+//! `max_request_headers_kb` and `upgrade_configs`, are NACKed by `config::listener`), and the
+//! answers to what Envoy's HTTP/1.1 codec refuses (found by `http1_server`, under the HCM's
+//! `common_http_protocol_options.max_headers_count` and `headers_with_underscores_action`). Each rejection is answered as Envoy answers it — status, body,
 //! `connection: close` — and counted under the same stats.
 //!
 //! | request | Envoy's answer | stats (besides `downstream_rq_4xx`) |
 //! |---|---|---|
 //! | HTTP/1.0 (`accept_http_10: false`), or another version (`HTTP/9.9`) | 426 `Upgrade Required` | `downstream_cx_protocol_error`, `downstream_rq_rx_reset` |
-//! | request head over 60 KiB (`max_request_headers_kb: 60`) or over 100 headers | 431 `Request Header Fields Too Large` | same |
+//! | request head over 60 KiB (`max_request_headers_kb: 60`) or over `max_headers_count` (100) headers | 431 `Request Header Fields Too Large` | same |
+//! | a header name with `_` under `headers_with_underscores_action: REJECT_REQUEST` | 400 `Bad Request` | `http1.requests_rejected_with_underscores_in_headers`, `downstream_rq_rx_reset` |
 //! | malformed request line, header or body framing | 400 `Bad Request` | same |
 //! | a target that is not a path (`GET host:80`), other than CONNECT | 400 `Bad Request` | same |
 //! | a `#fragment` in the target | 400, empty body | `downstream_rq_failed_path_normalization` |
@@ -52,6 +53,9 @@ pub enum Rejection {
     Connect,
     /// A stream timer ran out before the request head had arrived in full (HTTP/1.1).
     Timeout(StreamTimer),
+    /// A header name with an underscore, under `headers_with_underscores_action:
+    /// REJECT_REQUEST` (HTTP/1.1; counted by the codec).
+    Underscore,
 }
 
 impl Rejection {
@@ -61,6 +65,7 @@ impl Rejection {
             Rejection::Http10 => StatusCode::UPGRADE_REQUIRED,
             Rejection::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::Malformed
+            | Rejection::Underscore
             | Rejection::NonRelativePath
             | Rejection::Fragment
             | Rejection::MissingHost => StatusCode::BAD_REQUEST,
@@ -73,7 +78,7 @@ impl Rejection {
     /// Envoy's body: the reason phrase for what its HTTP/1.1 codec rejects, empty for what its
     /// connection manager or router rejects.
     fn body(self) -> &'static str {
-        if self.is_protocol_error() {
+        if self.is_protocol_error() || self == Rejection::Underscore {
             self.status().canonical_reason().unwrap_or("")
         } else {
             ""

@@ -9,7 +9,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use tokio::time::Instant;
 
@@ -140,12 +143,25 @@ pub enum DownstreamBody {
     H1(RequestBody),
     /// HTTP/2.
     H2(Incoming),
+    /// A body whose end is flagged for the stream's `max_stream_duration` (see
+    /// [`DownstreamBody::flag_end`]).
+    Flagged(Box<DownstreamBody>, Arc<AtomicBool>),
 }
 
 impl DownstreamBody {
     /// No body.
     pub fn empty() -> Self {
         DownstreamBody::H1(RequestBody::empty())
+    }
+
+    /// This body, and a flag raised once it has been read to its end (already raised when it
+    /// has no more to read).
+    pub fn flag_end(self) -> (Self, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(self.is_end_stream()));
+        if self.is_end_stream() {
+            return (self, flag);
+        }
+        (DownstreamBody::Flagged(Box::new(self), flag.clone()), flag)
     }
 }
 
@@ -160,6 +176,18 @@ impl Body for DownstreamBody {
         match self.get_mut() {
             DownstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
             DownstreamBody::H2(b) => boxed_error(Pin::new(b).poll_frame(cx)),
+            DownstreamBody::Flagged(b, flag) => {
+                let polled = Pin::new(&mut **b).poll_frame(cx);
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => b.is_end_stream(),
+                    _ => false,
+                };
+                if ended {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                polled
+            }
         }
     }
 
@@ -167,6 +195,7 @@ impl Body for DownstreamBody {
         match self {
             DownstreamBody::H1(b) => b.is_end_stream(),
             DownstreamBody::H2(b) => b.is_end_stream(),
+            DownstreamBody::Flagged(b, _) => b.is_end_stream(),
         }
     }
 
@@ -174,6 +203,7 @@ impl Body for DownstreamBody {
         match self {
             DownstreamBody::H1(b) => b.size_hint(),
             DownstreamBody::H2(b) => b.size_hint(),
+            DownstreamBody::Flagged(b, _) => b.size_hint(),
         }
     }
 }
@@ -313,5 +343,57 @@ impl Body for UpstreamBody {
             Upstream::H2(b) => b.size_hint(),
             Upstream::TimedOut => SizeHint::with_exact(0),
         }
+    }
+}
+
+/// A response body cut at its stream's `max_stream_duration` deadline: the stream is then
+/// reset (and `downstream_rq_max_duration_reached` counted), as Envoy resets a stream whose
+/// response has started.
+pub struct DeadlineBody {
+    body: ProxyBody,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    reached: crate::stats::Counter,
+}
+
+impl DeadlineBody {
+    /// `body`, cut at `deadline`, counting `reached` then.
+    pub fn wrap(body: ProxyBody, deadline: Instant, reached: crate::stats::Counter) -> ProxyBody {
+        if body.is_end_stream() {
+            return body;
+        }
+        boxed(DeadlineBody {
+            body,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            reached,
+        })
+    }
+}
+
+impl Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.reached.inc();
+            this.body = ProxyBody::Empty;
+            return Poll::Ready(Some(Err("downstream duration timeout".into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

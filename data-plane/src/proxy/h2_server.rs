@@ -1,12 +1,23 @@
 //! Downstream h2c: hyper's HTTP/2 server, with the request headers joined as Envoy's HTTP/2
 //! codec joins them (`headers::join_h2_repeated`) and each request kept in flight until its
 //! response has been sent in full.
+//!
+//! The connection manager's connection limits (`conn_limits`) end an h2c connection with a
+//! graceful shutdown (GOAWAY, then close once the streams in flight are done): its idle timeout
+//! (no stream for that long), `max_connection_duration`, and `max_requests_per_connection`
+//! (the stream that reaches it is served). Envoy sends a first GOAWAY at once and the last one
+//! after `drain_timeout`; hyper sends both at once (docs/compat.md). As Envoy's HTTP/2 codec, a
+//! request with more headers than `max_headers_count` (pseudo-headers included), or with an
+//! underscore in a header name under `headers_with_underscores_action: REJECT_REQUEST`, has its
+//! stream reset (`INTERNAL_ERROR`).
 
 use super::body::{BoxError, DownstreamBody, ProxyBody};
+use super::conn_limits::{ConnEvent, ConnLife};
 use super::headers;
 use super::io_stats::{ByteCounters, Counted};
 use super::listener::ListenerCtx;
 use super::router::{self, InFlight};
+use crate::config::UnderscoresAction;
 use bytes::Bytes;
 use http::Request;
 use http_body::{Body, Frame, SizeHint};
@@ -14,26 +25,188 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use std::convert::Infallible;
-use std::pin::Pin;
+use std::future::poll_fn;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// Serves h2c (prior knowledge) on `io` until the connection ends.
 pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
-    let svc = service_fn(move |mut req: Request<Incoming>| {
-        headers::join_h2_repeated(req.headers_mut());
-        let ctx = ctx.clone();
-        async move {
-            let (resp, in_flight) = router::handle(ctx, req.map(DownstreamBody::H2)).await;
-            Ok::<_, Infallible>(resp.map(|body| ResponseBody::new(body, in_flight)))
-        }
-    });
+    let accepted = Instant::now();
+    let (limits, conn_stats) = {
+        let state = ctx.state.load();
+        (state.config.connection, state.stats.conn.clone())
+    };
+    let streams = Arc::new(Streams::new(accepted, limits.max_requests));
+    let svc = {
+        let streams = streams.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            let ctx = ctx.clone();
+            let guard = streams.started();
+            let refused = refusal(&ctx, &mut req, limits.max_headers, limits.underscores);
+            headers::join_h2_repeated(req.headers_mut());
+            async move {
+                if refused {
+                    return Err(Refused);
+                }
+                let (resp, in_flight) = router::handle(ctx, req.map(DownstreamBody::H2)).await;
+                Ok(resp.map(|body| ResponseBody::new(body, in_flight, guard)))
+            }
+        })
+    };
     let builder = auto::Builder::new(TokioExecutor::new()).http2_only();
     let io = TokioIo::new(Counted::new(io, bytes));
-    if let Err(e) = builder.serve_connection(io, svc).await {
-        tracing::debug!(error = %e, "downstream connection ended with an error");
+    let mut conn = pin!(builder.serve_connection(io, svc));
+    let mut life = ConnLife::new(limits, conn_stats, accepted);
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "downstream connection ended with an error");
+                }
+                return;
+            }
+            () = streams.changed.notified(), if !shutting_down => {
+                if streams.max_reached.load(Ordering::Relaxed) {
+                    conn.as_mut().graceful_shutdown();
+                    shutting_down = true;
+                } else if let Some(at) = streams.idle_since() {
+                    life.idle_from(at);
+                }
+            }
+            event = poll_fn(|cx| life.poll_idle(cx)), if !shutting_down => {
+                if event == ConnEvent::Idle && streams.idle_since().is_none() {
+                    // Streams are open: not idle. The last one to end says when it became so.
+                    life.idle_from(Instant::now());
+                    continue;
+                }
+                life.fired(event, Instant::now());
+                conn.as_mut().graceful_shutdown();
+                shutting_down = true;
+            }
+        }
+    }
+}
+
+/// A request the HTTP/2 codec refuses: hyper resets its stream (`INTERNAL_ERROR`).
+#[derive(Debug, thiserror::Error)]
+#[error("request refused by the HTTP/2 codec (header limits)")]
+struct Refused;
+
+/// Whether Envoy's HTTP/2 codec would reset this request's stream: more headers than
+/// `max_headers` (pseudo-headers included), or a header name with an underscore under
+/// REJECT_REQUEST; under DROP_HEADER such headers are removed. Counted as Envoy counts it.
+fn refusal(
+    ctx: &ListenerCtx,
+    req: &mut Request<Incoming>,
+    max_headers: u32,
+    underscores: UnderscoresAction,
+) -> bool {
+    // :method, :scheme, :authority (or host) and :path.
+    let pseudo = 3 + usize::from(req.uri().authority().is_some());
+    let overflow = req.headers().len() + pseudo > max_headers as usize;
+    let underscored = underscores != UnderscoresAction::Allow
+        && req.headers().keys().any(|name| name.as_str().contains('_'));
+    if !overflow && !underscored {
+        return false;
+    }
+    let state = ctx.state.load();
+    let stats = &state.stats;
+    let codec = &stats.codec[1];
+    if overflow {
+        codec.header_overflow.inc();
+    } else if underscores == UnderscoresAction::DropHeader {
+        let names: Vec<http::HeaderName> = req
+            .headers()
+            .keys()
+            .filter(|name| name.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for name in names {
+            if let http::header::Entry::Occupied(entry) = req.headers_mut().entry(name) {
+                let dropped = entry.remove_entry_mult().1.count();
+                codec.dropped.add(dropped as u64);
+            }
+        }
+        return false;
+    } else {
+        codec.rejected.inc();
+    }
+    // The stream existed: it counts as a request, reset.
+    stats.rq_total.inc();
+    stats.rq_http2_total.inc();
+    stats.rq_rx_reset.inc();
+    true
+}
+
+/// The streams of one connection, shared by its requests and the task that drives it.
+#[derive(Debug)]
+struct Streams {
+    accepted: Instant,
+    max_requests: Option<u32>,
+    /// Streams open (a request not yet answered in full).
+    active: AtomicU32,
+    /// Streams so far.
+    requests: AtomicU32,
+    /// When the last open stream ended, in milliseconds since `accepted`.
+    idle_since_ms: AtomicU64,
+    /// `max_requests_per_connection` was reached.
+    max_reached: AtomicBool,
+    /// Wakes the driving task: the connection became idle, or reached its maximum requests.
+    changed: Notify,
+}
+
+impl Streams {
+    fn new(accepted: Instant, max_requests: Option<u32>) -> Self {
+        Streams {
+            accepted,
+            max_requests,
+            active: AtomicU32::new(0),
+            requests: AtomicU32::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            max_reached: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    /// A stream opened; it stays open until the guard is dropped.
+    fn started(self: &Arc<Self>) -> StreamGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.max_requests == Some(n) {
+            self.max_reached.store(true, Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+        StreamGuard(self.clone())
+    }
+
+    /// When the connection became idle, if it is.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let ms = self.idle_since_ms.load(Ordering::Relaxed);
+        Some(self.accepted + std::time::Duration::from_millis(ms))
+    }
+}
+
+/// An open stream of [`Streams`].
+#[derive(Debug)]
+struct StreamGuard(Arc<Streams>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let streams = &self.0;
+        if streams.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let ms = u64::try_from(streams.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+            streams.idle_since_ms.store(ms, Ordering::Relaxed);
+            streams.changed.notify_one();
+        }
     }
 }
 
@@ -42,13 +215,16 @@ pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
 struct ResponseBody {
     body: ProxyBody,
     in_flight: Option<InFlight>,
+    /// The stream stays open until the body is dropped.
+    _stream: StreamGuard,
 }
 
 impl ResponseBody {
-    fn new(body: ProxyBody, in_flight: InFlight) -> Self {
+    fn new(body: ProxyBody, in_flight: InFlight, stream: StreamGuard) -> Self {
         let mut this = ResponseBody {
             body,
             in_flight: Some(in_flight),
+            _stream: stream,
         };
         // hyper does not poll a body that is already at its end.
         if this.body.is_end_stream() {

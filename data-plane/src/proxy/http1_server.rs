@@ -15,7 +15,8 @@
 //! |---|---|
 //! | malformed request line or header (a space before `:`, a bad token, …) | 400 `Bad Request` |
 //! | a version other than HTTP/1.x (`HTTP/9.9`), or none (HTTP/0.9) | 426 `Upgrade Required` |
-//! | a head over 60 KiB, or more than 100 headers | 431 `Request Header Fields Too Large` |
+//! | a head over 60 KiB, or more than `max_headers_count` (100) headers | 431 `Request Header Fields Too Large` |
+//! | a header name with `_` under `headers_with_underscores_action: REJECT_REQUEST` | 400 `Bad Request` (with `DROP_HEADER` the header is dropped) |
 //! | `content-length` with `transfer-encoding`, a `transfer-encoding` other than `chunked`, an invalid or conflicting `content-length` | 400 `Bad Request` |
 //! | a `#fragment` in the target | 400, empty body (`downstream_rq_failed_path_normalization`) |
 //!
@@ -50,12 +51,18 @@
 //!   one, as Envoy); a `content-length` when the body's size is known, else chunked; no body for
 //!   `HEAD`, 1xx, 204 and 304; a `date` header unless the response has one. Trailers are not
 //!   sent (Envoy's HTTP/1.1 codec does not send them by default).
+//! - The connection manager's connection limits (`conn_limits`): between requests the idle
+//!   timeout and `max_connection_duration` run (a connection that never sent a byte closes at
+//!   once; one that did drains: each response says `connection: close`, and the connection
+//!   closes at the end of `drain_timeout`); the request that reaches
+//!   `max_requests_per_connection` is the connection's last.
 //! - After a response that closes the connection: `shutdown` (FIN), then whatever the client
 //!   still sends is read and dropped for up to 1 s (Envoy's `delayed_close_timeout`), so that a
 //!   close with unread bytes does not turn into a reset that could destroy the response.
 
 use super::admission::{MAX_REQUEST_HEAD_BYTES, Rejection};
 use super::body::{BoxError, DownstreamBody, ProxyBody};
+use super::conn_limits::ConnLife;
 use super::headers;
 use super::http1::{
     self, ChunkState, Decoder, Framing, FramingHeaders, HeaderSpan, MAX_HEADERS, Unfold,
@@ -65,6 +72,7 @@ use super::io_stats::ByteCounters;
 use super::listener::ListenerCtx;
 use super::router;
 use super::stream_timeout::{StreamLimits, StreamTimer, earliest};
+use crate::config::UnderscoresAction;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Request, Response, Uri, Version, header};
 use http_body::{Body, Frame, SizeHint};
@@ -94,7 +102,12 @@ const DELAYED_CLOSE: Duration = Duration::from_secs(1);
 /// Serves HTTP/1.1 requests on `io` until either side closes the connection, and counts how
 /// it ended as Envoy does (`downstream_cx_destroy_local`, `_remote`, `_active_rq`, …).
 pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
-    let mut conn = Conn::new(io, bytes);
+    let life = {
+        let state = ctx.state.load();
+        let stats = state.stats.conn.clone();
+        ConnLife::new(state.config.connection, stats, tokio::time::Instant::now())
+    };
+    let mut conn = Conn::new(io, bytes, life);
     let end = conn.run(&ctx).await;
     let lingered = match end {
         End::Local { .. } => conn.close().await,
@@ -153,6 +166,21 @@ struct Conn {
     bytes: ByteCounters,
     /// The stream timer of a request head arriving in parts (made for such a head only).
     head_timer: Option<(Pin<Box<tokio::time::Sleep>>, StreamTimer)>,
+    /// The connection manager's limits on this connection (idle timeout, drain, …).
+    life: ConnLife,
+}
+
+/// What the wait for the next request head ended with.
+// Not boxed: a box would cost an allocation per request; the head is moved once.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    /// A request head.
+    Head(Head),
+    /// The client closed the connection (between requests, or inside a head: Envoy answers
+    /// neither).
+    ClientClosed,
+    /// A connection limit closes the connection (see `conn_limits`).
+    Close,
 }
 
 /// A parsed request head.
@@ -164,6 +192,9 @@ struct Head {
     close: bool,
     /// `expect: 100-continue`.
     expect_continue: bool,
+    /// Headers dropped for an underscore in their name (`headers_with_underscores_action:
+    /// DROP_HEADER`).
+    dropped: u64,
 }
 
 /// Where the request body's reading stands once the response is ready.
@@ -176,8 +207,9 @@ enum BodyRead {
 }
 
 impl Conn {
-    fn new(io: TcpStream, bytes: ByteCounters) -> Self {
+    fn new(io: TcpStream, bytes: ByteCounters, life: ConnLife) -> Self {
         Conn {
+            life,
             bytes,
             io,
             read: BytesMut::with_capacity(READ_RESERVE),
@@ -191,8 +223,9 @@ impl Conn {
     async fn run(&mut self, ctx: &Arc<ListenerCtx>) -> End {
         loop {
             let head = match poll_fn(|cx| self.poll_head(cx, ctx)).await {
-                Ok(Some(head)) => head,
-                Ok(None) => return End::Remote { active: false },
+                Ok(Next::Head(head)) => head,
+                Ok(Next::ClientClosed) => return End::Remote { active: false },
+                Ok(Next::Close) => return End::Local { active: false },
                 Err(rejection) => {
                     let (resp, in_flight) = router::refused(ctx.clone(), rejection).await;
                     return match self.write_response(resp, false, true, false).await {
@@ -221,8 +254,11 @@ impl Conn {
             framing,
             close,
             expect_continue,
+            dropped: _,
         } = head;
         let head_request = parts.method == Method::HEAD;
+        // The request that reaches `max_requests_per_connection` is the connection's last.
+        let last = self.life.request_started();
         let (body, mut feeder) = match framing {
             None => (RequestBody::empty(), None),
             Some(framing) => {
@@ -290,8 +326,19 @@ impl Conn {
         // A response before the end of its request (an early response): the request body keeps
         // going upstream while the response is written, as in Envoy; the connection closes
         // after it all the same (its head says so, as Envoy's does).
-        let mut close = close || body_read == BodyRead::Incomplete;
+        let mut close = close || last || body_read == BodyRead::Incomplete;
         close |= headers::connection_names(resp.headers(), "close");
+        let mut resp = resp;
+        if !close && self.life.draining() {
+            // Envoy's draining connection manager: `connection: close` on each response; the
+            // connection itself closes once the drain is over (the client usually first).
+            if self.life.drain_over(tokio::time::Instant::now()) {
+                close = true;
+            } else {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+        }
         let watch = body_read == BodyRead::Complete;
         if body_read == BodyRead::Incomplete {
             // Envoy counts it when it sends the response head.
@@ -313,7 +360,8 @@ impl Conn {
                     // Envoy resets a stream whose response ended before its request did.
                     ctx.state.load().stats.rq_rx_reset.inc();
                 }
-                in_flight.complete();
+                let ended = in_flight.complete();
+                self.life.idle_from(ended);
             }
             // As Envoy: the stream is reset, then the connection closed (with no stream left).
             Err(BODY_FAILED) => {
@@ -329,20 +377,24 @@ impl Conn {
         Ok(())
     }
 
-    /// Parses the next request head once it is complete: `Ok(None)` when the client closed the
-    /// connection (between requests, or inside a head: Envoy answers neither). A head that
-    /// arrives in parts is under the stream timeouts from its first part, as Envoy's stream
-    /// starts with the head's first byte (the head's later parts do not restart them).
+    /// Parses the next request head once it is complete. A head that arrives in parts is under
+    /// the stream timeouts from its first part, as Envoy's stream starts with the head's first
+    /// byte (the head's later parts do not restart them); while nothing has arrived, the
+    /// connection's limits run (`conn_limits`).
     fn poll_head(
         &mut self,
         cx: &mut Context<'_>,
         ctx: &ListenerCtx,
-    ) -> Poll<Result<Option<Head>, Rejection>> {
+    ) -> Poll<Result<Next, Rejection>> {
         loop {
             if !self.read.is_empty() {
                 if let Some(head) = self.parse_head()? {
                     self.head_timer = None;
-                    return Poll::Ready(Ok(Some(head)));
+                    if head.dropped > 0 {
+                        let state = ctx.state.load();
+                        state.stats.codec[0].dropped.add(head.dropped);
+                    }
+                    return Poll::Ready(Ok(Next::Head(head)));
                 }
                 if self.head_timer.is_none() {
                     let limits = StreamLimits::of(&ctx.state.load().config);
@@ -352,6 +404,7 @@ impl Conn {
                         (after(limits.headers), StreamTimer::Headers),
                         (after(limits.request), StreamTimer::Request),
                         (after(limits.idle), StreamTimer::Idle),
+                        (after(limits.max_duration), StreamTimer::MaxDuration),
                     ]);
                     if let Some((at, timer)) = first {
                         self.head_timer = Some((Box::pin(tokio::time::sleep_until(at)), timer));
@@ -359,9 +412,16 @@ impl Conn {
                 }
             }
             match self.poll_fill(cx) {
-                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Ok(Next::ClientClosed)),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => {
+                    if self.read.is_empty() {
+                        while let Poll::Ready(event) = self.life.poll_idle(cx) {
+                            if self.life.fired(event, tokio::time::Instant::now()) {
+                                return Poll::Ready(Ok(Next::Close));
+                            }
+                        }
+                    }
                     if let Some((sleep, timer)) = self.head_timer.as_mut()
                         && sleep.as_mut().poll(cx).is_ready()
                     {
@@ -376,13 +436,20 @@ impl Conn {
     }
 
     fn parse_head(&mut self) -> Result<Option<Head>, Rejection> {
+        let limits = *self.life.limits();
+        let max_headers = limits.max_headers as usize;
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        // More than the default `max_headers_count` allowed: room for them on the heap.
+        let mut more = Vec::new();
+        let storage: &mut [MaybeUninit<httparse::Header<'_>>] = if max_headers > MAX_HEADERS {
+            more.resize_with(max_headers, MaybeUninit::uninit);
+            &mut more
+        } else {
+            &mut headers
+        };
         let mut req = httparse::Request::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
-            &mut req,
-            &self.read,
-            &mut headers,
-        );
+        let parsed = httparse::ParserConfig::default()
+            .parse_request_with_uninit_headers(&mut req, &self.read, storage);
         let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if self.read.len() <= MAX_REQUEST_HEAD_BYTES => {
@@ -405,7 +472,7 @@ impl Conn {
             }
             Err(_) => return Err(Rejection::Malformed),
         };
-        if len > MAX_REQUEST_HEAD_BYTES {
+        if len > MAX_REQUEST_HEAD_BYTES || req.headers.len() > max_headers {
             return Err(Rejection::HeadTooLarge);
         }
         let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
@@ -427,7 +494,15 @@ impl Conn {
         self.spans.clear();
         let mut framing = FramingHeaders::default();
         let mut expect_continue = false;
+        let mut dropped = 0;
         for h in req.headers.iter() {
+            if limits.underscores != UnderscoresAction::Allow && h.name.contains('_') {
+                if limits.underscores == UnderscoresAction::RejectRequest {
+                    return Err(Rejection::Underscore);
+                }
+                dropped += 1;
+                continue;
+            }
             framing.add(h.name, h.value);
             if h.name.len() == 6
                 && h.name.eq_ignore_ascii_case("expect")
@@ -457,6 +532,7 @@ impl Conn {
             framing: body_framing,
             close: !framing.keep_alive(version),
             expect_continue,
+            dropped,
         }))
     }
 

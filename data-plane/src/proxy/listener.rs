@@ -6,6 +6,7 @@
 //! the kernel spreads new connections over the workers and each worker accepts and serves its
 //! own connections on its own event loop.
 
+use super::conn_limits::{ConnEvent, ConnStats};
 use super::h2_server;
 use super::http1_server;
 use super::io_stats::ByteCounters;
@@ -95,6 +96,13 @@ pub struct HttpStats {
     pub rq_timeout: Counter,
     /// `downstream_rq_header_timeout`: request heads the request headers timeout ended.
     pub rq_header_timeout: Counter,
+    /// `downstream_rq_max_duration_reached`: streams `max_stream_duration` ended.
+    pub rq_max_duration_reached: Counter,
+    /// `downstream_cx_idle_timeout`, `downstream_cx_max_duration_reached` and
+    /// `downstream_cx_max_requests_reached`: the connection limits' stats.
+    pub conn: ConnStats,
+    /// Envoy's codec stats (`http1.*`, `http2.*`) of the header limits, HTTP/1.1 and HTTP/2.
+    pub codec: [CodecStats; 2],
     classes: [Counter; 5],
     /// `listener.<scope>.http.<prefix>.downstream_rq_<class>xx`: Envoy's per-listener copies.
     listener_classes: [Counter; 5],
@@ -147,6 +155,12 @@ impl HttpStats {
             rq_idle_timeout: c("downstream_rq_idle_timeout"),
             rq_timeout: c("downstream_rq_timeout"),
             rq_header_timeout: c("downstream_rq_header_timeout"),
+            rq_max_duration_reached: c("downstream_rq_max_duration_reached"),
+            conn: ConnStats::new(store, prefix),
+            codec: [
+                CodecStats::new(store, "http1"),
+                CodecStats::new(store, "http2"),
+            ],
             classes: [
                 c("downstream_rq_1xx"),
                 c("downstream_rq_2xx"),
@@ -175,6 +189,31 @@ impl HttpStats {
         if (1..=5).contains(&class) {
             self.classes[class - 1].inc();
             self.listener_classes[class - 1].inc();
+        }
+    }
+}
+
+/// The codec stats of `headers_with_underscores_action` and `max_headers_count`, as Envoy names them: in the codec's
+/// own scope (`http1.` or `http2.`), shared by every connection manager.
+#[derive(Debug)]
+pub struct CodecStats {
+    /// `<codec>.dropped_headers_with_underscores`.
+    pub dropped: Counter,
+    /// `<codec>.requests_rejected_with_underscores_in_headers`.
+    pub rejected: Counter,
+    /// `<codec>.header_overflow`: requests with more headers than `max_headers_count` (kept
+    /// for HTTP/2; HTTP/1.1 answers 431).
+    pub header_overflow: Counter,
+}
+
+impl CodecStats {
+    fn new(store: &Store, codec: &str) -> Self {
+        CodecStats {
+            dropped: store.counter(&format!("{codec}.dropped_headers_with_underscores")),
+            rejected: store.counter(&format!(
+                "{codec}.requests_rejected_with_underscores_in_headers"
+            )),
+            header_overflow: store.counter(&format!("{codec}.header_overflow")),
         }
     }
 }
@@ -466,7 +505,15 @@ async fn serve_connection(
     state.stats.cx_total.inc();
     state.stats.cx_active.inc();
     let http2 = match state.config.codec {
-        Codec::Auto => speaks_http2(&stream).await,
+        Codec::Auto => match first_bytes(&stream, &state, opened).await {
+            Some(http2) => http2,
+            None => {
+                // A connection that never sent a byte: closed at once by the idle timeout or
+                // the max connection duration (Envoy has no codec to drain yet).
+                state.stats.cx_destroy_local.inc();
+                return finish(&state, opened);
+            }
+        },
         Codec::Http1 => false,
         Codec::Http2 => true,
     };
@@ -481,11 +528,48 @@ async fn serve_connection(
         http1_server::serve(stream, ctx.clone(), bytes).await;
         state.stats.cx_http1_active.dec();
     }
+    finish(&state, opened)
+}
+
+/// A connection's end under its connection manager: `downstream_cx_length_ms`, `_active`,
+/// `_destroy`; returns its length in milliseconds.
+fn finish(state: &ListenerState, opened: tokio::time::Instant) -> u64 {
     let length_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
     state.stats.cx_length_ms.record(length_ms);
     state.stats.cx_active.dec();
     state.stats.cx_destroy.inc();
     length_ms
+}
+
+/// Waits for the client's first bytes ([`speaks_http2`]) under the connection's idle timeout
+/// and max duration: `None` when one of them ran out first (counted).
+async fn first_bytes(
+    stream: &tokio::net::TcpStream,
+    state: &ListenerState,
+    opened: tokio::time::Instant,
+) -> Option<bool> {
+    let limits = &state.config.connection;
+    let first = super::stream_timeout::earliest([
+        (
+            limits.max_connection_duration.map(|d| opened + d),
+            ConnEvent::MaxDuration,
+        ),
+        (limits.idle_timeout.map(|d| opened + d), ConnEvent::Idle),
+    ]);
+    let Some((at, event)) = first else {
+        return Some(speaks_http2(stream).await);
+    };
+    match tokio::time::timeout_at(at, speaks_http2(stream)).await {
+        Ok(http2) => Some(http2),
+        Err(_) => {
+            let conn = &state.stats.conn;
+            match event {
+                ConnEvent::MaxDuration => conn.max_duration_reached.inc(),
+                _ => conn.idle_timeout.inc(),
+            }
+            None
+        }
+    }
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4), which an h2c client sends first.

@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod body;
+pub mod conn_limits;
 pub mod h2_server;
 pub mod headers;
 pub mod http1;

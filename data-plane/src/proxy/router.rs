@@ -17,7 +17,7 @@
 //! * `upstream_rq_timeout` counts a route timeout that cuts an attempt short.
 
 use super::admission::{self, Rejection};
-use super::body::{self, DownstreamBody, ProxyBody, UpstreamBody};
+use super::body::{self, DeadlineBody, DownstreamBody, ProxyBody, UpstreamBody};
 use super::headers::{self, UpstreamHeaders};
 use super::internal;
 use super::listener::{HttpStats, ListenerCtx, ListenerState};
@@ -41,6 +41,7 @@ use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -96,16 +97,42 @@ async fn respond(
                 internal::sanitize(req.headers_mut(), state.config.internal_address.as_ref());
             let runtime = ctx.runtime.load();
             let limits = StreamLimits::of(&state.config);
-            route(
-                &runtime,
-                &state.config.routes,
-                stats,
-                req,
-                verdict,
-                start,
-                limits,
-            )
-            .await
+            match limits.max_duration {
+                None => {
+                    route(
+                        &runtime,
+                        &state.config.routes,
+                        stats,
+                        req,
+                        verdict,
+                        start,
+                        limits,
+                    )
+                    .await
+                }
+                Some(max) => {
+                    // `max_stream_duration`: one deadline over all the router does, and over
+                    // the response body (the answer is 504 once the request is complete).
+                    let deadline = start + max;
+                    let (req, request_ended) = {
+                        let (parts, body) = req.into_parts();
+                        let (body, ended) = body.flag_end();
+                        (Request::from_parts(parts, body), ended)
+                    };
+                    let routes = &state.config.routes;
+                    let routed = route(&runtime, routes, stats, req, verdict, start, limits);
+                    match tokio::time::timeout_at(deadline, routed).await {
+                        Ok(resp) => resp.map(|b| {
+                            DeadlineBody::wrap(b, deadline, stats.rq_max_duration_reached.clone())
+                        }),
+                        Err(_) => {
+                            let timer = StreamTimer::MaxDuration;
+                            timer.count(stats);
+                            timer.reply(request_ended.load(Ordering::Relaxed))
+                        }
+                    }
+                }
+            }
         }
     };
     // Envoy charges the response code when it encodes the response head.
@@ -136,10 +163,13 @@ impl InFlight {
         }
     }
 
-    /// The response has been sent in full.
-    pub fn complete(mut self) {
+    /// The response has been sent in full; returns when (the clock read that timed it).
+    pub fn complete(mut self) -> Instant {
         self.complete = true;
-        self.state.stats.rq_time.record(elapsed_ms(self.start));
+        let now = Instant::now();
+        let ms = millis(now.saturating_duration_since(self.start));
+        self.state.stats.rq_time.record(ms);
+        now
     }
 
     /// The proxy resets the stream (its response body failed midway): Envoy counts
@@ -180,6 +210,7 @@ fn refuse(stats: &HttpStats, rejection: Rejection, version: Version) -> Response
         Rejection::Connect => stats.no_route.inc(),
         Rejection::Fragment => stats.rq_failed_path_normalization.inc(),
         Rejection::Timeout(timer) => timer.count(stats),
+        Rejection::Underscore => stats.codec[0].rejected.inc(),
         _ => {}
     }
     rejection.reply(version)

@@ -7,13 +7,16 @@
 //! | stream idle | from the request's first byte, again after each request or response frame | 408 `stream timeout` while the request is incomplete, else 504; `downstream_rq_idle_timeout` | the stream is reset; `downstream_rq_idle_timeout` |
 //! | request | from the request's first byte until the request has been received in full | 408 `request timeout`; `downstream_rq_timeout` | (stopped) |
 //! | request headers | from the request's first byte until its head has been received in full | 408 `request header timeout`; `downstream_rq_header_timeout` | (stopped) |
+//! | max stream duration (`common_http_protocol_options.max_stream_duration`) | from the request's first byte | 408 `downstream duration timeout` while the request is incomplete, else 504; `downstream_rq_max_duration_reached` | the stream is reset; `downstream_rq_max_duration_reached` |
 //!
 //! Where each is enforced: a request head that arrives in parts, in `http1_server`; a request
 //! body being read, in `replay::prepare` (buffered for retries) or the router's wait for the
 //! end of a body streamed upstream ([`Progress`]); the wait for the response head and the retry
 //! back-off, as one more deadline among the router's; the response body, in `UpstreamBody`.
 //! No timer of its own runs for a request that arrives complete: its idle deadline joins the
-//! route timeout's.
+//! route timeout's. The max stream duration, off by default, is one timer around the router's
+//! whole work for a request (`router::respond`) and one on its response body
+//! (`body::DeadlineBody`).
 //!
 //! Not covered (a known gap): the rest of a body too large to buffer for retries
 //! (`replay::Prepared::Once` after the buffer limit) streams upstream unwatched, so a stall in
@@ -39,6 +42,8 @@ pub struct StreamLimits {
     pub request: Option<Duration>,
     /// `request_headers_timeout`; `None`: disabled.
     pub headers: Option<Duration>,
+    /// `max_stream_duration`; `None`: disabled.
+    pub max_duration: Option<Duration>,
 }
 
 impl StreamLimits {
@@ -48,6 +53,7 @@ impl StreamLimits {
             idle: config.stream_idle_timeout,
             request: config.request_timeout,
             headers: config.request_headers_timeout,
+            max_duration: config.max_stream_duration,
         }
     }
 
@@ -95,6 +101,8 @@ pub enum StreamTimer {
     Request,
     /// `request_headers_timeout` (a request head that has not arrived in full in that time).
     Headers,
+    /// `max_stream_duration` (the stream has lasted that long, whatever it is doing).
+    MaxDuration,
 }
 
 impl StreamTimer {
@@ -104,11 +112,13 @@ impl StreamTimer {
             StreamTimer::Idle => stats.rq_idle_timeout.inc(),
             StreamTimer::Request => stats.rq_timeout.inc(),
             StreamTimer::Headers => stats.rq_header_timeout.inc(),
+            StreamTimer::MaxDuration => stats.rq_max_duration_reached.inc(),
         }
     }
 
-    /// Envoy's local reply when the timer fires before the response head. The idle timeout
-    /// answers 504 once the request has been received in full (`request_complete`), else 408;
+    /// Envoy's local reply when the timer fires before the response head. The idle timeout and
+    /// the max stream duration answer 504 once the request has been received in full
+    /// (`request_complete`), else 408;
     /// a 408 to a request still arriving over HTTP/1.1 closes the connection (the codec adds
     /// `connection: close` when it sees the unread body).
     pub fn reply(self, request_complete: bool) -> Response<ProxyBody> {
@@ -122,6 +132,12 @@ impl StreamTimer {
             }
             StreamTimer::Headers => {
                 local_reply::reply(StatusCode::REQUEST_TIMEOUT, "request header timeout")
+            }
+            StreamTimer::MaxDuration if request_complete => {
+                local_reply::reply(StatusCode::GATEWAY_TIMEOUT, "downstream duration timeout")
+            }
+            StreamTimer::MaxDuration => {
+                local_reply::reply(StatusCode::REQUEST_TIMEOUT, "downstream duration timeout")
             }
         }
     }
@@ -181,8 +197,7 @@ mod tests {
     fn a_route_idle_timeout_replaces_the_managers() {
         let limits = StreamLimits {
             idle: Some(300 * SEC),
-            request: None,
-            headers: None,
+            ..StreamLimits::default()
         };
         assert_eq!(limits.idle_on_route(None), Some(300 * SEC));
         assert_eq!(limits.idle_on_route(Some(2 * SEC)), Some(2 * SEC));

@@ -500,7 +500,13 @@ pub enum Step<'a> {
 /// Runs `steps` on a new connection, then reads until the proxy closes it. Returns what was
 /// read. A write the proxy refuses (it closed the connection) ends the steps.
 pub async fn raw_exchange(fx: &Fixture, steps: &[Step<'_>]) -> String {
+    raw_exchange_timed(fx, steps).await.0
+}
+
+/// Like [`raw_exchange`], also returning how long after connecting the proxy closed.
+pub async fn raw_exchange_timed(fx: &Fixture, steps: &[Step<'_>]) -> (String, Duration) {
     let exchange = async {
+        let start = tokio::time::Instant::now();
         let mut s = TcpStream::connect(fx.listener).await?;
         for step in steps {
             match step {
@@ -520,7 +526,8 @@ pub async fn raw_exchange(fx: &Fixture, steps: &[Step<'_>]) -> String {
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             }
         }
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&got).into_owned())
+        let text = String::from_utf8_lossy(&got).into_owned();
+        Ok::<_, std::io::Error>((text, start.elapsed()))
     };
     tokio::time::timeout(RAW_EXCHANGE_DEADLINE, exchange)
         .await

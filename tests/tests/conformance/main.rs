@@ -17,6 +17,7 @@ mod backoff;
 mod balancing;
 mod bodies;
 mod breakers;
+mod connection_limits;
 mod early_responses;
 mod grpc;
 mod internal;

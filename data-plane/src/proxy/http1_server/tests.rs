@@ -6,6 +6,11 @@ use tokio::net::TcpListener;
 
 /// A server-side connection and the client's end of it.
 async fn pair() -> (Conn, TcpStream) {
+    pair_with(crate::config::ConnectionLimits::default()).await
+}
+
+/// Like [`pair`], under the connection manager's `limits`.
+async fn pair_with(limits: crate::config::ConnectionLimits) -> (Conn, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -14,7 +19,9 @@ async fn pair() -> (Conn, TcpStream) {
         rx: crate::stats::Counter::detached(),
         tx: crate::stats::Counter::detached(),
     };
-    (Conn::new(server, bytes), client.expect("connect"))
+    let stats = crate::proxy::conn_limits::ConnStats::new(&crate::stats::Store::new(), "t");
+    let life = ConnLife::new(limits, stats, tokio::time::Instant::now());
+    (Conn::new(server, bytes, life), client.expect("connect"))
 }
 
 async fn parsed(bytes: &[u8]) -> (Result<Option<Head>, Rejection>, BytesMut) {
@@ -304,4 +311,73 @@ async fn a_short_body_fails_even_when_its_bytes_wait_for_the_client() {
     let (result, received) = tokio::join!(writing, reading);
     assert_eq!(result, Err(BODY_FAILED));
     assert!(received > 8 * 1024 * 1024, "head and the 8 MiB: {received}");
+}
+
+async fn parsed_under(
+    limits: crate::config::ConnectionLimits,
+    bytes: &[u8],
+) -> Result<Option<Head>, Rejection> {
+    let (mut conn, _client) = pair_with(limits).await;
+    conn.read.extend_from_slice(bytes);
+    conn.parse_head()
+}
+
+#[tokio::test]
+async fn max_headers_count_counts_every_header_line_host_included() {
+    let limits = crate::config::ConnectionLimits {
+        max_headers: 3,
+        ..Default::default()
+    };
+    let four = b"GET / HTTP/1.1\r\nhost: a\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
+    let three = b"GET / HTTP/1.1\r\nhost: a\r\na: 1\r\nb: 2\r\n\r\n";
+    assert_eq!(
+        parsed_under(limits, four).await.err(),
+        Some(Rejection::HeadTooLarge)
+    );
+    assert!(matches!(parsed_under(limits, three).await, Ok(Some(_))));
+    let mut many = b"GET / HTTP/1.1\r\nhost: a\r\n".to_vec();
+    for i in 0..150 {
+        many.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let raised = crate::config::ConnectionLimits {
+        max_headers: 200,
+        ..Default::default()
+    };
+    let head = parsed_under(raised, &many).await;
+    assert!(
+        matches!(&head, Ok(Some(h)) if h.parts.headers.len() == 151),
+        "151 headers under a limit of 200"
+    );
+    assert_eq!(
+        parsed_under(Default::default(), &many).await.err(),
+        Some(Rejection::HeadTooLarge),
+        "over the default 100"
+    );
+}
+
+#[tokio::test]
+async fn headers_with_underscores_are_refused_or_dropped_as_configured() {
+    use crate::config::UnderscoresAction;
+    let req = b"GET / HTTP/1.1\r\nhost: a\r\nmy_header: 1\r\nok-header: 2\r\n\r\n";
+    let under = |underscores| crate::config::ConnectionLimits {
+        underscores,
+        ..Default::default()
+    };
+    assert_eq!(
+        parsed_under(under(UnderscoresAction::RejectRequest), req)
+            .await
+            .err(),
+        Some(Rejection::Underscore)
+    );
+    let Ok(Some(head)) = parsed_under(under(UnderscoresAction::DropHeader), req).await else {
+        panic!("dropped, not refused");
+    };
+    assert_eq!(head.dropped, 1);
+    assert!(head.parts.headers.get("my_header").is_none());
+    assert_eq!(head.parts.headers["ok-header"], "2");
+    let Ok(Some(head)) = parsed_under(under(UnderscoresAction::Allow), req).await else {
+        panic!("allowed");
+    };
+    assert_eq!(head.parts.headers["my_header"], "1");
 }
