@@ -247,6 +247,16 @@ impl Fixture {
     }
 
     /// Like [`Fixture::expect_stats`], with a range of acceptable values per stat.
+    /// Asserts that each stat grew by its count since `before` (a [`Fixture::stats`]
+    /// snapshot, which holds the fixture's own readiness requests).
+    pub async fn expect_growth(&self, before: &BTreeMap<String, u64>, growth: &[(&str, u64)]) {
+        let expected: Vec<(&str, u64)> = growth
+            .iter()
+            .map(|(k, n)| (*k, before.get(*k).copied().unwrap_or(0) + n))
+            .collect();
+        self.expect_stats(&expected).await;
+    }
+
     pub async fn expect_stat_ranges(&self, expected: &[(&str, RangeInclusive<u64>)]) {
         let started = tokio::time::Instant::now();
         loop {

@@ -4,7 +4,6 @@
 //! gets a local reply (408 while the request is still arriving, 504 once it is complete);
 //! after it, the stream is reset. The router charges nothing for either.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use legate_e2e::{Flavor, h2c_send};
@@ -71,16 +70,6 @@ fn hcm(settings: serde_json::Value, routes: &[serde_json::Value]) -> serde_json:
     hcm
 }
 
-/// Asserts that each stat grew by its count since `before` (the fixture's own readiness
-/// requests are in `before`).
-async fn expect_growth(fx: &Fixture, before: &BTreeMap<String, u64>, growth: &[(&str, u64)]) {
-    let expected: Vec<(&str, u64)> = growth
-        .iter()
-        .map(|(k, n)| (*k, before.get(*k).copied().unwrap_or(0) + n))
-        .collect();
-    fx.expect_stats(&expected).await;
-}
-
 async fn upstream() -> legate_e2e::upstream::Upstream {
     legate_e2e::upstream::Upstream::start("p1")
         .await
@@ -131,8 +120,7 @@ async fn stream_idle_timeout_ends_a_silent_wait(flavor: Flavor) {
         (504, b"stream timeout".as_ref()),
         "{name}: h2c"
     );
-    expect_growth(
-        &fx,
+    fx.expect_growth(
         &before,
         &[
             ("http.app.downstream_rq_idle_timeout", 2),
@@ -197,8 +185,7 @@ async fn stream_idle_timeout_ends_a_stalled_request(flavor: Flavor) {
         got.starts_with("HTTP/1.1 200 OK\r\n"),
         "{name}: trickle: {got:?}"
     );
-    expect_growth(
-        &fx,
+    fx.expect_growth(
         &before,
         &[
             ("http.app.downstream_rq_idle_timeout", 3),
@@ -244,8 +231,7 @@ async fn stream_idle_timeout_resets_a_stalled_response(flavor: Flavor) {
         !got.ends_with("0\r\n\r\n"),
         "{name}: a complete body: {got:?}"
     );
-    expect_growth(
-        &fx,
+    fx.expect_growth(
         &before,
         &[
             ("http.app.downstream_rq_idle_timeout", 1),
@@ -291,8 +277,7 @@ async fn request_timeout_ends_a_slow_request(flavor: Flavor) {
     );
     let r = fx.get("/payments/x", &[("x-fault-delay-ms", "2000")]).await;
     assert_eq!(r.status, 200, "{name}: a slow upstream");
-    expect_growth(
-        &fx,
+    fx.expect_growth(
         &before,
         &[
             ("http.app.downstream_rq_timeout", 2),
@@ -351,8 +336,7 @@ async fn request_headers_timeout_ends_a_slow_head(flavor: Flavor) {
     );
     let r = fx.get("/payments/x", &[("x-fault-delay-ms", "2000")]).await;
     assert_eq!(r.status, 200, "{name}: a slow upstream");
-    expect_growth(
-        &fx,
+    fx.expect_growth(
         &before,
         &[
             ("http.app.downstream_rq_header_timeout", 2),
