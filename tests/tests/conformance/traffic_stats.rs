@@ -71,8 +71,11 @@ async fn answer_once(mut s: TcpStream, read: Arc<AtomicU64>, written: Arc<Atomic
             }
         }
     }
-    if s.write_all(RESPONSE).await.is_ok() {
-        written.fetch_add(RESPONSE.len() as u64, Ordering::SeqCst);
+    // Counted before it is written: the client can have the response (and the test read the
+    // totals) before this task runs again after the write.
+    written.fetch_add(RESPONSE.len() as u64, Ordering::SeqCst);
+    if s.write_all(RESPONSE).await.is_err() {
+        written.fetch_sub(RESPONSE.len() as u64, Ordering::SeqCst);
     }
     let _ = s.shutdown().await;
     // Read (and count) whatever else comes until the proxy closes its side.
