@@ -9,8 +9,8 @@ use super::error::{
 use super::route::convert_table;
 use super::types::{
     CidrRange, Codec, ConnectionLimits, DEFAULT_CONNECTION_IDLE_TIMEOUT, DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_MAX_HEADERS_COUNT, InternalAddressConfig, ListenerConfig, RouteSource,
-    UnderscoresAction,
+    DEFAULT_MAX_HEADERS_COUNT, HeaderOptions, InternalAddressConfig, ListenerConfig, RouteSource,
+    ServerHeader, StripPort, UnderscoresAction,
 };
 use legate_proto::any::unpack;
 use legate_proto::pb::envoy::config::core::v3::{
@@ -88,6 +88,7 @@ fn convert(l: &Listener) -> Result<ListenerConfig> {
         max_stream_duration: hcm.max_stream_duration,
         connection: hcm.connection,
         server_name: hcm.server_name,
+        headers: hcm.headers,
         internal_address: hcm.internal_address,
     })
 }
@@ -137,6 +138,7 @@ struct Hcm {
     max_stream_duration: Option<Duration>,
     connection: ConnectionLimits,
     server_name: String,
+    headers: HeaderOptions,
     internal_address: Option<InternalAddressConfig>,
 }
 
@@ -283,12 +285,56 @@ fn http_connection_manager(h: &HttpConnectionManager) -> Result<Hcm> {
         } else {
             h.server_name.clone()
         },
+        headers: header_options(h)?,
         internal_address: h
             .internal_address_config
             .as_ref()
             .map(internal_address_config)
             .transpose()
             .under("internal_address_config")?,
+    })
+}
+
+/// The connection manager's header options (`HeaderOptions`).
+fn header_options(h: &HttpConnectionManager) -> Result<HeaderOptions> {
+    if !h.via.is_empty() && http::HeaderValue::from_str(&h.via).is_err() {
+        return Err(FieldError::new(
+            "via",
+            format!("`{}` is not a valid header value", h.via.escape_debug()),
+        ));
+    }
+    let server_header =
+        match hcm_pb::ServerHeaderTransformation::try_from(h.server_header_transformation) {
+            Ok(hcm_pb::ServerHeaderTransformation::Overwrite) => ServerHeader::Overwrite,
+            Ok(hcm_pb::ServerHeaderTransformation::AppendIfAbsent) => ServerHeader::AppendIfAbsent,
+            Ok(hcm_pb::ServerHeaderTransformation::PassThrough) => ServerHeader::PassThrough,
+            Err(_) => {
+                return Err(FieldError::new(
+                    "server_header_transformation",
+                    format!("unknown value {}", h.server_header_transformation),
+                ));
+            }
+        };
+    let strip_port = match h.strip_port_mode {
+        Some(hcm_pb::StripPortMode::StripAnyHostPort(true)) => {
+            if h.strip_matching_host_port {
+                return Err(FieldError::new(
+                    "strip_any_host_port",
+                    "cannot be set together with strip_matching_host_port",
+                ));
+            }
+            StripPort::Any
+        }
+        _ if h.strip_matching_host_port => StripPort::Matching,
+        _ => StripPort::None,
+    };
+    Ok(HeaderOptions {
+        generate_request_id: h.generate_request_id.is_none_or(|b| b.value),
+        request_id_in_response: h.always_set_request_id_in_response,
+        via: (!h.via.is_empty()).then(|| h.via.clone()),
+        server_header,
+        strip_trailing_host_dot: h.strip_trailing_host_dot,
+        strip_port,
     })
 }
 
@@ -464,10 +510,6 @@ fn unimplemented_hcm_fields(h: &HttpConnectionManager) -> Result<()> {
     )?;
     reject(h.http3_protocol_options.is_some(), "http3_protocol_options")?;
     reject(
-        h.server_header_transformation != hcm_pb::ServerHeaderTransformation::Overwrite as i32,
-        "server_header_transformation",
-    )?;
-    reject(
         h.scheme_header_transformation
             .as_ref()
             .is_some_and(|s| *s != Default::default()),
@@ -484,19 +526,8 @@ fn unimplemented_hcm_fields(h: &HttpConnectionManager) -> Result<()> {
         !h.early_header_mutation_extensions.is_empty(),
         "early_header_mutation_extensions",
     )?;
-    reject(!h.via.is_empty(), "via")?;
-    reject(
-        h.generate_request_id.is_some_and(|b| !b.value),
-        "generate_request_id",
-    )?;
-    reject(
-        h.preserve_external_request_id,
-        "preserve_external_request_id",
-    )?;
-    reject(
-        h.always_set_request_id_in_response,
-        "always_set_request_id_in_response",
-    )?;
+    // `preserve_external_request_id` is accepted: without `use_remote_address` (NACKed) Envoy
+    // keeps an external request's `x-request-id` either way.
     reject(
         h.forward_client_cert_details != hcm_pb::ForwardClientCertDetails::Sanitize as i32,
         "forward_client_cert_details",
@@ -521,12 +552,10 @@ fn unimplemented_hcm_fields(h: &HttpConnectionManager) -> Result<()> {
     )?;
     reject(h.request_id_extension.is_some(), "request_id_extension")?;
     reject(h.local_reply_config.is_some(), "local_reply_config")?;
-    reject(h.strip_matching_host_port, "strip_matching_host_port")?;
     reject(
         h.path_normalization_options.is_some(),
         "path_normalization_options",
     )?;
-    reject(h.strip_trailing_host_dot, "strip_trailing_host_dot")?;
     reject(h.proxy_status_config.is_some(), "proxy_status_config")?;
     reject(
         h.typed_header_validation_config.is_some(),
@@ -534,13 +563,6 @@ fn unimplemented_hcm_fields(h: &HttpConnectionManager) -> Result<()> {
     )?;
     reject(h.append_x_forwarded_port, "append_x_forwarded_port")?;
     reject(h.forward_proto_config.is_some(), "forward_proto_config")?;
-    reject(
-        matches!(
-            h.strip_port_mode,
-            Some(hcm_pb::StripPortMode::StripAnyHostPort(true))
-        ),
-        "strip_any_host_port",
-    )?;
     Ok(())
 }
 

@@ -45,8 +45,12 @@ pub struct ListenerConfig {
     /// The HCM's limits on a downstream connection (`common_http_protocol_options`,
     /// `drain_timeout`).
     pub connection: ConnectionLimits,
-    /// The HCM `server_name` (Envoy default `envoy`), written as the `server` response header.
+    /// The HCM `server_name` (Envoy default `envoy`), written as the `server` response header
+    /// as `headers.server` says.
     pub server_name: String,
+    /// The HCM's header options: request ids, `via`, the `server` header and the host's
+    /// normalization before routing.
+    pub headers: HeaderOptions,
     /// The HCM `internal_address_config`; `None` (unset) makes no request internal.
     pub internal_address: Option<InternalAddressConfig>,
 }
@@ -91,6 +95,62 @@ impl Default for ConnectionLimits {
             underscores: UnderscoresAction::Allow,
         }
     }
+}
+
+/// The connection manager's header options, with Envoy's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderOptions {
+    /// `generate_request_id` (default true): an `x-request-id` is added to a request that has
+    /// none.
+    pub generate_request_id: bool,
+    /// `always_set_request_id_in_response`: the request's `x-request-id` is copied into the
+    /// response.
+    pub request_id_in_response: bool,
+    /// `via`: appended to the `via` header of each request and response (a valid header value).
+    pub via: Option<String>,
+    /// `server_header_transformation`.
+    pub server_header: ServerHeader,
+    /// `strip_trailing_host_dot`: `host.` becomes `host` (`host.:80`, `host:80`) before routing.
+    pub strip_trailing_host_dot: bool,
+    /// `strip_matching_host_port` / `strip_any_host_port`.
+    pub strip_port: StripPort,
+}
+
+impl Default for HeaderOptions {
+    fn default() -> Self {
+        HeaderOptions {
+            generate_request_id: true,
+            request_id_in_response: false,
+            via: None,
+            server_header: ServerHeader::Overwrite,
+            strip_trailing_host_dot: false,
+            strip_port: StripPort::None,
+        }
+    }
+}
+
+/// `server_header_transformation`: what becomes of the `server` response header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerHeader {
+    /// Set it to `server_name` (Envoy's default).
+    #[default]
+    Overwrite,
+    /// Set it to `server_name` only when the upstream's response has none.
+    AppendIfAbsent,
+    /// Leave it as the response has it (or without one).
+    PassThrough,
+}
+
+/// Which port the connection manager strips from the host before routing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StripPort {
+    /// None (Envoy's default).
+    #[default]
+    None,
+    /// `strip_matching_host_port`: the port when it is the listener's.
+    Matching,
+    /// `strip_any_host_port`: any port.
+    Any,
 }
 
 /// `headers_with_underscores_action`: what becomes of a request header whose name has an

@@ -250,6 +250,120 @@ pub fn number_value(n: u64) -> HeaderValue {
 pub struct UpstreamHeaders<'a> {
     /// The original path, when the route rewrote it (`x-envoy-original-path`).
     pub original_path: Option<&'a str>,
+    /// Add an `x-request-id` when the request has none (the HCM's `generate_request_id`).
+    pub generate_request_id: bool,
+    /// The HCM's `via`, appended to the request's.
+    pub via: Option<&'a HeaderValue>,
+}
+
+/// Appends `via` to the `via` header (`1.1 other, ours`), as Envoy's `via` option does on
+/// requests and responses.
+pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
+    let value = match headers.get(header::VIA) {
+        None => via.clone(),
+        Some(existing) => {
+            let mut joined = Vec::with_capacity(existing.len() + 2 + via.len());
+            joined.extend_from_slice(existing.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(via.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| via.clone())
+        }
+    };
+    headers.insert(header::VIA, value);
+}
+
+/// The request's `x-request-id`, made (a random UUID) when it has none and `generate`: the
+/// value the response gets under `always_set_request_id_in_response`.
+pub fn ensure_request_id(headers: &mut HeaderMap, generate: bool) -> Option<HeaderValue> {
+    match headers.entry(&X_REQUEST_ID) {
+        header::Entry::Occupied(e) => Some(e.get().clone()),
+        header::Entry::Vacant(e) if generate => {
+            let v = HeaderValue::from_bytes(&uuid_v4_bytes()).ok()?;
+            Some(e.insert(v).clone())
+        }
+        header::Entry::Vacant(_) => None,
+    }
+}
+
+/// The response gets the request's `x-request-id`.
+pub fn set_request_id(headers: &mut HeaderMap, id: HeaderValue) {
+    headers.insert(&X_REQUEST_ID, id);
+}
+
+/// Where the port of `host` starts (its `:`), as Envoy finds it: after the closing `]` of an
+/// IPv6 literal, if any.
+fn port_start(host: &str) -> Option<usize> {
+    let colon = host.rfind(':')?;
+    match host.rfind(']') {
+        Some(v6_end) if v6_end > colon => None,
+        _ => Some(colon),
+    }
+}
+
+/// The host (`host` header, or the authority of an HTTP/2 or absolute-form request) as the
+/// connection manager normalizes it before routing: without a trailing dot
+/// (`strip_trailing_host_dot`: `a.` → `a`, `a.:80` → `a:80`), then without its port
+/// (`strip_any_host_port`; `strip_matching_host_port`: only when it is `listener_port`).
+/// Unchanged when neither applies.
+pub fn normalize_host(
+    parts: &mut http::request::Parts,
+    strip_dot: bool,
+    strip_port: crate::config::StripPort,
+    listener_port: u16,
+) {
+    use crate::config::StripPort;
+    let original = match parts.uri.authority() {
+        Some(a) => a.as_str().to_string(),
+        None => match parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            Some(h) => h.to_string(),
+            None => return,
+        },
+    };
+    let mut host = original.clone();
+    if strip_dot {
+        match port_start(&host) {
+            Some(at) if at > 0 && host.as_bytes()[at - 1] == b'.' => {
+                host.remove(at - 1);
+            }
+            Some(_) => {}
+            None if host.ends_with('.') => {
+                host.pop();
+            }
+            None => {}
+        }
+    }
+    if let Some(at) = port_start(&host) {
+        let strip = match strip_port {
+            StripPort::None => false,
+            StripPort::Any => true,
+            StripPort::Matching => host[at + 1..].parse::<u32>() == Ok(u32::from(listener_port)),
+        };
+        if strip {
+            host.truncate(at);
+        }
+    }
+    if host == original {
+        return;
+    }
+    let Ok(value) = HeaderValue::from_str(&host) else {
+        return;
+    };
+    if parts.uri.authority().is_some()
+        && let Ok(authority) = http::uri::Authority::try_from(host.as_str())
+    {
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.authority = Some(authority);
+        if let Ok(rebuilt) = http::Uri::from_parts(uri) {
+            parts.uri = rebuilt;
+        }
+    }
+    if parts.headers.contains_key(header::HOST) {
+        parts.headers.insert(header::HOST, value);
+    }
 }
 
 /// Prepares downstream request headers for the upstream (`x-envoy-expected-rq-timeout-ms`
@@ -274,10 +388,14 @@ pub fn prepare_request(headers: &mut HeaderMap, extra: &UpstreamHeaders<'_>) {
     if let header::Entry::Vacant(e) = headers.entry(&X_FORWARDED_PROTO) {
         e.insert(HeaderValue::from_static("http"));
     }
-    if let header::Entry::Vacant(e) = headers.entry(&X_REQUEST_ID)
+    if extra.generate_request_id
+        && let header::Entry::Vacant(e) = headers.entry(&X_REQUEST_ID)
         && let Ok(v) = HeaderValue::from_bytes(&uuid_v4_bytes())
     {
         e.insert(v);
+    }
+    if let Some(via) = extra.via {
+        append_via(headers, via);
     }
     if let Some(p) = extra.original_path
         && let Ok(v) = HeaderValue::from_str(p)
@@ -312,6 +430,8 @@ mod tests {
             &mut h,
             &UpstreamHeaders {
                 original_path: None,
+                generate_request_id: true,
+                via: None,
             },
         );
         assert!(h.get("expect").is_none());
@@ -321,6 +441,8 @@ mod tests {
             &mut other,
             &UpstreamHeaders {
                 original_path: None,
+                generate_request_id: true,
+                via: None,
             },
         );
         assert_eq!(other["expect"], "something-else");
@@ -363,6 +485,8 @@ mod tests {
             &mut h,
             &UpstreamHeaders {
                 original_path: None,
+                generate_request_id: true,
+                via: None,
             },
         );
         assert_eq!(
@@ -376,6 +500,8 @@ mod tests {
             &mut h,
             &UpstreamHeaders {
                 original_path: Some("/a"),
+                generate_request_id: true,
+                via: None,
             },
         );
         assert_eq!(
@@ -425,6 +551,71 @@ mod tests {
         assert_eq!(
             single.get("cookie").map(|v| v.as_bytes()),
             Some(&b"a=1"[..])
+        );
+    }
+
+    fn parts(host: &str, authority: Option<&str>) -> http::request::Parts {
+        let uri = match authority {
+            Some(a) => format!("http://{a}/x"),
+            None => "/x".to_string(),
+        };
+        let (mut parts, ()) = http::Request::get(uri)
+            .body(())
+            .expect("request")
+            .into_parts();
+        parts
+            .headers
+            .insert(header::HOST, HeaderValue::from_str(host).expect("host"));
+        parts
+    }
+
+    #[test]
+    fn the_host_is_normalized_as_envoy_normalizes_it() {
+        use crate::config::StripPort;
+        let host = |h: &str, dot: bool, port: StripPort| {
+            let mut p = parts(h, None);
+            normalize_host(&mut p, dot, port, 10000);
+            p.headers[header::HOST].to_str().expect("ascii").to_string()
+        };
+        assert_eq!(host("a.example.", true, StripPort::None), "a.example");
+        assert_eq!(host("a.example.:80", true, StripPort::None), "a.example:80");
+        assert_eq!(
+            host("a.example.:80", false, StripPort::None),
+            "a.example.:80"
+        );
+        assert_eq!(host("a.example.:80", true, StripPort::Any), "a.example");
+        assert_eq!(host("a.example:8080", false, StripPort::Any), "a.example");
+        assert_eq!(host("[::1]:8080", false, StripPort::Any), "[::1]");
+        assert_eq!(host("[::1]", false, StripPort::Any), "[::1]");
+        assert_eq!(host("a:8080", false, StripPort::Matching), "a:8080");
+        assert_eq!(host("a:10000", false, StripPort::Matching), "a");
+        let mut h2 = parts("a.example.:443", Some("a.example.:443"));
+        normalize_host(&mut h2, true, StripPort::Any, 10000);
+        assert_eq!(
+            h2.uri.authority().map(|a| a.as_str()),
+            Some("a.example"),
+            "the authority too"
+        );
+    }
+
+    #[test]
+    fn via_is_appended_and_request_ids_kept_or_made() {
+        let mut h = HeaderMap::new();
+        let via = HeaderValue::from_static("legate");
+        append_via(&mut h, &via);
+        assert_eq!(h["via"], "legate");
+        h.insert("via", HeaderValue::from_static("1.1 other"));
+        append_via(&mut h, &via);
+        assert_eq!(h["via"], "1.1 other, legate");
+        let mut h = HeaderMap::new();
+        assert_eq!(ensure_request_id(&mut h, false), None);
+        let made = ensure_request_id(&mut h, true).expect("made");
+        assert_eq!(made.len(), 36);
+        assert_eq!(h["x-request-id"], made);
+        h.insert("x-request-id", HeaderValue::from_static("mine"));
+        assert_eq!(
+            ensure_request_id(&mut h, true),
+            Some(HeaderValue::from_static("mine"))
         );
     }
 }

@@ -227,6 +227,10 @@ pub struct ListenerState {
     pub stats: HttpStats,
     /// The `server` response header value.
     pub server_header: HeaderValue,
+    /// The HCM's `via`, as a header value.
+    pub via: Option<HeaderValue>,
+    /// The port the listener is bound to (`strip_matching_host_port`).
+    pub local_port: u16,
 }
 
 /// What every connection of a listener shares.
@@ -279,10 +283,17 @@ impl ListenerManager {
         let stats = HttpStats::new(&self.store, &config.stat_prefix, &scope);
         let server_header =
             HeaderValue::from_str(&config.server_name).unwrap_or(HeaderValue::from_static("envoy"));
+        let via = config
+            .headers
+            .via
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok());
         ListenerState {
             config,
             stats,
             server_header,
+            via,
+            local_port: local.port(),
         }
     }
 

@@ -26,7 +26,8 @@ use super::pool::UpstreamError;
 use super::replay::{self, Prepared};
 use super::stream_timeout::{ProgressReceiver, StreamLimits, StreamTimer, earliest};
 use crate::config::{
-    ForwardAction, HostRewrite, RouteAction, RouteEntry, RouteSource, UpstreamProtocol, VirtualHost,
+    ForwardAction, HostRewrite, RouteAction, RouteEntry, RouteSource, ServerHeader, StripPort,
+    UpstreamProtocol, VirtualHost,
 };
 use crate::resilience::Outcome;
 use crate::resilience::breaker::RequestGuard;
@@ -90,26 +91,31 @@ async fn respond(
     } else {
         stats.rq_http1_total.inc();
     }
+    let options = &state.config.headers;
+    let mut request_id = None;
     let mut resp = match refused.or_else(|| admission::check(&req)) {
         Some(rejection) => refuse(stats, rejection, req.version()),
         None => {
             let verdict =
                 internal::sanitize(req.headers_mut(), state.config.internal_address.as_ref());
+            if options.strip_trailing_host_dot || options.strip_port != StripPort::None {
+                let (mut parts, body) = req.into_parts();
+                headers::normalize_host(
+                    &mut parts,
+                    options.strip_trailing_host_dot,
+                    options.strip_port,
+                    state.local_port,
+                );
+                req = Request::from_parts(parts, body);
+            }
+            if options.request_id_in_response {
+                request_id =
+                    headers::ensure_request_id(req.headers_mut(), options.generate_request_id);
+            }
             let runtime = ctx.runtime.load();
             let limits = StreamLimits::of(&state.config);
             match limits.max_duration {
-                None => {
-                    route(
-                        &runtime,
-                        &state.config.routes,
-                        stats,
-                        req,
-                        verdict,
-                        start,
-                        limits,
-                    )
-                    .await
-                }
+                None => route(&runtime, state, req, verdict, start, limits).await,
                 Some(max) => {
                     // `max_stream_duration`: one deadline over all the router does, and over
                     // the response body (the answer is 504 once the request is complete).
@@ -119,8 +125,7 @@ async fn respond(
                         let (body, ended) = body.flag_end();
                         (Request::from_parts(parts, body), ended)
                     };
-                    let routes = &state.config.routes;
-                    let routed = route(&runtime, routes, stats, req, verdict, start, limits);
+                    let routed = route(&runtime, state, req, verdict, start, limits);
                     match tokio::time::timeout_at(deadline, routed).await {
                         Ok(resp) => resp.map(|b| {
                             DeadlineBody::wrap(b, deadline, stats.rq_max_duration_reached.clone())
@@ -137,8 +142,24 @@ async fn respond(
     };
     // Envoy charges the response code when it encodes the response head.
     stats.count_response(resp.status().as_u16());
-    resp.headers_mut()
-        .insert(header::SERVER, state.server_header.clone());
+    let headers = resp.headers_mut();
+    match options.server_header {
+        ServerHeader::Overwrite => {
+            headers.insert(header::SERVER, state.server_header.clone());
+        }
+        ServerHeader::AppendIfAbsent => {
+            if let header::Entry::Vacant(e) = headers.entry(header::SERVER) {
+                e.insert(state.server_header.clone());
+            }
+        }
+        ServerHeader::PassThrough => {}
+    }
+    if let Some(via) = &state.via {
+        headers::append_via(headers, via);
+    }
+    if let Some(id) = request_id {
+        headers::set_request_id(headers, id);
+    }
     (resp, in_flight)
 }
 
@@ -218,13 +239,14 @@ fn refuse(stats: &HttpStats, rejection: Rejection, version: Version) -> Response
 
 async fn route(
     rt: &Runtime,
-    routes: &RouteSource,
-    stats: &HttpStats,
+    state: &ListenerState,
     req: Request<DownstreamBody>,
     verdict: internal::Verdict,
     start: Instant,
     limits: StreamLimits,
 ) -> Response<ProxyBody> {
+    let stats = &state.stats;
+    let routes = &state.config.routes;
     stats.router_rq_total.inc();
     let table = match routes {
         RouteSource::Inline(t) => t.as_ref(),
@@ -271,6 +293,8 @@ async fn route(
                 stats,
                 start,
                 limits,
+                generate_request_id: state.config.headers.generate_request_id,
+                via: state.via.as_ref(),
             };
             forward(&target, parts, authority, body, stream).await
         }
@@ -297,6 +321,10 @@ struct StreamContext<'a> {
     start: Instant,
     /// The connection manager's stream timeouts.
     limits: StreamLimits,
+    /// The connection manager's `generate_request_id`.
+    generate_request_id: bool,
+    /// The connection manager's `via`.
+    via: Option<&'a HeaderValue>,
 }
 
 /// Where a request is forwarded, and whether it is internal.
@@ -343,6 +371,8 @@ async fn forward(
         &mut parts.headers,
         &UpstreamHeaders {
             original_path: rewritten.as_ref().map(|_| path.as_str()),
+            generate_request_id: stream.generate_request_id,
+            via: stream.via,
         },
     );
     let upstream_path = match rewritten {

@@ -623,34 +623,6 @@ flavors!(
     expect_100_continue_answered_by_the_proxy_legate
 );
 
-/// A raw upstream: answers each request with the bytes `respond(path)` gives, then closes.
-async fn raw_upstream(
-    respond: fn(&str) -> Vec<u8>,
-) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind raw upstream");
-    let addr = listener.local_addr().expect("raw upstream address");
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&head);
-                let path = text.split(' ').nth(1).unwrap_or("/").to_owned();
-                let _ = s.write_all(&respond(&path)).await;
-            });
-        }
-    });
-    (addr, task)
-}
-
 /// A 200 whose head carries a header of `size` bytes.
 fn big_head(size: usize) -> Vec<u8> {
     let mut r = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
@@ -686,7 +658,7 @@ fn broken_response(path: &str) -> Vec<u8> {
 /// dropped, a status without a known reason phrase gets `Unknown`, and a folded header line
 /// is unfolded (the CRLF removed, the whitespace kept).
 async fn upstream_protocol_errors_are_502(flavor: Flavor) {
-    let (addr, _task) = raw_upstream(broken_response).await;
+    let (addr, _task) = crate::common::raw_upstream(broken_response).await;
     let fx = Fixture::start(flavor, &[svc("payments", &[addr], "")]).await;
     let name = flavor.name();
     let cases = [

@@ -232,6 +232,13 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("{}: GET {path}: {e}", self.flavor.name()))
     }
 
+    /// `GET path` with `host` as its `Host` header.
+    pub async fn get_with_host(&self, path: &str, host: &str) -> HttpResponse {
+        http_get_with_headers(self.listener, path, Some(host), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{}: GET {path} (host {host}): {e}", self.flavor.name()))
+    }
+
     /// Every counter and gauge of `/stats` (histogram lines are left out).
     pub async fn stats(&self) -> BTreeMap<String, u64> {
         self.proxy.stats().await
@@ -543,4 +550,32 @@ pub async fn raw_exchange_timed(fx: &Fixture, steps: &[Step<'_>]) -> (String, Du
         .await
         .unwrap_or_else(|_| panic!("{}: the proxy never closed", fx.flavor.name()))
         .expect("raw exchange")
+}
+
+/// A raw upstream: answers each request with the bytes `respond(path)` gives, then closes.
+pub async fn raw_upstream(
+    respond: fn(&str) -> Vec<u8>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind raw upstream");
+    let addr = listener.local_addr().expect("raw upstream address");
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let path = text.split(' ').nth(1).unwrap_or("/").to_owned();
+                let _ = s.write_all(&respond(&path)).await;
+            });
+        }
+    });
+    (addr, task)
 }

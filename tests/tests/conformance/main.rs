@@ -20,6 +20,7 @@ mod breakers;
 mod connection_limits;
 mod early_responses;
 mod grpc;
+mod header_options;
 mod internal;
 mod lifetime;
 mod outlier;
