@@ -9,8 +9,8 @@ use super::error::{
 use super::route::convert_table;
 use super::types::{
     CidrRange, Codec, ConnectionLimits, DEFAULT_CONNECTION_IDLE_TIMEOUT, DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_MAX_HEADERS_COUNT, HeaderOptions, InternalAddressConfig, ListenerConfig, RouteSource,
-    ServerHeader, StripPort, UnderscoresAction,
+    DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MAX_REQUEST_HEADERS_BYTES, HeaderOptions,
+    InternalAddressConfig, ListenerConfig, RouteSource, ServerHeader, StripPort, UnderscoresAction,
 };
 use legate_proto::any::unpack;
 use legate_proto::pb::envoy::config::core::v3::{
@@ -263,6 +263,15 @@ fn http_connection_manager(h: &HttpConnectionManager) -> Result<Hcm> {
         Some(DEFAULT_DRAIN_TIMEOUT),
     )?
     .unwrap_or(Duration::ZERO);
+    if let Some(kb) = h.max_request_headers_kb {
+        if !(1..=8192).contains(&kb.value) {
+            return Err(FieldError::new(
+                "max_request_headers_kb",
+                format!("must be between 1 and 8192, got {}", kb.value),
+            ));
+        }
+        connection.max_request_headers_bytes = kb.value as usize * 1024;
+    }
     Ok(Hcm {
         stat_prefix: h.stat_prefix.clone(),
         routes,
@@ -392,6 +401,7 @@ fn common_http_protocol_options(
             .filter(|v| *v > 0),
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         max_headers,
+        max_request_headers_bytes: DEFAULT_MAX_REQUEST_HEADERS_BYTES,
         underscores,
     };
     let max_stream_duration =

@@ -61,9 +61,12 @@ pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Envoy's default `max_headers_count`.
 pub const DEFAULT_MAX_HEADERS_COUNT: u32 = 100;
+/// Envoy's default HCM `max_request_headers_kb` (60 KiB), in bytes.
+pub const DEFAULT_MAX_REQUEST_HEADERS_BYTES: usize = 60 * 1024;
 
 /// The connection manager's limits on one downstream connection, with Envoy's defaults: its
-/// `common_http_protocol_options` (but `max_stream_duration`, a stream's) and `drain_timeout`.
+/// `common_http_protocol_options` (but `max_stream_duration`, a stream's), `drain_timeout` and
+/// `max_request_headers_kb`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// `idle_timeout` (default 1 h): how long a connection may carry no request; `None` (`0s`)
@@ -80,6 +83,10 @@ pub struct ConnectionLimits {
     pub drain_timeout: Duration,
     /// `max_headers_count` (default 100): a request with more headers is refused (431).
     pub max_headers: u32,
+    /// The HCM's `max_request_headers_kb` (default 60), in bytes: HTTP/1.1 counts the request
+    /// line, the header lines and the blank line; HTTP/2 the header list as RFC 9113 sizes it
+    /// (each field's name and value plus 32).
+    pub max_request_headers_bytes: usize,
     /// `headers_with_underscores_action` (default: allow).
     pub underscores: UnderscoresAction,
 }
@@ -92,6 +99,7 @@ impl Default for ConnectionLimits {
             max_requests: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_headers: DEFAULT_MAX_HEADERS_COUNT,
+            max_request_headers_bytes: DEFAULT_MAX_REQUEST_HEADERS_BYTES,
             underscores: UnderscoresAction::Allow,
         }
     }

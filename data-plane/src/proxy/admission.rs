@@ -1,14 +1,14 @@
 //! The checks Envoy's HTTP connection manager makes on a downstream request before routing it,
-//! with Envoy 1.40's defaults (the HCM fields that change them, `http_protocol_options`,
-//! `max_request_headers_kb` and `upgrade_configs`, are NACKed by `config::listener`), and the
-//! answers to what Envoy's HTTP/1.1 codec refuses (found by `http1_server`, under the HCM's
+//! with Envoy 1.40's defaults (the HCM fields that change them, `http_protocol_options` and
+//! `upgrade_configs`, are NACKed by `config::listener`), and the answers to what Envoy's
+//! HTTP/1.1 codec refuses (found by `http1_server`, under the HCM's `max_request_headers_kb` and
 //! `common_http_protocol_options.max_headers_count` and `headers_with_underscores_action`). Each rejection is answered as Envoy answers it — status, body,
 //! `connection: close` — and counted under the same stats.
 //!
 //! | request | Envoy's answer | stats (besides `downstream_rq_4xx`) |
 //! |---|---|---|
 //! | HTTP/1.0 (`accept_http_10: false`), or another version (`HTTP/9.9`) | 426 `Upgrade Required` | `downstream_cx_protocol_error`, `downstream_rq_rx_reset` |
-//! | request head over 60 KiB (`max_request_headers_kb: 60`) or over `max_headers_count` (100) headers | 431 `Request Header Fields Too Large` | same |
+//! | request head over `max_request_headers_kb` (60 KiB) or over `max_headers_count` (100) headers | 431 `Request Header Fields Too Large` | same |
 //! | a header name with `_` under `headers_with_underscores_action: REJECT_REQUEST` | 400 `Bad Request` | `http1.requests_rejected_with_underscores_in_headers`, `downstream_rq_rx_reset` |
 //! | malformed request line, header or body framing | 400 `Bad Request` | same |
 //! | a target that is not a path (`GET host:80`), other than CONNECT | 400 `Bad Request` | same |
@@ -26,18 +26,16 @@ use super::local_reply;
 use super::stream_timeout::StreamTimer;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 
-/// Envoy's default `max_request_headers_kb` (60 KiB), in bytes: the request line, the header
-/// lines and the blank line that ends them.
-pub const MAX_REQUEST_HEAD_BYTES: usize = 60 * 1024;
-
 /// Why a request was refused before routing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
     /// HTTP/1.0 (or older): Envoy only accepts it with `accept_http_10`.
     Http10,
-    /// The request head is larger than [`MAX_REQUEST_HEAD_BYTES`], or has more than 100
-    /// headers.
+    /// The request head is larger than `max_request_headers_kb` (Envoy's codec stops reading it
+    /// there: the response comes before the request is complete).
     HeadTooLarge,
+    /// The request head has more headers than `max_headers_count`.
+    TooManyHeaders,
     /// The codec cannot parse the request (request line, a header, the body's framing).
     Malformed,
     /// The target has a `#fragment` (Envoy's path normalization refuses it).
@@ -63,7 +61,9 @@ impl Rejection {
     pub fn status(self) -> StatusCode {
         match self {
             Rejection::Http10 => StatusCode::UPGRADE_REQUIRED,
-            Rejection::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Rejection::HeadTooLarge | Rejection::TooManyHeaders => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             Rejection::Malformed
             | Rejection::Underscore
             | Rejection::NonRelativePath
@@ -91,13 +91,15 @@ impl Rejection {
             self,
             Rejection::Http10
                 | Rejection::HeadTooLarge
+                | Rejection::TooManyHeaders
                 | Rejection::Malformed
                 | Rejection::NonRelativePath
         )
     }
 
-    /// Counted as `downstream_rq_rx_reset`: Envoy resets the stream after its reply for every
-    /// rejection except a missing `host` and a fragment.
+    /// Counted as `downstream_rq_rx_reset` (and, over HTTP/1.1,
+    /// `downstream_rq_response_before_rq_complete`): Envoy resets the stream after its reply for
+    /// every rejection except a missing `host` and a fragment.
     pub fn resets_stream(self) -> bool {
         !matches!(self, Rejection::MissingHost | Rejection::Fragment)
     }

@@ -7,9 +7,9 @@
 //! (no stream for that long), `max_connection_duration`, and `max_requests_per_connection`
 //! (the stream that reaches it is served). Envoy sends a first GOAWAY at once and the last one
 //! after `drain_timeout`; hyper sends both at once (docs/compat.md). As Envoy's HTTP/2 codec, a
-//! request with more headers than `max_headers_count` (pseudo-headers included), or with an
-//! underscore in a header name under `headers_with_underscores_action: REJECT_REQUEST`, has its
-//! stream reset (`INTERNAL_ERROR`).
+//! request whose header list is over `max_request_headers_kb`, with more headers than
+//! `max_headers_count` (pseudo-headers included), or with an underscore in a header name under
+//! `headers_with_underscores_action: REJECT_REQUEST`, has its stream reset (`INTERNAL_ERROR`).
 
 use super::body::{BoxError, DownstreamBody, ProxyBody};
 use super::conn_limits::{ConnEvent, ConnLife};
@@ -17,7 +17,7 @@ use super::headers;
 use super::io_stats::{ByteCounters, Counted};
 use super::listener::ListenerCtx;
 use super::router::{self, InFlight};
-use crate::config::UnderscoresAction;
+use crate::config::{ConnectionLimits, UnderscoresAction};
 use bytes::Bytes;
 use http::Request;
 use http_body::{Body, Frame, SizeHint};
@@ -47,7 +47,7 @@ pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
         service_fn(move |mut req: Request<Incoming>| {
             let ctx = ctx.clone();
             let guard = streams.started();
-            let refused = refusal(&ctx, &mut req, limits.max_headers, limits.underscores);
+            let refused = refusal(&ctx, &mut req, &limits);
             headers::join_h2_repeated(req.headers_mut());
             async move {
                 if refused {
@@ -58,7 +58,13 @@ pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
             }
         })
     };
-    let builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+    // The limit is Envoy's, checked by `refusal`; hyper's own (16 KiB by default) must not
+    // refuse first.
+    let list_size = u32::try_from(limits.max_request_headers_bytes.saturating_mul(2))
+        .unwrap_or(u32::MAX)
+        .max(64 * 1024);
+    builder.http2().max_header_list_size(list_size);
     let io = TokioIo::new(Counted::new(io, bytes));
     let mut conn = pin!(builder.serve_connection(io, svc));
     let mut life = ConnLife::new(limits, conn_stats, accepted);
@@ -98,28 +104,45 @@ pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
 #[error("request refused by the HTTP/2 codec (header limits)")]
 struct Refused;
 
-/// Whether Envoy's HTTP/2 codec would reset this request's stream: more headers than
-/// `max_headers` (pseudo-headers included), or a header name with an underscore under
+/// Whether Envoy's HTTP/2 codec would reset this request's stream: a header list over
+/// `max_request_headers_kb` (sized as RFC 9113 sizes it), more headers than
+/// `max_headers_count` (pseudo-headers included), or a header name with an underscore under
 /// REJECT_REQUEST; under DROP_HEADER such headers are removed. Counted as Envoy counts it.
-fn refusal(
-    ctx: &ListenerCtx,
-    req: &mut Request<Incoming>,
-    max_headers: u32,
-    underscores: UnderscoresAction,
-) -> bool {
-    // :method, :scheme, :authority (or host) and :path.
-    let pseudo = 3 + usize::from(req.uri().authority().is_some());
-    let overflow = req.headers().len() + pseudo > max_headers as usize;
+fn refusal(ctx: &ListenerCtx, req: &mut Request<Incoming>, limits: &ConnectionLimits) -> bool {
+    let underscores = limits.underscores;
+    let uri = req.uri();
+    // :method, :scheme, :authority (or host) and :path, each sized as a field.
+    let field = |name: &str, value: usize| name.len() + value + 32;
+    let pseudo_size = field(":method", req.method().as_str().len())
+        + field(":scheme", uri.scheme_str().map_or(0, str::len))
+        + field(
+            ":path",
+            uri.path_and_query().map_or(1, |p| p.as_str().len()),
+        )
+        + uri
+            .authority()
+            .map_or(0, |a| field(":authority", a.as_str().len()));
+    let list_size = pseudo_size
+        + req
+            .headers()
+            .iter()
+            .map(|(name, value)| field(name.as_str(), value.len()))
+            .sum::<usize>();
+    let too_large = list_size > limits.max_request_headers_bytes;
+    let pseudo = 3 + usize::from(uri.authority().is_some());
+    let overflow = req.headers().len() + pseudo > limits.max_headers as usize;
     let underscored = underscores != UnderscoresAction::Allow
         && req.headers().keys().any(|name| name.as_str().contains('_'));
-    if !overflow && !underscored {
+    if !too_large && !overflow && !underscored {
         return false;
     }
     let state = ctx.state.load();
     let stats = &state.stats;
     let codec = &stats.codec[1];
-    if overflow {
-        codec.header_overflow.inc();
+    if too_large {
+        stats.http2_limits.header_list_size_too_large.inc();
+    } else if overflow {
+        stats.http2_limits.header_overflow.inc();
     } else if underscores == UnderscoresAction::DropHeader {
         let names: Vec<http::HeaderName> = req
             .headers()

@@ -15,7 +15,7 @@
 //! |---|---|
 //! | malformed request line or header (a space before `:`, a bad token, …) | 400 `Bad Request` |
 //! | a version other than HTTP/1.x (`HTTP/9.9`), or none (HTTP/0.9) | 426 `Upgrade Required` |
-//! | a head over 60 KiB, or more than `max_headers_count` (100) headers | 431 `Request Header Fields Too Large` |
+//! | a head over `max_request_headers_kb` (60 KiB), or more than `max_headers_count` (100) headers | 431 `Request Header Fields Too Large` |
 //! | a header name with `_` under `headers_with_underscores_action: REJECT_REQUEST` | 400 `Bad Request` (with `DROP_HEADER` the header is dropped) |
 //! | `content-length` with `transfer-encoding`, a `transfer-encoding` other than `chunked`, an invalid or conflicting `content-length` | 400 `Bad Request` |
 //! | a `#fragment` in the target | 400, empty body (`downstream_rq_failed_path_normalization`) |
@@ -60,7 +60,7 @@
 //!   still sends is read and dropped for up to 1 s (Envoy's `delayed_close_timeout`), so that a
 //!   close with unread bytes does not turn into a reset that could destroy the response.
 
-use super::admission::{MAX_REQUEST_HEAD_BYTES, Rejection};
+use super::admission::Rejection;
 use super::body::{BoxError, DownstreamBody, ProxyBody};
 use super::conn_limits::ConnLife;
 use super::headers;
@@ -230,10 +230,6 @@ impl Conn {
                     let (resp, in_flight) = router::refused(ctx.clone(), rejection).await;
                     return match self.write_response(resp, false, true, false).await {
                         Ok(()) => {
-                            if let Rejection::Timeout(_) = rejection {
-                                let state = ctx.state.load();
-                                state.stats.rq_response_before_rq_complete.inc();
-                            }
                             in_flight.complete();
                             End::Local { active: false }
                         }
@@ -313,7 +309,7 @@ impl Conn {
             }
             if body_read == BodyRead::Complete {
                 // Watch for the client going away; read ahead what it pipelines.
-                while self.read.len() < MAX_REQUEST_HEAD_BYTES {
+                while self.read.len() < self.life.limits().max_request_headers_bytes {
                     match ready!(self.poll_fill(cx)) {
                         Ok(0) | Err(_) => return Poll::Ready(Err(CLIENT_GONE)),
                         Ok(_) => {}
@@ -452,12 +448,13 @@ impl Conn {
             .parse_request_with_uninit_headers(&mut req, &self.read, storage);
         let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if self.read.len() <= MAX_REQUEST_HEAD_BYTES => {
+            Ok(httparse::Status::Partial)
+                if self.read.len() <= limits.max_request_headers_bytes =>
+            {
                 return Ok(None);
             }
-            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
-                return Err(Rejection::HeadTooLarge);
-            }
+            Ok(httparse::Status::Partial) => return Err(Rejection::HeadTooLarge),
+            Err(httparse::Error::TooManyHeaders) => return Err(Rejection::TooManyHeaders),
             Err(httparse::Error::Version | httparse::Error::Token) => {
                 return Err(line_rejection(&self.read));
             }
@@ -465,15 +462,20 @@ impl Conn {
             Err(httparse::Error::HeaderName) => {
                 return match http1::unfold_obs_fold(&mut self.read) {
                     Unfold::Unfolded => self.parse_head(),
-                    Unfold::Incomplete if self.read.len() <= MAX_REQUEST_HEAD_BYTES => Ok(None),
+                    Unfold::Incomplete if self.read.len() <= limits.max_request_headers_bytes => {
+                        Ok(None)
+                    }
                     Unfold::Incomplete => Err(Rejection::HeadTooLarge),
                     Unfold::NotFolded => Err(Rejection::Malformed),
                 };
             }
             Err(_) => return Err(Rejection::Malformed),
         };
-        if len > MAX_REQUEST_HEAD_BYTES || req.headers.len() > max_headers {
+        if len > limits.max_request_headers_bytes {
             return Err(Rejection::HeadTooLarge);
+        }
+        if req.headers.len() > max_headers {
+            return Err(Rejection::TooManyHeaders);
         }
         let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
             .map_err(|_| Rejection::Malformed)?;
@@ -676,7 +678,7 @@ impl Conn {
                     // A client that leaves mid-body ends the request at once, and the upstream
                     // exchange with it (Envoy resets both streams), rather than when the
                     // upstream next sends.
-                    while watch && self.read.len() < MAX_REQUEST_HEAD_BYTES {
+                    while watch && self.read.len() < self.life.limits().max_request_headers_bytes {
                         match ready!(self.poll_fill(cx)) {
                             Ok(0) | Err(_) => return Poll::Ready(Err(CLIENT_GONE)),
                             Ok(_) => {}

@@ -101,8 +101,10 @@ pub struct HttpStats {
     /// `downstream_cx_idle_timeout`, `downstream_cx_max_duration_reached` and
     /// `downstream_cx_max_requests_reached`: the connection limits' stats.
     pub conn: ConnStats,
-    /// Envoy's codec stats (`http1.*`, `http2.*`) of the header limits, HTTP/1.1 and HTTP/2.
+    /// Envoy's codec stats (`http1.*`, `http2.*`) of `headers_with_underscores_action`.
     pub codec: [CodecStats; 2],
+    /// The HTTP/2 codec's stats of the other header limits.
+    pub http2_limits: H2LimitStats,
     classes: [Counter; 5],
     /// `listener.<scope>.http.<prefix>.downstream_rq_<class>xx`: Envoy's per-listener copies.
     listener_classes: [Counter; 5],
@@ -161,6 +163,10 @@ impl HttpStats {
                 CodecStats::new(store, "http1"),
                 CodecStats::new(store, "http2"),
             ],
+            http2_limits: H2LimitStats {
+                header_overflow: store.counter("http2.header_overflow"),
+                header_list_size_too_large: store.counter("http2.header_list_size_too_large"),
+            },
             classes: [
                 c("downstream_rq_1xx"),
                 c("downstream_rq_2xx"),
@@ -193,7 +199,7 @@ impl HttpStats {
     }
 }
 
-/// The codec stats of `headers_with_underscores_action` and `max_headers_count`, as Envoy names them: in the codec's
+/// The codec stats of `headers_with_underscores_action`, as Envoy names them: in the codec's
 /// own scope (`http1.` or `http2.`), shared by every connection manager.
 #[derive(Debug)]
 pub struct CodecStats {
@@ -201,9 +207,15 @@ pub struct CodecStats {
     pub dropped: Counter,
     /// `<codec>.requests_rejected_with_underscores_in_headers`.
     pub rejected: Counter,
-    /// `<codec>.header_overflow`: requests with more headers than `max_headers_count` (kept
-    /// for HTTP/2; HTTP/1.1 answers 431).
+}
+
+/// The HTTP/2 codec's stats of the request header limits (HTTP/1.1 answers 431 instead).
+#[derive(Debug)]
+pub struct H2LimitStats {
+    /// `http2.header_overflow`: more headers than `max_headers_count`.
     pub header_overflow: Counter,
+    /// `http2.header_list_size_too_large`: a header list over `max_request_headers_kb`.
+    pub header_list_size_too_large: Counter,
 }
 
 impl CodecStats {
@@ -213,7 +225,6 @@ impl CodecStats {
             rejected: store.counter(&format!(
                 "{codec}.requests_rejected_with_underscores_in_headers"
             )),
-            header_overflow: store.counter(&format!("{codec}.header_overflow")),
         }
     }
 }

@@ -225,6 +225,12 @@ fn refuse(stats: &HttpStats, rejection: Rejection, version: Version) -> Response
     }
     if rejection.resets_stream() {
         stats.rq_rx_reset.inc();
+        // An HTTP/1.1 head refused (the codec stops reading it) or an upgrade or CONNECT
+        // refused (its stream stays open for data): Envoy counts the reply as sent before the
+        // request was complete.
+        if version != Version::HTTP_2 {
+            stats.rq_response_before_rq_complete.inc();
+        }
     }
     match rejection {
         Rejection::Upgrade => stats.rq_ws_on_non_ws_route.inc(),

@@ -226,6 +226,8 @@ async fn refused_requests_answered_as_envoy_does(flavor: Flavor) {
         ("http.app.downstream_rq_4xx", 6),
         ("http.app.downstream_cx_protocol_error", 3),
         ("http.app.downstream_rq_rx_reset", 5),
+        // The same five: the reply goes out before the request is complete (session 11).
+        ("http.app.downstream_rq_response_before_rq_complete", 5),
         ("http.app.downstream_rq_ws_on_non_ws_route", 1),
         ("http.app.no_route", 1),
         ("http.app.downstream_rq_active", 0),
@@ -358,6 +360,10 @@ async fn malformed_requests_answered_as_envoy_does(flavor: Flavor) {
         (
             "http.app.downstream_rq_rx_reset",
             was("http.app.downstream_rq_rx_reset") + 10,
+        ),
+        (
+            "http.app.downstream_rq_response_before_rq_complete",
+            was("http.app.downstream_rq_response_before_rq_complete") + 10,
         ),
         (
             "http.app.downstream_rq_failed_path_normalization",

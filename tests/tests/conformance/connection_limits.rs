@@ -270,11 +270,14 @@ flavors!(
     max_stream_duration_ends_long_streams_legate
 );
 
-/// `max_headers_count: 8` and `headers_with_underscores_action: REJECT_REQUEST`: over
-/// HTTP/1.1 a ninth header is answered 431 and an underscore 400 `Bad Request`; over h2c
-/// (pseudo-headers count) the stream is reset. Each codec counts what it refused.
+/// `max_request_headers_kb: 2`, `max_headers_count: 8` and `headers_with_underscores_action:
+/// REJECT_REQUEST`: over HTTP/1.1 a head over 2 KiB and a ninth header are answered 431, an
+/// underscore 400 `Bad Request` (each counted as a response before the request was complete:
+/// the codec stops reading the head); over h2c (pseudo-headers count) the stream is reset.
+/// Each codec counts what it refused.
 async fn header_limits_refuse_requests(flavor: Flavor) {
-    let settings = json!({"common_http_protocol_options": {"max_headers_count": 8,
+    let settings = json!({"max_request_headers_kb": 2,
+        "common_http_protocol_options": {"max_headers_count": 8,
         "headers_with_underscores_action": "REJECT_REQUEST"}});
     let (_up, fx) = fixture(flavor, settings).await;
     let before = fx.stats().await;
@@ -288,6 +291,21 @@ async fn header_limits_refuse_requests(flavor: Flavor) {
     assert!(
         raw.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
         "{name}: {raw:?}"
+    );
+    let big = format!(
+        "GET /payments/x HTTP/1.1\r\nhost: x\r\na: {}\r\n\r\n",
+        "x".repeat(3000)
+    );
+    let raw = raw_exchange(&fx, &[Step::Send(big.as_bytes())]).await;
+    assert!(
+        raw.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        "{name}: {raw:?}"
+    );
+    let fits = "x".repeat(1900);
+    assert_eq!(
+        fx.get("/payments/x", &[("a", &fits)]).await.status,
+        200,
+        "{name}"
     );
     let underscored = b"GET /payments/x HTTP/1.1\r\nhost: x\r\nmy_header: 1\r\n\r\n";
     let raw = raw_exchange(&fx, &[Step::Send(underscored)]).await;
@@ -309,10 +327,13 @@ async fn header_limits_refuse_requests(flavor: Flavor) {
         req.body(Bytes::new()).expect("request")
     };
     let many = [("a", "1"), ("b", "1"), ("c", "1"), ("d", "1"), ("e", "1")];
-    for (case, req) in [
+    let too_large = "x".repeat(3000);
+    let cases = [
         ("too many", h2(&many)),
         ("underscore", h2(&[("my_header", "1")])),
-    ] {
+        ("too large", h2(&[("a", &too_large)])),
+    ];
+    for (case, req) in cases {
         let err = h2c_send(fx.listener, req).await.err();
         let err = format!("{err:?}");
         assert!(
@@ -328,9 +349,11 @@ async fn header_limits_refuse_requests(flavor: Flavor) {
             ("http1.requests_rejected_with_underscores_in_headers", 1),
             ("http2.requests_rejected_with_underscores_in_headers", 1),
             ("http2.header_overflow", 1),
-            ("http.app.downstream_rq_4xx", 2),
-            ("http.app.downstream_rq_2xx", 2),
-            ("http.app.downstream_rq_rx_reset", 4),
+            ("http2.header_list_size_too_large", 1),
+            ("http.app.downstream_rq_4xx", 3),
+            ("http.app.downstream_rq_2xx", 3),
+            ("http.app.downstream_rq_rx_reset", 6),
+            ("http.app.downstream_rq_response_before_rq_complete", 3),
         ],
     )
     .await;
