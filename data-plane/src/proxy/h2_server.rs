@@ -1,6 +1,8 @@
 //! Downstream h2c: hyper's HTTP/2 server, with the request headers joined as Envoy's HTTP/2
 //! codec joins them (`headers::join_h2_repeated`) and each request kept in flight until its
-//! response has been sent in full.
+//! response has been sent in full. A response that comes before the end of its request body
+//! is counted as `downstream_rq_response_before_rq_complete`, and, if the request is still
+//! incomplete when the response ends (hyper then resets the stream), `downstream_rq_rx_reset`.
 //!
 //! The connection manager's connection limits (`conn_limits`) end an h2c connection with a
 //! graceful shutdown (GOAWAY, then close once the streams in flight are done): its idle timeout
@@ -53,8 +55,31 @@ pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
                 if refused {
                     return Err(Refused);
                 }
-                let (resp, in_flight) = router::handle(ctx, req.map(DownstreamBody::H2)).await;
-                Ok(resp.map(|body| ResponseBody::new(body, in_flight, guard)))
+                let (parts, body) = req.into_parts();
+                let body = DownstreamBody::H2(body);
+                // A request body still arriving: whether it has ended once the response comes.
+                let (body, request_ended) = if body.is_end_stream() {
+                    (body, None)
+                } else {
+                    let (body, ended) = body.flag_end();
+                    (body, Some(ended))
+                };
+                let req = Request::from_parts(parts, body);
+                let (resp, in_flight) = router::handle(ctx.clone(), req).await;
+                let early = match request_ended {
+                    Some(ended) if !ended.load(Ordering::Relaxed) => {
+                        // An early response: Envoy counts it when the head goes out, and resets
+                        // the stream if the request is still incomplete when the response ends.
+                        let state = ctx.state.load();
+                        state.stats.rq_response_before_rq_complete.inc();
+                        Some(EarlyResponse {
+                            request_ended: ended,
+                            rx_reset: state.stats.rq_rx_reset.clone(),
+                        })
+                    }
+                    _ => None,
+                };
+                Ok(resp.map(|body| ResponseBody::new(body, in_flight, guard, early)))
             }
         })
     };
@@ -240,14 +265,31 @@ struct ResponseBody {
     in_flight: Option<InFlight>,
     /// The stream stays open until the body is dropped.
     _stream: StreamGuard,
+    /// A response that came before the end of its request.
+    early: Option<EarlyResponse>,
+}
+
+/// What an early response (one before the end of its request) checks when it ends.
+struct EarlyResponse {
+    /// Raised once the request body has been read to its end.
+    request_ended: Arc<AtomicBool>,
+    /// `downstream_rq_rx_reset`: the stream is reset when the request is still incomplete
+    /// (hyper resets it, `NO_ERROR`, as Envoy does).
+    rx_reset: crate::stats::Counter,
 }
 
 impl ResponseBody {
-    fn new(body: ProxyBody, in_flight: InFlight, stream: StreamGuard) -> Self {
+    fn new(
+        body: ProxyBody,
+        in_flight: InFlight,
+        stream: StreamGuard,
+        early: Option<EarlyResponse>,
+    ) -> Self {
         let mut this = ResponseBody {
             body,
             in_flight: Some(in_flight),
             _stream: stream,
+            early,
         };
         // hyper does not poll a body that is already at its end.
         if this.body.is_end_stream() {
@@ -259,6 +301,11 @@ impl ResponseBody {
     fn complete(&mut self) {
         if let Some(in_flight) = self.in_flight.take() {
             in_flight.complete();
+            if let Some(early) = self.early.take()
+                && !early.request_ended.load(Ordering::Relaxed)
+            {
+                early.rx_reset.inc();
+            }
         }
     }
 }

@@ -161,3 +161,62 @@ flavors!(
     early_response_is_sent_whole_envoy,
     early_response_is_sent_whole_legate
 );
+
+/// Over h2c: a `POST` that sends 5 of its 10 bytes, then waits. The early response arrives
+/// whole; it is counted as `downstream_rq_response_before_rq_complete` when its head goes out,
+/// and the stream is reset when it ends (`downstream_rq_rx_reset`), its request incomplete.
+async fn early_response_over_h2c(flavor: Flavor) {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let up = early_upstream().await;
+    let fx = Fixture::start_static(flavor, &[up], json!({})).await;
+    let name = flavor.name();
+    let before = fx.stats().await;
+    let was = |k: &str| before.get(k).copied().unwrap_or(0);
+    let stream = TcpStream::connect(fx.listener).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    let driver = tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<bytes::Bytes>, std::io::Error>>(1);
+    tx.send(Ok(Frame::data(bytes::Bytes::from_static(b"12345"))))
+        .await
+        .expect("first half");
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let req = http::Request::post(format!("http://{}/payments/fast", fx.listener))
+        .header("content-length", "10")
+        .body(body)
+        .expect("request");
+    let answered = async {
+        let resp = sender.send_request(req).await.expect("response head");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, body)
+    };
+    let (status, body) = tokio::time::timeout(DEADLINE, answered)
+        .await
+        .expect("the early response");
+    assert_eq!((status, body.as_ref()), (200, b"hello".as_ref()), "{name}");
+    fx.expect_stats(&[
+        (
+            "http.app.downstream_rq_response_before_rq_complete",
+            was("http.app.downstream_rq_response_before_rq_complete") + 1,
+        ),
+        (
+            "http.app.downstream_rq_rx_reset",
+            was("http.app.downstream_rq_rx_reset") + 1,
+        ),
+        ("http.app.downstream_rq_active", 0),
+    ])
+    .await;
+    drop(tx);
+    driver.abort();
+}
+
+flavors!(
+    early_response_over_h2c,
+    early_response_over_h2c_envoy,
+    early_response_over_h2c_legate
+);
