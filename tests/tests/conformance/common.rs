@@ -437,7 +437,7 @@ fn static_bootstrap(
     cluster: serde_json::Value,
 ) -> String {
     use serde_json::json;
-    let mut manager = json!({
+    let manager = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": AMBASSADOR,
         "route_config": {"name": AMBASSADOR, "virtual_hosts": [{
@@ -448,9 +448,7 @@ fn static_bootstrap(
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
     });
-    if let (Some(m), Some(extra)) = (manager.as_object_mut(), hcm.as_object()) {
-        m.extend(extra.clone());
-    }
+    let manager = merged(manager, &hcm);
     let lb_endpoints: Vec<serde_json::Value> = endpoints
         .iter()
         .map(|e| {
@@ -458,14 +456,12 @@ fn static_bootstrap(
                 "address": e.ip().to_string(), "port_value": e.port()}}}})
         })
         .collect();
-    let mut payments = json!({
+    let payments = json!({
         "name": "payments", "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": "payments",
                             "endpoints": [{"lb_endpoints": lb_endpoints}]}
     });
-    if let (Some(c), Some(extra)) = (payments.as_object_mut(), cluster.as_object()) {
-        c.extend(extra.clone());
-    }
+    let payments = merged(payments, &cluster);
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
@@ -578,4 +574,24 @@ pub async fn raw_upstream(
         }
     });
     (addr, task)
+}
+
+/// `base` with the keys of the object `extra` set over its own (a JSON merge one level deep).
+pub fn merged(mut base: serde_json::Value, extra: &serde_json::Value) -> serde_json::Value {
+    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    base
+}
+
+/// A connection manager (for [`Fixture::start_static`]) whose one virtual host serves
+/// `domains` with `routes`, with `settings` set over it.
+pub fn manager(
+    domains: &[&str],
+    routes: &[serde_json::Value],
+    settings: &serde_json::Value,
+) -> serde_json::Value {
+    let hcm = serde_json::json!({"route_config": {"name": "app", "virtual_hosts": [{
+        "name": "app", "domains": domains, "routes": routes}]}});
+    merged(hcm, settings)
 }

@@ -17,7 +17,7 @@ use legate_e2e::{Flavor, h2c_send};
 use serde_json::json;
 use tokio::net::TcpStream;
 
-use crate::common::{Fixture, Step, flavors, raw_exchange, raw_exchange_timed};
+use crate::common::{Fixture, Step, flavors, manager, raw_exchange, raw_exchange_timed};
 
 const GET: &[u8] = b"GET /payments/x HTTP/1.1\r\nhost: x\r\n\r\n";
 
@@ -27,13 +27,9 @@ fn secs(s: f64) -> Duration {
 
 /// A connection manager routing everything to `payments`, with `settings` merged in.
 fn hcm(settings: serde_json::Value) -> serde_json::Value {
-    let mut hcm = json!({"route_config": {"name": "app", "virtual_hosts": [{
-        "name": "app", "domains": ["*"], "routes": [
-            {"match": {"prefix": "/"}, "route": {"cluster": "payments", "timeout": "0s"}}]}]}});
-    if let (Some(h), Some(s)) = (hcm.as_object_mut(), settings.as_object()) {
-        h.extend(s.clone());
-    }
-    hcm
+    let route =
+        json!({"match": {"prefix": "/"}, "route": {"cluster": "payments", "timeout": "0s"}});
+    manager(&["*"], &[route], &settings)
 }
 
 async fn fixture(

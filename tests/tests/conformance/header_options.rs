@@ -7,18 +7,13 @@ use bytes::Bytes;
 use legate_e2e::{Flavor, HttpResponse, h2c_send};
 use serde_json::{Value, json};
 
-use crate::common::{Fixture, Step, flavors, raw_exchange, raw_upstream};
+use crate::common::{Fixture, Step, flavors, manager, raw_exchange, raw_upstream};
 
 /// A connection manager routing requests for `domains` to `payments`, with `settings` merged
 /// in.
 fn hcm(domains: &[&str], settings: Value) -> Value {
-    let mut hcm = json!({"route_config": {"name": "app", "virtual_hosts": [{
-        "name": "app", "domains": domains, "routes": [
-            {"match": {"prefix": "/"}, "route": {"cluster": "payments"}}]}]}});
-    if let (Some(h), Some(s)) = (hcm.as_object_mut(), settings.as_object()) {
-        h.extend(s.clone());
-    }
-    hcm
+    let route = json!({"match": {"prefix": "/"}, "route": {"cluster": "payments"}});
+    manager(domains, &[route], &settings)
 }
 
 async fn fixture(

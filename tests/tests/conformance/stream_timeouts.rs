@@ -9,7 +9,7 @@ use std::time::Duration;
 use legate_e2e::{Flavor, h2c_send};
 use serde_json::json;
 
-use crate::common::{Fixture, Step, flavors, raw_exchange};
+use crate::common::{Fixture, Step, flavors, manager, merged, raw_exchange};
 
 /// The stream timeouts the scenarios configure: short, so that a wait of three times as long
 /// shows them.
@@ -53,21 +53,13 @@ fn trickled_post(close: bool) -> Vec<Step<'static>> {
 /// A route to the `payments` cluster for `prefix`, without a route timeout (only the stream
 /// timeouts are left), with `extra` merged into its action.
 fn route(prefix: &str, extra: serde_json::Value) -> serde_json::Value {
-    let mut action = json!({"cluster": "payments", "timeout": "0s"});
-    if let (Some(a), Some(e)) = (action.as_object_mut(), extra.as_object()) {
-        a.extend(e.clone());
-    }
+    let action = merged(json!({"cluster": "payments", "timeout": "0s"}), &extra);
     json!({"match": {"prefix": prefix}, "route": action})
 }
 
 /// A connection manager with `settings` and `routes`.
 fn hcm(settings: serde_json::Value, routes: &[serde_json::Value]) -> serde_json::Value {
-    let mut hcm = json!({"route_config": {"name": "app", "virtual_hosts": [{
-        "name": "app", "domains": ["*"], "routes": routes}]}});
-    if let (Some(h), Some(s)) = (hcm.as_object_mut(), settings.as_object()) {
-        h.extend(s.clone());
-    }
-    hcm
+    manager(&["*"], routes, &settings)
 }
 
 async fn upstream() -> legate_e2e::upstream::Upstream {
