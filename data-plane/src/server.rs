@@ -8,7 +8,7 @@ use crate::admin::{self, AdminCtx};
 use crate::bootstrap::{self, BootstrapConfig};
 use crate::cli::{Mode, Options};
 use crate::config::{self, Discovery};
-use crate::proxy::listener::ListenerManager;
+use crate::proxy::listener::{ListenerManager, LocalNode};
 use crate::proxy::workers::Workers;
 use crate::runtime::Runtime;
 use crate::runtime::manager::{InitPolicy, Manager};
@@ -218,11 +218,14 @@ async fn start(
     // Envoy shows histograms as of the last stats flush (stats_flush_interval, default 5 s).
     store.spawn_flush_task(Duration::from_secs(5));
     let runtime = Arc::new(ArcSwap::from_pointee(Runtime::default()));
-    let listeners = Arc::new(ListenerManager::with_workers(
-        store.clone(),
-        runtime.clone(),
-        threads,
-    ));
+    let local_node = LocalNode {
+        id: boot.node.id.clone(),
+        cluster: boot.node.cluster.clone(),
+    };
+    let listeners = Arc::new(
+        ListenerManager::with_workers(store.clone(), runtime.clone(), threads)
+            .with_local_node(local_node),
+    );
     let init = InitPolicy {
         wait_cds: boot.ads.is_some() && boot.cds_via_ads,
         wait_lds: boot.ads.is_some() && boot.lds_via_ads,

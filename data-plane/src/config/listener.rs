@@ -344,6 +344,7 @@ fn header_options(h: &HttpConnectionManager) -> Result<HeaderOptions> {
         server_header,
         strip_trailing_host_dot: h.strip_trailing_host_dot,
         strip_port,
+        add_user_agent: h.add_user_agent.is_some_and(|b| b.value),
     })
 }
 
@@ -510,7 +511,6 @@ fn router_options(r: &Router) -> Result<()> {
 fn unimplemented_hcm_fields(h: &HttpConnectionManager) -> Result<()> {
     let bool_set =
         |b: Option<legate_proto::pb::google::protobuf::BoolValue>| b.is_some_and(|b| b.value);
-    reject(bool_set(h.add_user_agent), "add_user_agent")?;
     reject(h.tracing.is_some(), "tracing")?;
     reject(
         h.http_protocol_options

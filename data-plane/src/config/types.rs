@@ -122,6 +122,9 @@ pub struct HeaderOptions {
     pub strip_trailing_host_dot: bool,
     /// `strip_matching_host_port` / `strip_any_host_port`.
     pub strip_port: StripPort,
+    /// `add_user_agent`: `x-envoy-downstream-service-cluster` (and `user-agent` when a request
+    /// has none) set to the local node's cluster, `x-envoy-downstream-service-node` to its id.
+    pub add_user_agent: bool,
 }
 
 impl Default for HeaderOptions {
@@ -133,6 +136,7 @@ impl Default for HeaderOptions {
             server_header: ServerHeader::Overwrite,
             strip_trailing_host_dot: false,
             strip_port: StripPort::None,
+            add_user_agent: false,
         }
     }
 }

@@ -285,6 +285,26 @@ pub fn ensure_request_id(headers: &mut HeaderMap, generate: bool) -> Option<Head
     }
 }
 
+/// `x-envoy-downstream-service-cluster`.
+static X_ENVOY_DOWNSTREAM_SERVICE_CLUSTER: HeaderName =
+    HeaderName::from_static("x-envoy-downstream-service-cluster");
+/// `x-envoy-downstream-service-node`.
+static X_ENVOY_DOWNSTREAM_SERVICE_NODE: HeaderName =
+    HeaderName::from_static("x-envoy-downstream-service-node");
+
+/// The connection manager's `add_user_agent`: the local node's cluster as
+/// `x-envoy-downstream-service-cluster` and, when the request has none (or an empty one), as
+/// `user-agent`; its id, when set, as `x-envoy-downstream-service-node`.
+pub fn add_user_agent(headers: &mut HeaderMap, cluster: &HeaderValue, node: Option<&HeaderValue>) {
+    headers.insert(&X_ENVOY_DOWNSTREAM_SERVICE_CLUSTER, cluster.clone());
+    if headers.get(header::USER_AGENT).is_none_or(|v| v.is_empty()) {
+        headers.insert(header::USER_AGENT, cluster.clone());
+    }
+    if let Some(node) = node {
+        headers.insert(&X_ENVOY_DOWNSTREAM_SERVICE_NODE, node.clone());
+    }
+}
+
 /// The response gets the request's `x-request-id`.
 pub fn set_request_id(headers: &mut HeaderMap, id: HeaderValue) {
     headers.insert(&X_REQUEST_ID, id);

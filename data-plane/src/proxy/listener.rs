@@ -242,6 +242,10 @@ pub struct ListenerState {
     pub via: Option<HeaderValue>,
     /// The port the listener is bound to (`strip_matching_host_port`).
     pub local_port: u16,
+    /// With `add_user_agent`: the local `node.cluster` (`x-envoy-downstream-service-cluster`,
+    /// and `user-agent` when a request has none) and, when not empty, `node.id`
+    /// (`x-envoy-downstream-service-node`).
+    pub user_agent: Option<(HeaderValue, Option<HeaderValue>)>,
 }
 
 /// What every connection of a listener shares.
@@ -270,6 +274,17 @@ pub struct ListenerManager {
     runtime: Arc<ArcSwap<Runtime>>,
     workers: Workers,
     listeners: Mutex<HashMap<String, Running>>,
+    /// The local node (`node.id`, `node.cluster`): what `add_user_agent` writes.
+    local_node: LocalNode,
+}
+
+/// The node this proxy runs as, for the connection manager's `add_user_agent`.
+#[derive(Debug, Clone, Default)]
+pub struct LocalNode {
+    /// `node.id` (`--service-node`).
+    pub id: String,
+    /// `node.cluster` (`--service-cluster`).
+    pub cluster: String,
 }
 
 impl ListenerManager {
@@ -285,11 +300,32 @@ impl ListenerManager {
             runtime,
             workers,
             listeners: Mutex::new(HashMap::new()),
+            local_node: LocalNode::default(),
         }
     }
 
+    /// The node the proxy runs as (for `add_user_agent`); the default is an empty one.
+    pub fn with_local_node(mut self, node: LocalNode) -> Self {
+        self.local_node = node;
+        self
+    }
+
     /// A listener's state; `local`: the address it is bound to.
+    /// `add_user_agent`'s header values, when the listener sets it.
+    fn user_agent(&self, add: &bool) -> Option<(HeaderValue, Option<HeaderValue>)> {
+        if !*add {
+            return None;
+        }
+        let cluster =
+            HeaderValue::from_str(&self.local_node.cluster).unwrap_or(HeaderValue::from_static(""));
+        let id = (!self.local_node.id.is_empty())
+            .then(|| HeaderValue::from_str(&self.local_node.id).ok())
+            .flatten();
+        Some((cluster, id))
+    }
+
     fn state(&self, config: ListenerConfig, local: SocketAddr) -> ListenerState {
+        let config_add_user_agent = config.headers.add_user_agent;
         let scope = listener_stats_scope(&config.listener_stat_prefix, Some(local));
         let stats = HttpStats::new(&self.store, &config.stat_prefix, &scope);
         let server_header =
@@ -305,6 +341,7 @@ impl ListenerManager {
             server_header,
             via,
             local_port: local.port(),
+            user_agent: self.user_agent(&config_add_user_agent),
         }
     }
 

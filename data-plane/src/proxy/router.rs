@@ -108,6 +108,9 @@ async fn respond(
                 );
                 req = Request::from_parts(parts, body);
             }
+            if let Some((cluster, node)) = &state.user_agent {
+                headers::add_user_agent(req.headers_mut(), cluster, node.as_ref());
+            }
             if options.request_id_in_response {
                 request_id =
                     headers::ensure_request_id(req.headers_mut(), options.generate_request_id);

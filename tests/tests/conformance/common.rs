@@ -463,6 +463,7 @@ fn static_bootstrap(
     });
     let payments = merged(payments, &cluster);
     json!({
+        "node": {"id": STATIC_NODE_ID, "cluster": STATIC_NODE_CLUSTER},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
             "listeners": [{
@@ -595,3 +596,8 @@ pub fn manager(
         "name": "app", "domains": domains, "routes": routes}]}});
     merged(hcm, settings)
 }
+
+/// The `node.id` of [`Fixture::start_static`]'s bootstrap.
+pub const STATIC_NODE_ID: &str = "conformance-node";
+/// The `node.cluster` of [`Fixture::start_static`]'s bootstrap.
+pub const STATIC_NODE_CLUSTER: &str = "conformance";

@@ -1,13 +1,16 @@
 //! The connection manager's header options: `generate_request_id`,
 //! `always_set_request_id_in_response`, `via`, `server_header_transformation`, and the host's
 //! normalization before routing (`strip_trailing_host_dot`, `strip_any_host_port`,
-//! `strip_matching_host_port`).
+//! `strip_matching_host_port`), `add_user_agent`.
 
 use bytes::Bytes;
 use legate_e2e::{Flavor, HttpResponse, h2c_send};
 use serde_json::{Value, json};
 
-use crate::common::{Fixture, Step, flavors, manager, raw_exchange, raw_upstream};
+use crate::common::{
+    Fixture, STATIC_NODE_CLUSTER, STATIC_NODE_ID, Step, flavors, manager, raw_exchange,
+    raw_upstream,
+};
 
 /// A connection manager routing requests for `domains` to `payments`, with `settings` merged
 /// in.
@@ -194,4 +197,46 @@ flavors!(
     the_host_is_normalized_before_routing,
     the_host_is_normalized_before_routing_envoy,
     the_host_is_normalized_before_routing_legate
+);
+
+/// `add_user_agent`: the local node's cluster becomes `x-envoy-downstream-service-cluster`
+/// (whatever the client sent) and `user-agent` when the request has none, its id
+/// `x-envoy-downstream-service-node`.
+async fn add_user_agent_names_the_local_node(flavor: Flavor) {
+    let name = flavor.name();
+    let (_up, fx) = fixture(flavor, &["*"], json!({"add_user_agent": true})).await;
+    let r = fx
+        .get(
+            "/payments/x",
+            &[("x-envoy-downstream-service-cluster", "spoof")],
+        )
+        .await;
+    let echo = seen(flavor, &r);
+    assert_eq!(
+        seen_header(&echo, "x-envoy-downstream-service-cluster").as_deref(),
+        Some(STATIC_NODE_CLUSTER),
+        "{name}"
+    );
+    assert_eq!(
+        seen_header(&echo, "user-agent").as_deref(),
+        Some(STATIC_NODE_CLUSTER),
+        "{name}"
+    );
+    assert_eq!(
+        seen_header(&echo, "x-envoy-downstream-service-node").as_deref(),
+        Some(STATIC_NODE_ID),
+        "{name}"
+    );
+    let r = fx.get("/payments/x", &[("user-agent", "curl/8")]).await;
+    assert_eq!(
+        seen_header(&seen(flavor, &r), "user-agent").as_deref(),
+        Some("curl/8"),
+        "{name}: the client's own"
+    );
+}
+
+flavors!(
+    add_user_agent_names_the_local_node,
+    add_user_agent_names_the_local_node_envoy,
+    add_user_agent_names_the_local_node_legate
 );
