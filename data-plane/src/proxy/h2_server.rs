@@ -92,6 +92,7 @@ pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
     builder.http2().max_header_list_size(list_size);
     let io = TokioIo::new(Counted::new(io, bytes));
     let mut conn = pin!(builder.serve_connection(io, svc));
+    let max_requests_reached = conn_stats.max_requests_reached.clone();
     let mut life = ConnLife::new(limits, conn_stats, accepted);
     let mut shutting_down = false;
     loop {
@@ -104,6 +105,7 @@ pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
             }
             () = streams.changed.notified(), if !shutting_down => {
                 if streams.max_reached.load(Ordering::Relaxed) {
+                    max_requests_reached.inc();
                     conn.as_mut().graceful_shutdown();
                     shutting_down = true;
                 } else if let Some(at) = streams.idle_since() {

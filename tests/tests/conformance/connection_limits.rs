@@ -56,9 +56,9 @@ fn responses(raw: &str) -> Vec<&str> {
     raw.split("HTTP/1.1 ").filter(|r| !r.is_empty()).collect()
 }
 
-/// Opens an h2c connection, sends one `GET`, and returns its status and how long after the
-/// connection opened the proxy ended it (GOAWAY, then close).
-async fn h2c_connection_lifetime(addr: SocketAddr) -> (u16, Duration) {
+/// Opens an h2c connection, sends `requests` `GET`s one after the other, and returns their
+/// statuses and how long after the connection opened the proxy ended it (GOAWAY, then close).
+async fn h2c_connection_lifetime(addr: SocketAddr, requests: usize) -> (Vec<u16>, Duration) {
     let start = tokio::time::Instant::now();
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (mut sender, conn) =
@@ -66,12 +66,15 @@ async fn h2c_connection_lifetime(addr: SocketAddr) -> (u16, Duration) {
             .await
             .expect("h2c handshake");
     let mut conn = tokio::spawn(conn);
-    let req = http::Request::get(format!("http://{addr}/payments/x"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = sender.send_request(req).await.expect("h2c response");
-    let status = resp.status().as_u16();
-    resp.into_body().collect().await.expect("h2c body");
+    let mut statuses = Vec::new();
+    for _ in 0..requests {
+        let req = http::Request::get(format!("http://{addr}/payments/x"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("h2c response");
+        statuses.push(resp.status().as_u16());
+        resp.into_body().collect().await.expect("h2c body");
+    }
     // The sender is kept: a client that drops it closes the connection itself.
     let ended = tokio::time::timeout(secs(15.0), &mut conn)
         .await
@@ -79,7 +82,7 @@ async fn h2c_connection_lifetime(addr: SocketAddr) -> (u16, Duration) {
         .expect("driver task");
     let took = start.elapsed();
     drop((sender, ended));
-    (status, took)
+    (statuses, took)
 }
 
 /// `idle_timeout: 1s`, `drain_timeout: 1s`: a connection that carried a request is drained
@@ -109,8 +112,8 @@ async fn idle_timeout_closes_idle_connections(flavor: Flavor) {
     let (raw, took) = raw_exchange_timed(&fx, &[]).await;
     assert_eq!(raw, "", "{}", flavor.name());
     assert_within(flavor, "never used", took, secs(0.9)..secs(1.9));
-    let (status, took) = h2c_connection_lifetime(fx.listener).await;
-    assert_eq!(status, 200, "{}", flavor.name());
+    let (statuses, took) = h2c_connection_lifetime(fx.listener, 1).await;
+    assert_eq!(statuses, [200], "{}", flavor.name());
     assert_within(flavor, "h2c", took, secs(0.9)..secs(4.0));
     fx.expect_growth(&before, &[("http.app.downstream_cx_idle_timeout", 3)])
         .await;
@@ -145,8 +148,8 @@ async fn max_connection_duration_drains_the_connection(flavor: Flavor) {
         "{name}: draining: {raw:?}"
     );
     assert_within(flavor, "HTTP/1.1", took, secs(1.9)..secs(3.8));
-    let (status, took) = h2c_connection_lifetime(fx.listener).await;
-    assert_eq!(status, 200, "{name}");
+    let (statuses, took) = h2c_connection_lifetime(fx.listener, 1).await;
+    assert_eq!(statuses, [200], "{name}");
     assert_within(flavor, "h2c", took, secs(0.9)..secs(4.0));
     fx.expect_growth(
         &before,
@@ -188,6 +191,31 @@ async fn max_requests_per_connection_closes_after_the_last(flavor: Flavor) {
     )
     .await;
 }
+
+/// Over h2c, `max_requests_per_connection: 2`: the second stream is served, then the
+/// connection is shut down (GOAWAY) and closes; counted as `downstream_cx_max_requests_reached`.
+async fn max_requests_per_connection_drains_h2c(flavor: Flavor) {
+    let settings = json!({"common_http_protocol_options": {"max_requests_per_connection": 2}});
+    let (_up, fx) = fixture(flavor, settings).await;
+    let before = fx.stats().await;
+    let name = flavor.name();
+    let (statuses, _) = h2c_connection_lifetime(fx.listener, 2).await;
+    assert_eq!(statuses, [200, 200], "{name}");
+    fx.expect_growth(
+        &before,
+        &[
+            ("http.app.downstream_cx_max_requests_reached", 1),
+            ("http.app.downstream_rq_2xx", 2),
+        ],
+    )
+    .await;
+}
+
+flavors!(
+    max_requests_per_connection_drains_h2c,
+    max_requests_per_connection_drains_h2c_envoy,
+    max_requests_per_connection_drains_h2c_legate
+);
 
 flavors!(
     max_requests_per_connection_closes_after_the_last,
