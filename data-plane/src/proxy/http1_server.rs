@@ -289,7 +289,7 @@ impl Conn {
         } else {
             BodyRead::Complete
         };
-        let (resp, in_flight) = poll_fn(|cx| {
+        let (mut resp, in_flight) = poll_fn(|cx| {
             if let Poll::Ready(answer) = response.as_mut().poll(cx) {
                 return Poll::Ready(Ok(answer));
             }
@@ -324,7 +324,6 @@ impl Conn {
         // after it all the same (its head says so, as Envoy's does).
         let mut close = close || last || body_read == BodyRead::Incomplete;
         close |= headers::connection_names(resp.headers(), "close");
-        let mut resp = resp;
         if !close && self.life.draining() {
             // Envoy's draining connection manager: `connection: close` on each response; the
             // connection itself closes once the drain is over (the client usually first).

@@ -50,6 +50,14 @@ fn trickled_post(close: bool) -> Vec<Step<'static>> {
     steps
 }
 
+/// A request head whose first part (no blank line) is followed by 2 s of silence.
+fn head_in_parts() -> [Step<'static>; 2] {
+    [
+        Step::Send(b"GET /payments/x HTTP/1.1\r\nhost: x\r\n"),
+        Step::Wait(Duration::from_millis(2000)),
+    ]
+}
+
 /// A route to the `payments` cluster for `prefix`, without a route timeout (only the stream
 /// timeouts are left), with `extra` merged into its action.
 fn route(prefix: &str, extra: serde_json::Value) -> serde_json::Value {
@@ -254,13 +262,9 @@ async fn request_timeout_ends_a_slow_request(flavor: Flavor) {
         Fixture::start_static(flavor, &[up.addr], hcm(settings, &[route("/", json!({}))])).await;
     let before = fx.stats().await;
     let name = flavor.name();
-    let wait = |ms| Step::Wait(Duration::from_millis(ms));
     let got = raw_exchange(&fx, &trickled_post(false)).await;
     assert_408(flavor, "a trickling body", &got, "request timeout");
-    let parts = [
-        Step::Send(b"GET /payments/x HTTP/1.1\r\nhost: x\r\n"),
-        wait(2000),
-    ];
+    let parts = head_in_parts();
     assert_408(
         flavor,
         "a head in parts",
@@ -301,10 +305,7 @@ async fn request_headers_timeout_ends_a_slow_head(flavor: Flavor) {
     let before = fx.stats().await;
     let name = flavor.name();
     let wait = |ms| Step::Wait(Duration::from_millis(ms));
-    let parts = [
-        Step::Send(b"GET /payments/x HTTP/1.1\r\nhost: x\r\n"),
-        wait(2000),
-    ];
+    let parts = head_in_parts();
     assert_408(
         flavor,
         "a head in parts",
