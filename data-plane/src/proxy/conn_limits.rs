@@ -101,6 +101,16 @@ impl ConnLife {
         &self.limits
     }
 
+    /// When the connection was accepted.
+    pub fn accepted(&self) -> Instant {
+        self.accepted
+    }
+
+    /// The stats it counts in.
+    pub fn stats(&self) -> &ConnStats {
+        &self.stats
+    }
+
     /// A request arrived. `true`: it reached `max_requests_per_connection` (counted here):
     /// the connection carries no other.
     pub fn request_started(&mut self) -> bool {

@@ -36,14 +36,11 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Serves h2c (prior knowledge) on `io` until the connection ends.
-pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
-    let accepted = Instant::now();
-    let (limits, conn_stats) = {
-        let state = ctx.state.load();
-        (state.config.connection, state.stats.conn.clone())
-    };
-    let streams = Arc::new(Streams::new(accepted, limits.max_requests));
+/// Serves h2c (prior knowledge) on `io` until the connection ends (or one of the connection
+/// manager's limits, `life`, shuts it down).
+pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters, mut life: ConnLife) {
+    let limits = *life.limits();
+    let streams = Arc::new(Streams::new(life.accepted(), limits.max_requests));
     let svc = {
         let streams = streams.clone();
         service_fn(move |mut req: Request<Incoming>| {
@@ -92,8 +89,7 @@ pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
     builder.http2().max_header_list_size(list_size);
     let io = TokioIo::new(Counted::new(io, bytes));
     let mut conn = pin!(builder.serve_connection(io, svc));
-    let max_requests_reached = conn_stats.max_requests_reached.clone();
-    let mut life = ConnLife::new(limits, conn_stats, accepted);
+    let max_requests_reached = life.stats().max_requests_reached.clone();
     let mut shutting_down = false;
     loop {
         tokio::select! {

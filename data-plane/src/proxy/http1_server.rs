@@ -99,14 +99,9 @@ const ROUTER_HEADERS: usize = 6;
 /// (Envoy's default `delayed_close_timeout`).
 const DELAYED_CLOSE: Duration = Duration::from_secs(1);
 
-/// Serves HTTP/1.1 requests on `io` until either side closes the connection, and counts how
-/// it ended as Envoy does (`downstream_cx_destroy_local`, `_remote`, `_active_rq`, …).
-pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters) {
-    let life = {
-        let state = ctx.state.load();
-        let stats = state.stats.conn.clone();
-        ConnLife::new(state.config.connection, stats, tokio::time::Instant::now())
-    };
+/// Serves HTTP/1.1 requests on `io` until either side closes the connection (or one of the
+/// connection manager's limits, `life`, closes it), and counts how it ended as Envoy does (`downstream_cx_destroy_local`, `_remote`, `_active_rq`, …).
+pub async fn serve(io: TcpStream, ctx: Arc<ListenerCtx>, bytes: ByteCounters, life: ConnLife) {
     let mut conn = Conn::new(io, bytes, life);
     let end = conn.run(&ctx).await;
     let lingered = match end {

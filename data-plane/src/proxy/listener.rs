@@ -6,7 +6,7 @@
 //! the kernel spreads new connections over the workers and each worker accepts and serves its
 //! own connections on its own event loop.
 
-use super::conn_limits::{ConnEvent, ConnStats};
+use super::conn_limits::{ConnLife, ConnStats};
 use super::h2_server;
 use super::http1_server;
 use super::io_stats::ByteCounters;
@@ -17,8 +17,10 @@ use crate::stats::{Counter, Gauge, Histogram, Store};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
@@ -84,7 +86,7 @@ pub struct HttpStats {
     /// `downstream_rq_failed_path_normalization`: targets Envoy will not route (a `#fragment`).
     pub rq_failed_path_normalization: Counter,
     /// `downstream_rq_response_before_rq_complete`: responses whose head was sent before their
-    /// request was complete (HTTP/1.1).
+    /// request was complete.
     pub rq_response_before_rq_complete: Counter,
     /// `downstream_cx_rx_bytes_total` and `downstream_cx_tx_bytes_total`.
     pub cx_bytes: ByteCounters,
@@ -312,8 +314,8 @@ impl ListenerManager {
 
     /// A listener's state; `local`: the address it is bound to.
     /// `add_user_agent`'s header values, when the listener sets it.
-    fn user_agent(&self, add: &bool) -> Option<(HeaderValue, Option<HeaderValue>)> {
-        if !*add {
+    fn user_agent(&self, add: bool) -> Option<(HeaderValue, Option<HeaderValue>)> {
+        if !add {
             return None;
         }
         let cluster =
@@ -325,7 +327,7 @@ impl ListenerManager {
     }
 
     fn state(&self, config: ListenerConfig, local: SocketAddr) -> ListenerState {
-        let config_add_user_agent = config.headers.add_user_agent;
+        let user_agent = self.user_agent(config.headers.add_user_agent);
         let scope = listener_stats_scope(&config.listener_stat_prefix, Some(local));
         let stats = HttpStats::new(&self.store, &config.stat_prefix, &scope);
         let server_header =
@@ -341,7 +343,7 @@ impl ListenerManager {
             server_header,
             via,
             local_port: local.port(),
-            user_agent: self.user_agent(&config_add_user_agent),
+            user_agent,
         }
     }
 
@@ -563,8 +565,9 @@ async fn serve_connection(
     let bytes = state.stats.cx_bytes.clone();
     state.stats.cx_total.inc();
     state.stats.cx_active.inc();
+    let mut life = ConnLife::new(state.config.connection, state.stats.conn.clone(), opened);
     let http2 = match state.config.codec {
-        Codec::Auto => match first_bytes(&stream, &state, opened).await {
+        Codec::Auto => match first_bytes(&stream, &mut life).await {
             Some(http2) => http2,
             None => {
                 // A connection that never sent a byte: closed at once by the idle timeout or
@@ -579,12 +582,12 @@ async fn serve_connection(
     if http2 {
         state.stats.cx_http2_total.inc();
         state.stats.cx_http2_active.inc();
-        h2_server::serve(stream, ctx.clone(), bytes).await;
+        h2_server::serve(stream, ctx.clone(), bytes, life).await;
         state.stats.cx_http2_active.dec();
     } else {
         state.stats.cx_http1_total.inc();
         state.stats.cx_http1_active.inc();
-        http1_server::serve(stream, ctx.clone(), bytes).await;
+        http1_server::serve(stream, ctx.clone(), bytes, life).await;
         state.stats.cx_http1_active.dec();
     }
     finish(&state, opened)
@@ -600,35 +603,23 @@ fn finish(state: &ListenerState, opened: tokio::time::Instant) -> u64 {
     length_ms
 }
 
-/// Waits for the client's first bytes ([`speaks_http2`]) under the connection's idle timeout
-/// and max duration: `None` when one of them ran out first (counted).
-async fn first_bytes(
-    stream: &tokio::net::TcpStream,
-    state: &ListenerState,
-    opened: tokio::time::Instant,
-) -> Option<bool> {
-    let limits = &state.config.connection;
-    let first = super::stream_timeout::earliest([
-        (
-            limits.max_connection_duration.map(|d| opened + d),
-            ConnEvent::MaxDuration,
-        ),
-        (limits.idle_timeout.map(|d| opened + d), ConnEvent::Idle),
-    ]);
-    let Some((at, event)) = first else {
-        return Some(speaks_http2(stream).await);
-    };
-    match tokio::time::timeout_at(at, speaks_http2(stream)).await {
-        Ok(http2) => Some(http2),
-        Err(_) => {
-            let conn = &state.stats.conn;
-            match event {
-                ConnEvent::MaxDuration => conn.max_duration_reached.inc(),
-                _ => conn.idle_timeout.inc(),
-            }
-            None
+/// Waits for the client's first bytes ([`speaks_http2`]) under the connection's limits: `None`
+/// when the idle timeout or the max connection duration ran out first (counted; a connection
+/// that never sent a byte closes at once).
+async fn first_bytes(stream: &tokio::net::TcpStream, life: &mut ConnLife) -> Option<bool> {
+    let mut first = std::pin::pin!(speaks_http2(stream));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(http2) = first.as_mut().poll(cx) {
+            return Poll::Ready(Some(http2));
         }
-    }
+        while let Poll::Ready(event) = life.poll_idle(cx) {
+            if life.fired(event, tokio::time::Instant::now()) {
+                return Poll::Ready(None);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4), which an h2c client sends first.
